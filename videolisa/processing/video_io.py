@@ -1,0 +1,626 @@
+"""Open videos, frame folders, single images and in-memory arrays as lazily decoded frame sources.
+
+:func:`open_video` turns any supported input into a :class:`VideoReader` that reports frame count, fps and
+size up front and decodes frames only when asked (:meth:`VideoReader.get_frames` for a few frames,
+:meth:`VideoReader.iter_chunks` to stream all of them), so a long video is never held in memory at once.
+Every reader returns RGB ``uint8`` frames ``[K, H, W, 3]`` (RGB everywhere: the original ``chat.py`` fed
+OpenCV's BGR frames to the model by mistake; the released weights were trained and evaluated on RGB).
+
+Video files: how the frame count is established
+    Container headers are not a reliable frame count: WebM/MKV usually have none (decord then estimates
+    ``duration x fps``) and some MP4s over-report it, and decord asked for a frame past the real end can
+    fail or loop forever inside native code (dmlc/decord#54, #373). So every video file is first probed with
+    PyAV: the video packets are demuxed (read, not decoded) and counted, which is the number of frames
+    actually stored in the file; their timestamps let a decoding error be reported with the frame index.
+    decord then decodes with random access only if its own count agrees with the probe; otherwise (or if
+    decord is not installed or cannot open the file) PyAV decodes sequentially from the start, which is exact
+    by construction but slower for scattered indices. Opening a video also decodes its first frame, so a file
+    without decodable frames fails at :func:`open_video`, not later.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+import os
+import re
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Literal, Union
+
+import numpy as np
+from PIL import Image
+
+from videolisa.errors import VideoReadError
+
+logger = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".webm", ".mkv")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+# Frame rate reported for frame folders, single images and arrays, which carry none.
+DEFAULT_FPS = 10.0
+
+VideoBackend = Literal["auto", "pyav"]
+_EXPECTED_INPUT = (
+    f"expected a video file ({', '.join(VIDEO_EXTENSIONS)}), an image ({', '.join(IMAGE_EXTENSIONS)}), "
+    "a folder of such images, or a uint8 RGB array [T, H, W, 3]"
+)
+
+
+def natural_sort_key(name: str) -> tuple[tuple[object, ...], str]:
+    """Sort key that orders digit runs by value: ``2.jpg`` before ``10.jpg``, case-insensitive.
+
+    Example: ``sorted(["10.jpg", "2.jpg", "1.jpg"], key=natural_sort_key) == ["1.jpg", "2.jpg", "10.jpg"]``.
+    """
+    # re.split with a capture group alternates text, digits, text, ... so parts at equal positions have equal types.
+    parts = tuple(int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name))
+    return parts, name
+
+
+def default_frame_names(num_frames: int) -> list[str]:
+    """Zero-padded frame names ``00000``, ``00001``, ... (at least 5 digits, more for longer videos)."""
+    width = max(5, len(str(max(num_frames - 1, 0))))
+    return [f"{index:0{width}d}" for index in range(num_frames)]
+
+
+class VideoReader(ABC):
+    """A video as a lazily decoded sequence of RGB frames; build one with :func:`open_video`.
+
+    Properties are known without decoding the video. Frames come back as ``[K, H, W, 3] uint8`` RGB arrays.
+    Use as a context manager (or call :meth:`close`) to release decoder resources early.
+    """
+
+    _backend_name: str  # set by each subclass
+
+    def __init__(
+        self, source: str, *, num_frames: int, fps: float, height: int, width: int, frame_names: list[str]
+    ) -> None:
+        self._source = source
+        self._num_frames = num_frames
+        self._fps = fps
+        self._height = height
+        self._width = width
+        self._frame_names = frame_names
+
+    @property
+    def source(self) -> str:
+        """The path (or ``<array>``) this reader decodes, as used in error messages."""
+        return self._source
+
+    @property
+    def backend(self) -> str:
+        """What decodes the frames: ``decord``, ``pyav``, ``images`` or ``array``."""
+        return self._backend_name
+
+    @property
+    def num_frames(self) -> int:
+        """Number of frames in the video."""
+        return self._num_frames
+
+    @property
+    def fps(self) -> float:
+        """Frames per second (the container's average rate; a configurable default for folders, images, arrays)."""
+        return self._fps
+
+    @property
+    def height(self) -> int:
+        """Frame height in pixels."""
+        return self._height
+
+    @property
+    def width(self) -> int:
+        """Frame width in pixels."""
+        return self._width
+
+    @property
+    def frame_names(self) -> list[str]:
+        """One name per frame: file stems for folders and images, ``00000``, ``00001``, ... otherwise."""
+        return list(self._frame_names)
+
+    def __len__(self) -> int:
+        return self._num_frames
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self._source!r}, num_frames={self._num_frames}, fps={self._fps:g}, "
+            f"height={self._height}, width={self._width}, backend={self.backend!r})"
+        )
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release decoder resources; the default reader holds none between calls."""
+
+    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
+        """Decode the frames at ``indices`` (any order, repeats allowed) -> ``[K, H, W, 3] uint8`` RGB.
+
+        Raises :class:`VideoReadError` when a frame cannot be decoded (naming its index) and
+        :class:`IndexError` for an index outside ``[0, num_frames)``.
+        """
+        requested = self._check_indices(indices)
+        if not requested:
+            return np.empty((0, self._height, self._width, 3), dtype=np.uint8)
+        unique = sorted(set(requested))
+        decoded = self._decode_sorted(unique)
+        if unique == requested:
+            return decoded
+        position = {index: slot for slot, index in enumerate(unique)}
+        return decoded[[position[index] for index in requested]]
+
+    def iter_chunks(self, chunk_size: int, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(start_index, frames [k, H, W, 3] uint8)`` for consecutive chunks from ``start`` to the end.
+
+        Each chunk has ``chunk_size`` frames except possibly the last; only one chunk is in memory at a time.
+        ``start`` lets an interrupted pass resume. Example: 10 frames, ``chunk_size=4`` -> starts 0, 4, 8.
+        """
+        self._check_chunking(chunk_size, start)
+        for chunk_start in range(start, self._num_frames, chunk_size):
+            yield chunk_start, self._decode_sorted(self._chunk_indices(chunk_start, chunk_size))
+
+    def _check_chunking(self, chunk_size: int, start: int) -> None:
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        if not 0 <= start < self._num_frames:
+            raise IndexError(f"start {start} is out of range for {self._source} ({self._num_frames} frames)")
+
+    def _chunk_indices(self, chunk_start: int, chunk_size: int) -> list[int]:
+        return list(range(chunk_start, min(chunk_start + chunk_size, self._num_frames)))
+
+    @abstractmethod
+    def _decode_sorted(self, indices: list[int]) -> np.ndarray:
+        """Decode valid, strictly increasing ``indices`` -> ``[len(indices), H, W, 3] uint8``."""
+
+    def _check_indices(self, indices: Sequence[int]) -> list[int]:
+        requested = [int(index) for index in np.asarray(indices, dtype=np.int64).reshape(-1)]
+        for index in requested:
+            if not 0 <= index < self._num_frames:
+                raise IndexError(
+                    f"frame index {index} is out of range for {self._source} ({self._num_frames} frames); "
+                    f"expected 0 <= index < {self._num_frames}"
+                )
+        return requested
+
+    def _check_frame(self, frame: np.ndarray, index: int) -> np.ndarray:
+        if frame.shape != (self._height, self._width, 3) or frame.dtype != np.uint8:
+            raise VideoReadError(
+                f"{self._source}: frame {index} decoded as {frame.dtype} {tuple(frame.shape)}; expected uint8 "
+                f"{(self._height, self._width, 3)} like the rest of the video (frame size changes mid-stream are "
+                "not supported)"
+            )
+        return frame
+
+
+def open_video(
+    source: Union[str, os.PathLike[str], np.ndarray, VideoReader],
+    *,
+    default_fps: float = DEFAULT_FPS,
+    backend: VideoBackend = "auto",
+) -> VideoReader:
+    """Open a video file, a folder of frames, a single image or a ``[T, H, W, 3] uint8`` RGB array.
+
+    * Video files (``.mp4 .avi .mov .webm .mkv``): decord, or PyAV (see the module docstring for when);
+      ``backend="pyav"`` forces PyAV. ``frame_names`` are ``00000``, ``00001``, ...
+    * Folders: every ``.jpg/.jpeg/.png`` file in natural order (``2.jpg`` before ``10.jpg``); frame names
+      are the file stems. Other files are ignored with a logged warning; sizes are checked from the
+      image headers; pixels are used as stored (EXIF orientation is not applied).
+    * A single image is a 1-frame video named after its stem.
+    * Arrays are wrapped without copying (frames are returned as read-only views).
+    * An existing :class:`VideoReader` is returned unchanged.
+
+    Grayscale, RGBA, palette and 16-bit images become 8-bit RGB. Folders, images and arrays report
+    ``default_fps``. Raises :class:`VideoReadError` naming the input when it is missing, unreadable, not a
+    video, empty, has frames of mixed sizes, or has no decodable frame.
+    """
+    if isinstance(source, VideoReader):
+        return source
+    if not (isinstance(default_fps, (int, float)) and math.isfinite(default_fps) and default_fps > 0):
+        raise VideoReadError(f"default_fps must be a positive number, got {default_fps!r}")
+    if backend not in ("auto", "pyav"):
+        raise VideoReadError(f"backend must be 'auto' or 'pyav', got {backend!r}")
+    if isinstance(source, np.ndarray):
+        return _ArrayVideo(source, fps=float(default_fps))
+    if not isinstance(source, (str, os.PathLike)):
+        raise VideoReadError(f"cannot open a video from a {type(source).__name__}; {_EXPECTED_INPUT}")
+    path = Path(source)
+    if not path.exists():
+        raise VideoReadError(f"{path} does not exist; {_EXPECTED_INPUT}")
+    if path.is_dir():
+        return _ImageFrames(str(path), _list_frame_files(path), fps=float(default_fps))
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_EXTENSIONS:
+        return _ImageFrames(str(path), [path], fps=float(default_fps))
+    if suffix in VIDEO_EXTENSIONS:
+        return _open_video_file(path, default_fps=float(default_fps), backend=backend)
+    raise VideoReadError(f"{path} has an unsupported extension {path.suffix!r}; {_EXPECTED_INPUT}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# In-memory arrays
+
+
+class _ArrayVideo(VideoReader):
+    _backend_name = "array"
+
+    def __init__(self, frames: np.ndarray, *, fps: float) -> None:
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise VideoReadError(
+                f"in-memory video has dtype {frames.dtype} and shape {tuple(frames.shape)}; "
+                "expected a uint8 RGB array [T, H, W, 3]"
+            )
+        if frames.shape[0] == 0 or frames.shape[1] == 0 or frames.shape[2] == 0:
+            raise VideoReadError(f"in-memory video has shape {tuple(frames.shape)}; expected at least one frame")
+        # A read-only view: callers cannot modify the array they passed in through the frames we return.
+        self._frames = frames.view()
+        self._frames.flags.writeable = False
+        num_frames, height, width = frames.shape[:3]
+        super().__init__(
+            "<array>",
+            num_frames=num_frames,
+            fps=fps,
+            height=height,
+            width=width,
+            frame_names=default_frame_names(num_frames),
+        )
+
+    def _decode_sorted(self, indices: list[int]) -> np.ndarray:
+        if indices == list(range(indices[0], indices[-1] + 1)):
+            return self._frames[indices[0] : indices[-1] + 1]
+        return self._frames[indices]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Frame folders and single images
+
+
+def _list_frame_files(folder: Path) -> list[Path]:
+    files = [entry for entry in folder.iterdir() if entry.is_file()]
+    frames = sorted((entry for entry in files if entry.suffix.lower() in IMAGE_EXTENSIONS), key=_path_sort_key)
+    ignored = sorted(entry.name for entry in files if entry.suffix.lower() not in IMAGE_EXTENSIONS)
+    if ignored:
+        logger.warning(
+            "%s: ignoring %d file(s) that are not %s frames: %s",
+            folder,
+            len(ignored),
+            "/".join(IMAGE_EXTENSIONS),
+            ", ".join(ignored[:5]) + (", ..." if len(ignored) > 5 else ""),
+        )
+    if not frames:
+        raise VideoReadError(f"{folder} contains no frames; expected {', '.join(IMAGE_EXTENSIONS)} images")
+    stems: dict[str, Path] = {}
+    for frame in frames:
+        if frame.stem in stems:
+            raise VideoReadError(
+                f"{folder}: {stems[frame.stem].name} and {frame.name} have the same frame name {frame.stem!r}; "
+                "expected one image per frame name"
+            )
+        stems[frame.stem] = frame
+    return frames
+
+
+def _path_sort_key(path: Path) -> tuple[tuple[object, ...], str]:
+    return natural_sort_key(path.name)
+
+
+def _image_header_size(path: Path) -> tuple[int, int]:
+    """(height, width) read from the image header, without decoding the pixels."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise VideoReadError(f"cannot read image {path}: {err}; expected a JPEG or PNG file") from err
+    return height, width
+
+
+def _to_rgb8(image: Image.Image) -> np.ndarray:
+    """PIL image of any mode -> ``[H, W, 3] uint8`` RGB."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        # 16-bit grayscale: keep the high byte, as OpenCV's imread (used by the original scripts) does.
+        gray = (np.asarray(image).astype(np.int64).clip(0, 65535) >> 8).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    # Palette, grayscale, 1-bit, RGBA (alpha dropped) and 16-bit RGB (loaded by PIL as 8-bit) all convert here.
+    return np.asarray(image.convert("RGB"))
+
+
+def _read_rgb_image(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            return _to_rgb8(image)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise VideoReadError(f"cannot decode image {path}: {err}; expected a readable JPEG or PNG file") from err
+
+
+class _ImageFrames(VideoReader):
+    _backend_name = "images"
+
+    def __init__(self, source: str, paths: list[Path], *, fps: float) -> None:
+        height, width = _image_header_size(paths[0])
+        for path in paths[1:]:
+            size = _image_header_size(path)
+            if size != (height, width):
+                raise VideoReadError(
+                    f"{source}: frame {path.name} is {size[0]}x{size[1]} (HxW) but {paths[0].name} is "
+                    f"{height}x{width}; expected all frames of a video to have the same size"
+                )
+        self._paths = paths
+        super().__init__(
+            source,
+            num_frames=len(paths),
+            fps=fps,
+            height=height,
+            width=width,
+            frame_names=[path.stem for path in paths],
+        )
+
+    def _decode_sorted(self, indices: list[int]) -> np.ndarray:
+        return np.stack([self._check_frame(_read_rgb_image(self._paths[index]), index) for index in indices])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Video files
+
+
+@dataclass(frozen=True)
+class _StreamProbe:
+    """What PyAV learns about a video file's first video stream by demuxing it (no decoding)."""
+
+    num_frames: int
+    fps: float | None
+    height: int
+    width: int
+    # Presentation timestamps of the stored frames in ascending order, or None when some packet has none.
+    sorted_pts: list[int] | None
+
+
+def _unreadable(path: Path, err: Exception) -> VideoReadError:
+    return VideoReadError(
+        f"cannot read video file {path}: {err}; expected a readable {'/'.join(VIDEO_EXTENSIONS)} video"
+    )
+
+
+def _probe_video_file(path: Path) -> _StreamProbe:
+    import av
+
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as err:
+        raise _unreadable(path, err) from err
+    with container:
+        if not container.streams.video:
+            raise VideoReadError(f"{path} has no video stream; expected a video file")
+        stream = container.streams.video[0]
+        timestamps: list[int | None] = []
+        try:
+            for packet in container.demux(stream):
+                if packet.size > 0:
+                    timestamps.append(packet.pts)
+        except av.error.FFmpegError as err:
+            raise VideoReadError(
+                f"{path}: frame {len(timestamps)} cannot be read ({err}); the video is truncated or corrupt"
+            ) from err
+        rate = stream.average_rate or stream.guessed_rate
+        header_frames = stream.frames
+        height, width = stream.codec_context.height, stream.codec_context.width
+    if header_frames and header_frames != len(timestamps):
+        logger.warning(
+            "%s: the container header declares %d frames but %d are stored; using %d",
+            path,
+            header_frames,
+            len(timestamps),
+            len(timestamps),
+        )
+    if not timestamps:
+        raise VideoReadError(f"{path} contains no video frames; expected a video with at least one frame")
+    if height <= 0 or width <= 0:
+        raise VideoReadError(f"{path}: the video stream has no frame size ({width}x{height}); expected a video")
+    known_pts = None if any(pts is None for pts in timestamps) else sorted(pts for pts in timestamps if pts is not None)
+    return _StreamProbe(
+        num_frames=len(timestamps),
+        fps=float(rate) if rate else None,
+        height=height,
+        width=width,
+        sorted_pts=known_pts,
+    )
+
+
+def _import_decord() -> ModuleType | None:
+    try:
+        import decord
+    except ImportError as err:
+        warnings.warn(
+            f"decord is not available ({err}); decoding video files with PyAV, which reads them sequentially "
+            "(slower for scattered frames)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    return decord
+
+
+def _open_video_file(path: Path, *, default_fps: float, backend: VideoBackend) -> VideoReader:
+    probe = _probe_video_file(path)
+    fps = probe.fps
+    if fps is None:
+        logger.warning("%s declares no frame rate; using %g fps", path, default_fps)
+        fps = default_fps
+    reader: VideoReader | None = None
+    if backend == "auto":
+        decord = _import_decord()
+        if decord is not None:
+            reader = _DecordVideo.open_if_consistent(decord, path, probe, fps)
+    if reader is None:
+        reader = _PyAVVideo(path, probe, fps)
+    # Decode frame 0 now: a file without a decodable frame fails here, with the reason.
+    reader.get_frames([0])
+    return reader
+
+
+def _video_file_kwargs(probe: _StreamProbe, fps: float) -> dict[str, object]:
+    return {
+        "num_frames": probe.num_frames,
+        "fps": fps,
+        "height": probe.height,
+        "width": probe.width,
+        "frame_names": default_frame_names(probe.num_frames),
+    }
+
+
+def _decord_message(err: Exception) -> str:
+    """decord's error text without its ``[time] source.cc:line:`` prefixes."""
+    return re.sub(r"\[[\d:]+\] \S+:\d+: ", "", str(err).strip().splitlines()[0])
+
+
+class _DecordVideo(VideoReader):
+    """Random access with decord; switches to sequential PyAV decoding for good if decord fails.
+
+    decord's threaded decoder reports a corrupt packet while decoding frames before it, so its errors cannot
+    name the bad frame; PyAV then either decodes the frames (a decord-only problem) or names the frame.
+    """
+
+    _backend_name = "decord"
+
+    def __init__(self, decord: ModuleType, reader: object, path: Path, probe: _StreamProbe, fps: float) -> None:
+        self._decord = decord
+        self._reader: object | None = reader
+        self._pyav = _PyAVVideo(path, probe, fps)
+        super().__init__(str(path), **_video_file_kwargs(probe, fps))  # type: ignore[arg-type]
+
+    @classmethod
+    def open_if_consistent(
+        cls, decord: ModuleType, path: Path, probe: _StreamProbe, fps: float
+    ) -> _DecordVideo | None:
+        """A decord reader for ``path``, or None (with a logged reason) when decord cannot be trusted on it."""
+        try:
+            reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
+        except decord.DECORDError as err:
+            logger.warning("decord cannot open %s (%s); decoding it with PyAV", path, _decord_message(err))
+            return None
+        if len(reader) != probe.num_frames:
+            logger.warning(
+                "decord counts %d frames in %s but the file stores %d; decoding it with PyAV",
+                len(reader),
+                path,
+                probe.num_frames,
+            )
+            return None
+        return cls(decord, reader, path, probe, fps)
+
+    @property
+    def backend(self) -> str:
+        """``decord``, or ``pyav`` once decord has failed on this file."""
+        return self._backend_name if self._reader is not None else self._pyav.backend
+
+    def close(self) -> None:
+        """Drop the decord reader (it has no explicit close); later reads use PyAV."""
+        self._reader = None
+
+    def iter_chunks(self, chunk_size: int, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(start_index, frames [k, H, W, 3] uint8)`` chunks; continues with PyAV if decord fails."""
+        self._check_chunking(chunk_size, start)
+        chunk_start = start
+        while chunk_start < self._num_frames:
+            frames = self._decode_with_decord(self._chunk_indices(chunk_start, chunk_size))
+            if frames is None:
+                yield from self._pyav.iter_chunks(chunk_size, chunk_start)
+                return
+            yield chunk_start, frames
+            chunk_start += chunk_size
+
+    def _decode_sorted(self, indices: list[int]) -> np.ndarray:
+        frames = self._decode_with_decord(indices)
+        return self._pyav.get_frames(indices) if frames is None else frames
+
+    def _decode_with_decord(self, indices: list[int]) -> np.ndarray | None:
+        """Frames ``[K, H, W, 3] uint8``, or None when decord is closed or has failed on this file."""
+        if self._reader is None:
+            return None
+        try:
+            frames = self._reader.get_batch(indices).asnumpy()  # type: ignore[attr-defined]
+        except self._decord.DECORDError as err:
+            logger.warning(
+                "decord failed on %s frames %d..%d (%s); decoding it with PyAV from now on",
+                self._source,
+                indices[0],
+                indices[-1],
+                _decord_message(err),
+            )
+            self._reader = None
+            return None
+        for index, frame in zip(indices, frames):
+            self._check_frame(frame, index)
+        return frames
+
+
+class _PyAVVideo(VideoReader):
+    _backend_name = "pyav"
+
+    def __init__(self, path: Path, probe: _StreamProbe, fps: float) -> None:
+        self._path = path
+        self._sorted_pts = probe.sorted_pts
+        super().__init__(str(path), **_video_file_kwargs(probe, fps))  # type: ignore[arg-type]
+
+    def _decode_sorted(self, indices: list[int]) -> np.ndarray:
+        slots = {index: slot for slot, index in enumerate(indices)}
+        frames = np.empty((len(indices), self._height, self._width, 3), dtype=np.uint8)
+        for index, frame in self._decode_from_start(stop=indices[-1] + 1):
+            if index in slots:
+                frames[slots[index]] = frame
+        return frames
+
+    def iter_chunks(self, chunk_size: int, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(start_index, frames [k, H, W, 3] uint8)`` chunks from one sequential decoding pass."""
+        self._check_chunking(chunk_size, start)
+        chunk: list[np.ndarray] = []
+        for index, frame in self._decode_from_start(stop=self._num_frames):
+            if index < start:
+                continue
+            chunk.append(frame)
+            if len(chunk) == chunk_size or index == self._num_frames - 1:
+                yield index + 1 - len(chunk), np.stack(chunk)
+                chunk = []
+
+    def _decode_from_start(self, stop: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(index, frame [H, W, 3] uint8)`` in presentation order for indices ``0 .. stop - 1``."""
+        import av
+
+        next_index = 0
+        try:
+            container = av.open(str(self._path))
+        except (av.error.FFmpegError, OSError) as err:
+            raise _unreadable(self._path, err) from err
+        with container:
+            # No frame threading: with it the decoder reports an error a few packets late, so the index of a
+            # corrupt frame could not be named.
+            stream = container.streams.video[0]
+            for packet in container.demux(stream):
+                try:
+                    decoded = packet.decode()
+                except av.error.FFmpegError as err:
+                    raise VideoReadError(
+                        f"{self._path}: frame {self._packet_index(packet.pts, next_index)} could not be decoded "
+                        f"({err}); the video is corrupt or truncated"
+                    ) from err
+                for frame in decoded:
+                    if next_index >= stop:
+                        return
+                    yield next_index, self._check_frame(frame.to_ndarray(format="rgb24"), next_index)
+                    next_index += 1
+        if next_index < stop:
+            raise VideoReadError(
+                f"{self._path}: only {next_index} of {self._num_frames} frames could be decoded; frame "
+                f"{next_index} is missing (the video is corrupt or truncated)"
+            )
+
+    def _packet_index(self, pts: int | None, frames_decoded: int) -> int:
+        """Frame index of the packet with timestamp ``pts`` (decoding order differs with B-frames)."""
+        if pts is None or self._sorted_pts is None:
+            return frames_decoded
+        return bisect.bisect_left(self._sorted_pts, pts)
