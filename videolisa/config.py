@@ -371,3 +371,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         model_max_length=512,
     ),
 }
+
+
+# Let AutoConfig (used e.g. by AutoTokenizer on a model directory) recognise this package's config.json.
+AutoConfig.register(VideoLisaConfig.model_type, VideoLisaConfig, exist_ok=True)

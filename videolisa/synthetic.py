@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from videolisa.errors import InvalidInputError
+from videolisa.processing.video_io import default_frame_names
 
 SHAPES = ("circle", "square", "triangle", "star", "diamond")
 # Saturated colours, far from the grey background (whose pixels always have R = G = B).
@@ -160,11 +161,12 @@ class SyntheticExpression(NamedTuple):
     is_sentence: bool  # reasoning sentences vs. referring phrases
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SyntheticVideo:
     """A generated video: frames ``[T, H, W, 3]`` uint8 RGB and visible-pixel masks ``[N, T, H, W]`` bool.
 
-    ``objects`` are listed in draw order (later objects occlude earlier ones).
+    ``objects`` are listed in draw order (later objects occlude earlier ones). Compare videos field by field
+    (``np.array_equal`` for the arrays); ``==`` is identity.
     """
 
     name: str
@@ -191,7 +193,7 @@ class SyntheticVideo:
     @property
     def frame_names(self) -> tuple[str, ...]:
         """File stems of the frames in every layout: ``00000``, ``00001``, ..."""
-        return tuple(f"{index:05d}" for index in range(self.num_frames))
+        return tuple(default_frame_names(self.num_frames))
 
 
 # ----------------------------------------------------------------------------------------------- rendering
@@ -781,12 +783,11 @@ def _write_jpeg_frames(frames: np.ndarray, names: Sequence[str], folder: Path) -
 
 
 def _write_png_masks(masks: np.ndarray, names: Sequence[str], folder: Path) -> None:
-    """``[T, H, W]`` bool -> single-channel 0/255 PNGs ``<folder>/<name>.png``."""
-    from PIL import Image
+    """``[T, H, W]`` bool -> single-channel 0/255 PNGs ``<folder>/<name>.png`` (the prediction writer's format)."""
+    from videolisa.outputs import MaskWriter
 
-    folder.mkdir(parents=True, exist_ok=True)
-    for mask, frame_name in zip(masks, names):
-        Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(folder / f"{frame_name}.png")
+    with MaskWriter(names, masks.shape[1], masks.shape[2], png_dir=folder) as writer:
+        writer.write(masks)
 
 
 def _encode_rle(mask: np.ndarray) -> dict[str, Any] | None:

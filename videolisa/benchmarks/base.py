@@ -19,7 +19,6 @@ import numpy as np
 
 from videolisa.benchmarks.layout import (
     list_frame_names,
-    natural_key,
     read_json,
     require_field,
     require_listed_frames,
@@ -28,6 +27,7 @@ from videolisa.benchmarks.layout import (
 )
 from videolisa.constants import DEFAULT_ANSWER, DEFAULT_SEG_TOKEN
 from videolisa.errors import InvalidInputError
+from videolisa.processing.video_io import natural_sort_key
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ class VideoBenchmark(Benchmark):
 
     @cached_property
     def _videos(self) -> list[VideoEntry]:
-        return sorted(self._parse_videos(), key=lambda video: natural_key(video.name))
+        return sorted(self._parse_videos(), key=lambda video: natural_sort_key(video.name))
 
     def validate(self) -> None:
         """Check the meta file, every frame folder, every listed frame and the ground truth."""
@@ -153,7 +153,7 @@ class VideoBenchmark(Benchmark):
         items = []
         for video in self._videos:
             frame_names = list_frame_names(video.frames_dir)
-            for expression in sorted(video.expressions, key=lambda entry: natural_key(entry.exp_id)):
+            for expression in sorted(video.expressions, key=lambda entry: natural_sort_key(entry.exp_id)):
                 items.append(
                     BenchmarkItem(
                         key=expression.output_dir,

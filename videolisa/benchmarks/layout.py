@@ -89,11 +89,6 @@ def require_flag(mapping: Any, key: str, where: str) -> bool:
     return bool(value)
 
 
-def natural_key(text: str) -> tuple[int, int, str]:
-    """Sort key putting numeric ids in numeric order ("2" before "10") before other names."""
-    return (0, int(text), "") if text.isdigit() else (1, 0, text)
-
-
 def list_frame_names(folder: Path, suffix: str = FRAME_SUFFIX) -> tuple[str, ...]:
     """Stems of the ``*<suffix>`` files of a frame folder, in sorted file-name order (``sorted(glob(...))``)."""
     if not folder.is_dir():

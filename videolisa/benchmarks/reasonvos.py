@@ -61,7 +61,10 @@ class ReasonVOSBenchmark(VideoBenchmark):
         """(exp_id, entry) pairs from either the list form or the older id-keyed form."""
         expressions = require_field(video, "expressions", (list, dict), where)
         if isinstance(expressions, dict):
-            return [(str(exp_id), require_mapping(entry, f"{where}, expression {exp_id!r}")) for exp_id, entry in expressions.items()]
+            return [
+                (str(exp_id), require_mapping(entry, f"{where}, expression {exp_id!r}"))
+                for exp_id, entry in expressions.items()
+            ]
         records = []
         for position, entry in enumerate(expressions):
             entry_where = f"{where}, expression #{position}"

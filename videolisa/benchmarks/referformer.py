@@ -63,10 +63,11 @@ class RefYouTubeVOSBenchmark(_ReferFormerBenchmark):
         if not self.test_meta_path.is_file():
             logger.info("%s not found: using every video of %s", self.test_meta_path, self.meta_path)
             return list(videos)
-        test_videos = require_field(read_json(self.test_meta_path, "Ref-YouTube-VOS test meta file"), "videos", dict,
-                                    str(self.test_meta_path))
+        test_meta = read_json(self.test_meta_path, "Ref-YouTube-VOS test meta file")
+        test_videos = require_field(test_meta, "videos", dict, str(self.test_meta_path))
         selected = [name for name in videos if name not in test_videos]
-        logger.info("Ref-YouTube-VOS valid: %d videos (%d test videos left out)", len(selected), len(videos) - len(selected))
+        left_out = len(videos) - len(selected)
+        logger.info("Ref-YouTube-VOS valid: %d videos, %d test videos left out", len(selected), left_out)
         return selected
 
 

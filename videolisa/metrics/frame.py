@@ -14,13 +14,10 @@ which MeViS, ReasonVOS and Ref-DAVIS all use (see ``reference/metrics.md``):
 * All work happens inside the union of the two masks' bounding boxes, grown by one pixel. Every
   boundary pixel lies in that box (a boundary pixel is a mask pixel or the pixel just above / left
   of one), so the crop never changes a count.
-* The boundary map is a pixel whose 2x2 window (itself, right, below, below-right) is not constant,
-  with the last row / column replicated: one ``MORPH_GRADIENT`` with a 2x2 kernel. Replication
-  reproduces the official special rules for the last row and column and ``b[-1, -1] = 0``; at a crop
-  edge inside the frame the replicated row / column is empty in both masks, as the real one is.
-* Instead of dilating a whole boundary map with the disk, only the other boundary's pixels are
-  tested: the disk is an exact union of a few axis-aligned rectangles, and "is there a boundary
-  pixel inside this rectangle" is four look-ups in an integral image.
+* Both boundary maps come from six bitwise operations on the two masks packed in one image.
+* The disk is an exact union of a few centred rectangles (:func:`disk_rectangles`). One separable
+  dilation with the largest of them settles most boundary pixels; the few left are tested against
+  the other rectangles with four look-ups each in an integral image.
 """
 
 from __future__ import annotations
@@ -33,9 +30,6 @@ import numpy as np
 
 # Boundary tolerance as a fraction of the image diagonal (davis2017 ``bound_th``).
 BOUNDARY_THRESHOLD = 0.008
-# 2x2 window anchored at its top-left pixel: the pixel, its right, lower and lower-right neighbours.
-_WINDOW_2X2 = np.ones((2, 2), np.uint8)
-_WINDOW_ANCHOR = (0, 0)
 
 
 def boundary_tolerance(height: int, width: int, bound_th: float = BOUNDARY_THRESHOLD) -> int:
@@ -73,58 +67,83 @@ def disk_rectangles(radius: int) -> tuple[tuple[int, int], ...]:
     return tuple(sorted(corners, key=lambda hw: -(2 * hw[0] + 1) * (2 * hw[1] + 1)))
 
 
-def boundary_map(mask: np.ndarray) -> np.ndarray:
-    """One-pixel boundary of a mask, exactly as davis2017 ``_seg2bmap``.
+def boundary_bits(mask: np.ndarray) -> np.ndarray:
+    """One-pixel boundary of each bit plane of a mask, exactly as davis2017 ``_seg2bmap``.
+
+    A pixel is on the boundary when it differs from its right, lower or lower-right neighbour; the
+    last row is compared only with its right neighbour, the last column only with its lower one,
+    and the last pixel with nothing (so a full-frame mask has no boundary). Working bitwise lets
+    two masks packed in bits 0 and 1 share the same six operations.
 
     Args:
-        mask: ``[H, W] uint8`` with values 0/1 (a ``bool`` array viewed as uint8 works).
+        mask: ``[H, W] uint8`` (for a single mask, values 0/1).
 
     Returns:
-        ``[H, W] uint8`` 0/1: 1 where the pixel differs from its right, lower or lower-right
-        neighbour (last row / column compared with themselves, hence a full-frame mask has none).
+        ``[H, W] uint8``: bit k set where bit plane k of ``mask`` has a boundary pixel.
     """
-    return cv2.morphologyEx(
-        mask,
-        cv2.MORPH_GRADIENT,
-        _WINDOW_2X2,
-        anchor=_WINDOW_ANCHOR,
-        borderType=cv2.BORDER_REPLICATE | cv2.BORDER_ISOLATED,
-    )
+    edges = np.zeros_like(mask)
+    # Views into edges; cv2 writes through them because they are not copies.
+    cv2.bitwise_xor(mask[:, :-1], mask[:, 1:], dst=edges[:, :-1])
+    cv2.bitwise_or(edges[:-1], cv2.bitwise_xor(mask[:-1], mask[1:]), dst=edges[:-1])
+    cv2.bitwise_or(edges[:-1, :-1], cv2.bitwise_xor(mask[:-1, :-1], mask[1:, 1:]), dst=edges[:-1, :-1])
+    return edges
 
 
-def _count_matched(points: np.ndarray, target_boundary: np.ndarray, radius: int) -> int:
-    """Number of ``points`` that have a ``target_boundary`` pixel within ``disk(radius)``.
+def _count_matched(points: np.ndarray, target: np.ndarray, radius: int) -> int:
+    """Number of ``points`` pixels that have a ``target`` pixel within ``disk(radius)``.
 
     Args:
-        points: ``[N, 2] int32`` ``(x, y)`` pixel positions.
-        target_boundary: ``[h, w] uint8`` 0/1 boundary map of the same crop.
+        points: ``[h, w] uint8`` 0/1 boundary map whose pixels are tested.
+        target: ``[h, w] uint8`` 0/1 boundary map of the same crop (the one dilated officially).
         radius: disk radius in pixels.
     """
-    height, width = target_boundary.shape
-    integral = cv2.integral(target_boundary).ravel()  # [(h+1)·(w+1)] int32 prefix counts
-    stride = width + 1
-    xs = points[:, 0]
-    ys = points[:, 1]
+    rectangles = disk_rectangles(radius)
+    # The largest rectangle inside the disk settles most pixels with one separable dilation.
+    half_height, half_width = rectangles[0]
+    near = cv2.dilate(target, _rectangle(half_height, half_width))
+    unmatched = cv2.subtract(points, near)
+    n_unmatched = cv2.countNonZero(unmatched)
+    matched = cv2.countNonZero(points) - n_unmatched
+    if n_unmatched == 0:
+        return matched
+    return matched + _count_matched_exactly(unmatched, target, radius, rectangles[1:])
 
-    def any_inside(half_height: int, half_width: int) -> np.ndarray:
-        top = np.maximum(ys - half_height, 0) * stride
-        bottom = np.minimum(ys + half_height + 1, height) * stride
-        left = np.maximum(xs - half_width, 0)
-        right = np.minimum(xs + half_width + 1, width)
-        inside = integral[bottom + right] - integral[top + right] - integral[bottom + left] + integral[top + left]
-        return inside > 0
 
-    # The bounding square of the disk rules out far pixels; the disk's rectangles then decide.
-    near = any_inside(radius, radius)
-    xs, ys = xs[near], ys[near]
-    matched = 0
-    for half_height, half_width in disk_rectangles(radius):
-        if xs.size == 0:
-            break
-        hit = any_inside(half_height, half_width)
-        matched += int(np.count_nonzero(hit))
-        xs, ys = xs[~hit], ys[~hit]
-    return matched
+def _rectangle(half_height: int, half_width: int) -> np.ndarray:
+    """``[2a+1, 2b+1] uint8`` all-ones structuring element."""
+    return np.ones((2 * half_height + 1, 2 * half_width + 1), np.uint8)
+
+
+def _count_matched_exactly(
+    points: np.ndarray, target: np.ndarray, radius: int, rectangles: tuple[tuple[int, int], ...]
+) -> int:
+    """Exact test of the remaining ``points`` pixels against the other disk rectangles.
+
+    ``points`` and ``target`` are ``[h, w] uint8`` 0/1 maps of one crop. A pixel is matched when
+    one of the ``[K]`` rectangles around it holds a ``target`` pixel: four look-ups per rectangle in
+    an integral image of ``target`` over the region that can reach the points, padded by ``radius``
+    zeros so that no look-up needs clipping. All ``[N, K, 4]`` look-ups are one gather.
+    """
+    x, y, w, h = cv2.boundingRect(points)
+    top, left = max(y - radius, 0), max(x - radius, 0)
+    bottom, right = min(y + h + radius, target.shape[0]), min(x + w + radius, target.shape[1])
+    padded = cv2.copyMakeBorder(
+        target[top:bottom, left:right], radius, radius, radius, radius, cv2.BORDER_CONSTANT, value=0
+    )
+    stride = padded.shape[1] + 1
+    integral = cv2.integral(padded).ravel()  # [(h'+1)·(w'+1)] int32 prefix counts
+    xy = _nonzero_points(points[top:bottom, left:right])
+    # Flat index of each pixel's position in the padded integral image: [N].
+    base = (xy[:, 1] + radius) * stride + (xy[:, 0] + radius)
+    corners = np.array(
+        [
+            [(a + 1) * stride + b + 1, -a * stride + b + 1, (a + 1) * stride - b, -a * stride - b]
+            for a, b in rectangles
+        ]
+    )  # [K, 4]: bottom-right, top-right, bottom-left, top-left
+    values = integral[base[:, None, None] + corners[None]]  # [N, K, 4]
+    inside = values[..., 0] - values[..., 1] - values[..., 2] + values[..., 3]  # [N, K]
+    return int(np.count_nonzero(inside.any(axis=1)))
 
 
 def _nonzero_points(mask: np.ndarray) -> np.ndarray:
@@ -135,16 +154,12 @@ def _nonzero_points(mask: np.ndarray) -> np.ndarray:
 
 
 def _union_crop(pred: np.ndarray, gt: np.ndarray) -> tuple[slice, slice] | None:
-    """Rows and columns of the union bounding box grown by one pixel, or None if both are empty."""
-    boxes = [box for box in (cv2.boundingRect(pred), cv2.boundingRect(gt)) if box[2] > 0]
-    if not boxes:
+    """Rows and columns of the masks' union bounding box grown by one pixel; None if both are empty."""
+    x, y, w, h = cv2.boundingRect(cv2.bitwise_or(pred, gt))
+    if w == 0:
         return None
     height, width = pred.shape
-    x0 = min(box[0] for box in boxes)
-    y0 = min(box[1] for box in boxes)
-    x1 = max(box[0] + box[2] for box in boxes)
-    y1 = max(box[1] + box[3] for box in boxes)
-    return slice(max(y0 - 1, 0), min(y1 + 1, height)), slice(max(x0 - 1, 0), min(x1 + 1, width))
+    return slice(max(y - 1, 0), min(y + h + 1, height)), slice(max(x - 1, 0), min(x + w + 1, width))
 
 
 def f_from_counts(n_pred: int, n_gt: int, pred_matched: int, gt_matched: int) -> float:
@@ -190,19 +205,21 @@ def frame_jf(pred: np.ndarray, gt: np.ndarray, radius: int | None = None) -> tup
         radius = boundary_tolerance(*pred.shape)
     pred_crop, gt_crop = pred[crop], gt[crop]
 
+    n_pred_pixels = cv2.countNonZero(pred_crop)
+    n_gt_pixels = cv2.countNonZero(gt_crop)
     intersection = cv2.countNonZero(cv2.bitwise_and(pred_crop, gt_crop))
-    union = cv2.countNonZero(pred_crop) + cv2.countNonZero(gt_crop) - intersection
-    region = intersection / union
+    region = intersection / (n_pred_pixels + n_gt_pixels - intersection)
 
-    pred_boundary = boundary_map(pred_crop)
-    gt_boundary = boundary_map(gt_crop)
-    pred_points = _nonzero_points(pred_boundary)
-    gt_points = _nonzero_points(gt_boundary)
-    n_pred, n_gt = len(pred_points), len(gt_points)
+    # Both boundary maps at once: bit 0 carries the prediction, bit 1 the ground truth.
+    edges = boundary_bits(cv2.bitwise_or(pred_crop, cv2.add(gt_crop, gt_crop)))
+    pred_boundary = cv2.bitwise_and(edges, 1)
+    gt_boundary = cv2.threshold(edges, 1, 1, cv2.THRESH_BINARY)[1]
+    n_pred = cv2.countNonZero(pred_boundary)
+    n_gt = cv2.countNonZero(gt_boundary)
     if n_pred == 0 or n_gt == 0:
         return region, f_from_counts(n_pred, n_gt, 0, 0)
-    pred_matched = _count_matched(pred_points, gt_boundary, radius)
-    gt_matched = _count_matched(gt_points, pred_boundary, radius)
+    pred_matched = _count_matched(pred_boundary, gt_boundary, radius)
+    gt_matched = _count_matched(gt_boundary, pred_boundary, radius)
     return region, f_from_counts(n_pred, n_gt, pred_matched, gt_matched)
 
 

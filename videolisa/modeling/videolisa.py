@@ -88,7 +88,8 @@ class VideoLisaForSegmentation(PreTrainedModel):
         Args:
             input_ids: ``[B, L]`` with one ``config.image_token_index`` per row and the answer containing
                 ``[SEG]`` (teacher forcing).
-            video_tokens: ``[B, N_vis, D]`` from :meth:`build_video_tokens`.
+            video_tokens: ``[B, N_vis, D]`` from :meth:`build_video_tokens` (N_vis follows the frame counts
+                used, which may differ from the config's at inference, as the original allowed).
             attention_mask / labels: ``[B, L]`` or None.
             return_logits: also apply the LM head (training; costs ``L' x vocab`` memory).
 
@@ -96,11 +97,6 @@ class VideoLisaForSegmentation(PreTrainedModel):
             :class:`PromptOutput` with ``prompt_embeddings [K, C]`` in row-major order of the ``[SEG]`` tokens.
         """
         config = self.config
-        if video_tokens.shape[1] != config.num_video_tokens:
-            raise ValueError(
-                f"got {video_tokens.shape[1]} video tokens, the config expects {config.num_video_tokens} "
-                f"({config.num_frames_sparse} sparse + {config.num_frames_dense} x {config.tokens_per_frame} dense)"
-            )
         embedding = self.llm.get_input_embeddings()
         text_ids = input_ids.masked_fill(input_ids == config.image_token_index, 0)
         spliced = splice_video_tokens(
@@ -111,8 +107,7 @@ class VideoLisaForSegmentation(PreTrainedModel):
             inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask, use_cache=False
         ).last_hidden_state
         batch_index, positions = find_seg_read_positions(
-            input_ids, config.seg_token_id, config.image_token_index, config.num_video_tokens,
-            config.seg_hidden_offset,
+            input_ids, config.seg_token_id, config.image_token_index, video_tokens.shape[1], config.seg_hidden_offset,
         )
         seg_hidden = extract_trk_embeddings(hidden, batch_index, positions)
         logits = self.llm.get_output_embeddings()(hidden) if return_logits else None

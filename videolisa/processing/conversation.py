@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from videolisa.constants import DEFAULT_SEG_TOKEN, VIDEO_PLACEHOLDER
+from videolisa.errors import InvalidInputError
 
 
 @dataclass(frozen=True)
@@ -79,11 +80,11 @@ def build_prompt(query: str, answer: str, template: str = "phi3_instruct", seg_t
     replaced by ``seg_token`` when the model uses another spelling.
     """
     if not query or not query.strip():
-        raise ValueError("the instruction is empty: give a text describing what to segment")
+        raise InvalidInputError("the instruction is empty: give a text describing what to segment")
     if VIDEO_PLACEHOLDER in query:
-        raise ValueError(f"the instruction must not contain the video placeholder {VIDEO_PLACEHOLDER!r}")
+        raise InvalidInputError(f"the instruction must not contain the video placeholder {VIDEO_PLACEHOLDER!r}")
     if DEFAULT_SEG_TOKEN not in answer and seg_token not in answer:
-        raise ValueError(f"the answer {answer!r} must contain the segmentation token {seg_token!r}")
+        raise InvalidInputError(f"the answer {answer!r} must contain the segmentation token {seg_token!r}")
     answer = answer.replace(DEFAULT_SEG_TOKEN, seg_token)
     return render_conversation([("user", f"{VIDEO_PLACEHOLDER}\n{query}"), ("assistant", answer)], template)
 

@@ -1,0 +1,511 @@
+"""Tests of the benchmark readers: tiny datasets written in each official layout, read back."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from videolisa.benchmarks import BENCHMARKS, BenchmarkItem, ImageBenchmark, get_benchmark
+from videolisa.errors import InvalidInputError, MissingFilesError
+from videolisa.synthetic import SyntheticConfig, generate_videos, write_synthetic_dataset
+
+FRAME_SIZE = (12, 16)  # height, width
+
+
+def write_json(path: Path, data: Any, encoding: str = "utf-8") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(json.dumps(data, ensure_ascii=False).encode(encoding))
+
+
+def write_image(path: Path, size: tuple[int, int] = FRAME_SIZE, value: int = 90) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((*size, 3), value, dtype=np.uint8)).save(path)
+
+
+def write_frames(folder: Path, names: list[str], size: tuple[int, int] = FRAME_SIZE) -> None:
+    for name in names:
+        write_image(folder / f"{name}.jpg", size)
+
+
+def write_masks(folder: Path, names: list[str], size: tuple[int, int] = FRAME_SIZE) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        Image.fromarray(np.zeros(size, dtype=np.uint8), mode="L").save(folder / f"{name}.png")
+
+
+def keys(items: list[BenchmarkItem]) -> list[str]:
+    return [item.key for item in items]
+
+
+FRAMES = ["00000", "00001", "00002"]
+
+
+# ------------------------------------------------------------------------------------------------ ReasonVOS
+
+
+@pytest.fixture
+def reasonvos_root(tmp_path: Path) -> Path:
+    root = tmp_path / "ReasonVOS"
+    videos = {
+        "vid_a": {
+            "source": "MeViS",
+            "frames": FRAMES,
+            "expressions": [
+                {"obj_id": 1, "exp_id": "0", "exp_text": "The Red Car", "is_sent": False},
+                {"obj_id": 1, "exp_id": "1", "exp_text": "Which car stops first", "is_sent": True},
+                {"obj_id": 2, "exp_id": "2", "exp_text": "Dog", "is_sent": 0},
+            ],
+        },
+        "vidB": {
+            "source": "BURST",
+            "frames": FRAMES,
+            "expressions": [
+                {"obj_id": 0, "exp_id": 10, "exp_text": "The animal that is scared", "is_sent": True},
+                {"obj_id": 0, "exp_id": 2, "exp_text": "cat", "is_sent": False},
+            ],
+        },
+    }
+    write_json(root / "meta_expressions.json", {"videos": videos})
+    for name in videos:
+        write_frames(root / "JPEGImages" / name, FRAMES)
+    for mask_folder in ("MeViS_vid_a_1", "MeViS_vid_a_2", "BURST_vidB_0"):
+        write_masks(root / "Annotations" / mask_folder, FRAMES)
+    return root
+
+
+def test_reasonvos_items(reasonvos_root: Path) -> None:
+    benchmark = get_benchmark("reasonvos", reasonvos_root)
+    benchmark.validate()
+    items = benchmark.items()
+    assert keys(items) == [
+        "MeViS_vid_a_1/0",
+        "MeViS_vid_a_1/1",
+        "MeViS_vid_a_2/2",
+        "BURST_vidB_0/2",
+        "BURST_vidB_0/10",
+    ]
+    by_key = {item.key: item for item in items}
+    assert by_key["MeViS_vid_a_1/0"].query == "Please segment the the red car in this scene."
+    assert by_key["MeViS_vid_a_1/1"].query == "Which car stops first. Please output the segmentation masks."
+    assert by_key["BURST_vidB_0/10"].query == "The animal that is scared. Please output the segmentation masks."
+    assert [item.subset for item in items] == ["short", "long", "short", "short", "long"]
+    first = by_key["MeViS_vid_a_2/2"]
+    assert first.video_id == "vid_a" and first.video_path == reasonvos_root / "JPEGImages" / "vid_a"
+    assert first.frame_names == tuple(FRAMES) and first.answer == "Sure, [SEG]."
+    assert first.output_dir == first.key
+    assert benchmark.has_ground_truth
+
+
+def test_reasonvos_reads_the_older_id_keyed_form(reasonvos_root: Path) -> None:
+    meta = {
+        "videos": {
+            "vidB": {
+                "source": "BURST",
+                "frames": FRAMES,
+                "is_sent": True,
+                "expressions": {"4": {"obj_id": 0, "exp_text": "the fastest one"}},
+            }
+        }
+    }
+    write_json(reasonvos_root / "meta_expressions.json", meta)
+    items = get_benchmark("reasonvos", reasonvos_root).items()
+    assert [(item.key, item.query, item.subset) for item in items] == [
+        ("BURST_vidB_0/4", "the fastest one. Please output the segmentation masks.", "long")
+    ]
+
+
+def test_reasonvos_malformed_layouts(reasonvos_root: Path) -> None:
+    (reasonvos_root / "JPEGImages" / "vid_a" / "00001.jpg").unlink()
+    with pytest.raises(MissingFilesError, match="00001.jpg"):
+        get_benchmark("reasonvos", reasonvos_root).validate()
+    write_frames(reasonvos_root / "JPEGImages" / "vid_a", ["00001"])
+
+    shutil.rmtree(reasonvos_root / "Annotations" / "MeViS_vid_a_2")
+    with pytest.raises(MissingFilesError, match="MeViS_vid_a_2"):
+        get_benchmark("reasonvos", reasonvos_root).validate()
+    write_masks(reasonvos_root / "Annotations" / "MeViS_vid_a_2", FRAMES, size=(10, 16))
+    with pytest.raises(InvalidInputError, match="10x16"):
+        get_benchmark("reasonvos", reasonvos_root).validate()
+
+    meta = json.loads((reasonvos_root / "meta_expressions.json").read_text())
+    del meta["videos"]["vid_a"]["expressions"][1]["exp_text"]
+    write_json(reasonvos_root / "meta_expressions.json", meta)
+    with pytest.raises(InvalidInputError, match="'exp_text'"):
+        get_benchmark("reasonvos", reasonvos_root).items()
+
+    (reasonvos_root / "meta_expressions.json").unlink()
+    with pytest.raises(MissingFilesError, match="meta_expressions.json"):
+        get_benchmark("reasonvos", reasonvos_root).validate()
+
+
+# ---------------------------------------------------------------------------------------------------- MeViS
+
+
+def encode(mask: np.ndarray) -> dict[str, Any]:
+    from pycocotools import mask as coco_mask
+
+    rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(value) for value in rle["size"]], "counts": rle["counts"].decode()}
+
+
+@pytest.fixture
+def mevis_root(tmp_path: Path) -> Path:
+    root = tmp_path / "MeViS"
+    split = root / "valid_u"
+    mask = np.zeros(FRAME_SIZE, dtype=bool)
+    mask[2:5, 3:9] = True
+    videos = {
+        "v2": {"frames": FRAMES, "expressions": {"0": {"exp": "Bird Flying Away", "obj_id": [0], "anno_id": [5]}}},
+        "v1": {
+            "frames": FRAMES,
+            "expressions": {
+                "10": {"exp": "two cats", "obj_id": [0, 1], "anno_id": [6, 7]},
+                "2": {"exp": "The cat on the left", "obj_id": [0], "anno_id": [6]},
+            },
+        },
+    }
+    write_json(split / "meta_expressions.json", {"videos": videos})
+    write_json(split / "mask_dict.json", {str(anno): [encode(mask), None, encode(mask)] for anno in (5, 6, 7)})
+    for name in videos:
+        write_frames(split / "JPEGImages" / name, FRAMES)
+    return root
+
+
+def test_mevis_items(mevis_root: Path) -> None:
+    benchmark = get_benchmark("mevis", mevis_root)
+    assert benchmark.split == "valid_u" and benchmark.has_ground_truth
+    benchmark.validate()
+    items = benchmark.items()
+    assert keys(items) == ["v1/2", "v1/10", "v2/0"]
+    assert [item.query for item in items] == [
+        "Please segment the the cat on the left in this image.",
+        "Please segment the two cats in this image.",
+        "Please segment the bird flying away in this image.",
+    ]
+    assert items[0].output_dir == "v1/2" and items[0].video_path == mevis_root / "valid_u" / "JPEGImages" / "v1"
+    assert all(item.subset is None and item.answer == "Sure, [SEG]." for item in items)
+
+
+def test_mevis_online_split_has_no_ground_truth(mevis_root: Path) -> None:
+    shutil.copytree(mevis_root / "valid_u", mevis_root / "valid")
+    (mevis_root / "valid" / "mask_dict.json").unlink()
+    benchmark = get_benchmark("mevis", mevis_root, "valid")
+    benchmark.validate()
+    assert not benchmark.has_ground_truth and len(benchmark.items()) == 3
+
+
+def test_mevis_malformed_ground_truth(mevis_root: Path) -> None:
+    mask_dict_path = mevis_root / "valid_u" / "mask_dict.json"
+    mask_dict = json.loads(mask_dict_path.read_text())
+
+    wrong_size = dict(mask_dict, **{"6": [encode(np.ones((12, 15), dtype=bool)), None, None]})
+    write_json(mask_dict_path, wrong_size)
+    with pytest.raises(InvalidInputError, match=r"RLE size \[12, 15\] differs from the frame size \[12, 16\]"):
+        get_benchmark("mevis", mevis_root).validate()
+
+    write_json(mask_dict_path, dict(mask_dict, **{"6": [None, None]}))
+    with pytest.raises(InvalidInputError, match="expected 3 per-frame RLEs, found 2"):
+        get_benchmark("mevis", mevis_root).validate()
+
+    write_json(mask_dict_path, {key: value for key, value in mask_dict.items() if key != "7"})
+    with pytest.raises(InvalidInputError, match="anno_id 7"):
+        get_benchmark("mevis", mevis_root).validate()
+
+    mask_dict_path.unlink()
+    with pytest.raises(MissingFilesError, match="mask_dict"):
+        get_benchmark("mevis", mevis_root).validate()
+
+
+def test_mevis_missing_frames_folder_and_bad_json(mevis_root: Path) -> None:
+    shutil.rmtree(mevis_root / "valid_u" / "JPEGImages" / "v2")
+    with pytest.raises(MissingFilesError, match="frames folder not found"):
+        get_benchmark("mevis", mevis_root).validate()
+    (mevis_root / "valid_u" / "meta_expressions.json").write_text("{not json")
+    with pytest.raises(InvalidInputError, match="not valid JSON"):
+        get_benchmark("mevis", mevis_root).validate()
+
+
+# ------------------------------------------------------------------------------------ Ref-YouTube-VOS, Ref-DAVIS
+
+
+@pytest.fixture
+def refytvos_root(tmp_path: Path) -> Path:
+    root = tmp_path / "refer_youtube_vos"
+    videos = {
+        name: {"frames": FRAMES, "expressions": {"0": {"exp": f"A {name} Person"}, "1": {"exp": "dog"}}}
+        for name in ("bbb", "aaa", "ccc")
+    }
+    write_json(root / "meta_expressions" / "valid" / "meta_expressions.json", {"videos": videos})
+    write_json(root / "meta_expressions" / "test" / "meta_expressions.json", {"videos": {"ccc": videos["ccc"]}})
+    for name in ("aaa", "bbb"):
+        write_frames(root / "valid" / "JPEGImages" / name, FRAMES)
+    return root
+
+
+def test_refytvos_items_leave_out_test_videos(refytvos_root: Path) -> None:
+    benchmark = get_benchmark("refytvos", refytvos_root)
+    benchmark.validate()
+    items = benchmark.items()
+    assert keys(items) == ["aaa/0", "aaa/1", "bbb/0", "bbb/1"]
+    assert items[0].query == "Please segment the a aaa person in this image."
+    assert items[0].video_path == refytvos_root / "valid" / "JPEGImages" / "aaa"
+    assert not benchmark.has_ground_truth
+
+
+def test_refytvos_without_test_meta_needs_every_video(refytvos_root: Path) -> None:
+    (refytvos_root / "meta_expressions" / "test" / "meta_expressions.json").unlink()
+    with pytest.raises(MissingFilesError, match="ccc"):
+        get_benchmark("refytvos", refytvos_root).validate()
+
+
+@pytest.fixture
+def refdavis_root(tmp_path: Path) -> Path:
+    root = tmp_path / "ref-davis"
+    expressions = {
+        str(index): {"exp": f"Expression {index}", "obj_id": str(index // 4 + 1)} for index in range(8)
+    }
+    write_json(
+        root / "meta_expressions" / "valid" / "meta_expressions.json",
+        {"videos": {"blackswan": {"frames": FRAMES, "expressions": expressions}}},
+    )
+    write_frames(root / "valid" / "JPEGImages" / "blackswan", FRAMES)
+    return root
+
+
+def test_refdavis_items_carry_the_annotator(refdavis_root: Path) -> None:
+    benchmark = get_benchmark("refdavis", refdavis_root)
+    benchmark.validate()
+    items = benchmark.items()
+    assert keys(items) == [f"blackswan/{index}" for index in range(8)]
+    assert [item.subset for item in items] == [f"anno_{index % 4}" for index in range(8)]
+    assert items[5].query == "Please segment the expression 5 in this image."
+
+
+def test_refdavis_rejects_incomplete_annotator_groups(refdavis_root: Path) -> None:
+    meta_path = refdavis_root / "meta_expressions" / "valid" / "meta_expressions.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["videos"]["blackswan"]["expressions"]["7"]
+    write_json(meta_path, meta)
+    with pytest.raises(InvalidInputError, match="7 expressions"):
+        get_benchmark("refdavis", refdavis_root).validate()
+    meta["videos"]["blackswan"]["expressions"]["7"] = {"exp": "x", "obj_id": "3"}
+    write_json(meta_path, meta)
+    with pytest.raises(InvalidInputError, match="annotators of one object"):
+        get_benchmark("refdavis", refdavis_root).validate()
+
+
+# ------------------------------------------------------------------------------------------------- ReasonSeg
+
+RECTANGLE = [[2, 3], [10, 3], [10, 8], [2, 8]]
+IGNORE_SQUARE = [[4.7, 4.2], [6, 4], [6, 6], [4, 6]]
+
+
+@pytest.fixture
+def reasonseg_root(tmp_path: Path) -> Path:
+    root = tmp_path / "ReasonSeg"
+    write_image(root / "val" / "b_image.jpg", size=(12, 14))
+    write_json(
+        root / "val" / "b_image.json",
+        {
+            "text": ["  What would you use to cut paper?  ", "unused second text"],
+            "is_sentence": True,
+            "shapes": [
+                {"label": "target", "points": RECTANGLE},
+                {"label": "ignore", "points": IGNORE_SQUARE},
+                {"label": "flag", "points": [[0, 0], [13, 0], [13, 11]]},
+            ],
+        },
+    )
+    write_image(root / "val" / "a_image.jpg", size=(12, 14))
+    # LISA falls back to cp1252 for annotation files that are not UTF-8.
+    write_json(
+        root / "val" / "a_image.json",
+        {"text": ["the café sign"], "is_sentence": False, "shapes": [{"label": "target", "points": RECTANGLE}]},
+        encoding="cp1252",
+    )
+    return root
+
+
+def test_reasonseg_items_and_ground_truth(reasonseg_root: Path) -> None:
+    benchmark = get_benchmark("reasonseg", reasonseg_root)
+    assert isinstance(benchmark, ImageBenchmark) and benchmark.split == "val"
+    benchmark.validate()
+    items = benchmark.items()
+    assert keys(items) == ["a_image", "b_image"]
+    assert items[0].query == " What is the café sign in this video? Please output segmentation mask."
+    assert items[1].query == " What would you use to cut paper? Please output segmentation mask."
+    assert [item.subset for item in items] == ["short", "long"]
+    assert items[1].answer == "[SEG]." and items[1].frame_names == ("b_image",)
+    assert items[1].video_path == reasonseg_root / "val" / "b_image.jpg"
+
+    expected = np.zeros((12, 14), dtype=np.uint8)
+    expected[3:9, 2:11] = 1  # the outline is drawn too, so both edges are included
+    expected[4:7, 4:7] = 255  # the smaller "ignore" polygon is drawn last; 4.7 truncates to 4
+    assert np.array_equal(benchmark.ground_truth(items[1]), expected)
+
+
+def test_reasonseg_missing_annotation(reasonseg_root: Path) -> None:
+    (reasonseg_root / "val" / "a_image.json").unlink()
+    with pytest.raises(MissingFilesError, match="a_image.json"):
+        get_benchmark("reasonseg", reasonseg_root).validate()
+    with pytest.raises(InvalidInputError, match="no split 'dev'"):
+        get_benchmark("reasonseg", reasonseg_root, "dev")
+
+
+# --------------------------------------------------------------------------------------------------- refCOCO
+
+IMAGE_SIZE = (20, 30)
+
+
+def coco_image(root: Path, image_id: int) -> Path:
+    return root / "images" / "mscoco" / "images" / "train2014" / f"COCO_train2014_00000000000{image_id}.jpg"
+
+
+@pytest.fixture
+def refer_root(tmp_path: Path) -> Path:
+    root = tmp_path / "refer_seg"
+    refs = [
+        {
+            "ref_id": 0,
+            "ann_id": 100,
+            "image_id": 1,
+            "split": "val",
+            "sentences": [{"sent_id": 7, "sent": " Man On The Left  "}, {"sent_id": 3, "sent": "guy"}],
+        },
+        {"ref_id": 1, "ann_id": 101, "image_id": 2, "split": "testA", "sentences": [{"sent_id": 8, "sent": "x"}]},
+        {"ref_id": 2, "ann_id": 102, "image_id": 2, "split": "val", "sentences": [{"sent_id": 9, "sent": "umbrella"}]},
+    ]
+    instances = {
+        "images": [
+            {"id": image_id, "file_name": f"COCO_train2014_00000000000{image_id}.jpg", "height": 20, "width": 30}
+            for image_id in (1, 2)
+        ],
+        "annotations": [
+            {"id": 100, "image_id": 1, "segmentation": [[2.0, 2.0, 12.0, 2.0, 12.0, 10.0, 2.0, 10.0]]},
+            {"id": 101, "image_id": 2, "segmentation": []},
+            # Uncompressed column-major RLE: 25 background, 10 foreground (column 1, rows 5..14), the rest background.
+            {"id": 102, "image_id": 2, "segmentation": {"size": [20, 30], "counts": [25, 10, 565]}},
+        ],
+        "categories": [],
+    }
+    for dataset, split_by in (("refcoco", "unc"), ("refcoco+", "unc"), ("refcocog", "umd")):
+        (root / dataset).mkdir(parents=True)
+        (root / dataset / f"refs({split_by}).p").write_bytes(pickle.dumps(refs, protocol=2))
+        write_json(root / dataset / "instances.json", instances)
+    for image_id in (1, 2):
+        write_image(coco_image(root, image_id), IMAGE_SIZE)
+    return root
+
+
+@pytest.mark.parametrize("name", ["refcoco", "refcoco+", "refcocog"])
+def test_refcoco_items(refer_root: Path, name: str) -> None:
+    benchmark = get_benchmark(name, refer_root)
+    benchmark.validate()
+    items = benchmark.items()
+    assert keys(items) == [
+        "COCO_train2014_000000000001/3",
+        "COCO_train2014_000000000001/7",
+        "COCO_train2014_000000000002/9",
+    ]
+    assert items[1].query == " What is man on the left in this video? Please output segmentation mask."
+    assert items[0].query == " What is guy in this video? Please output segmentation mask."
+    assert items[2].video_id == "COCO_train2014_000000000002"
+    assert items[2].frame_names == ("COCO_train2014_000000000002",) and items[2].answer == "[SEG]."
+    assert all(item.subset is None for item in items)
+    assert len(get_benchmark(name, refer_root, "testA").items()) == 1
+
+
+def test_refcoco_ground_truth(refer_root: Path) -> None:
+    benchmark = get_benchmark("refcoco", refer_root)
+    items = benchmark.items()
+    rle_mask = benchmark.ground_truth(items[2])
+    expected = np.zeros(IMAGE_SIZE, dtype=np.uint8)
+    expected[5:15, 1] = 1
+    assert rle_mask.dtype == np.uint8 and np.array_equal(rle_mask, expected)
+    polygon_mask = benchmark.ground_truth(items[0])
+    assert polygon_mask.shape == IMAGE_SIZE and set(np.unique(polygon_mask)) == {0, 1}
+    assert polygon_mask[3:10, 3:12].all()  # well inside the polygon
+    outside = np.ones(IMAGE_SIZE, dtype=bool)
+    outside[1:12, 1:14] = False
+    assert not polygon_mask[outside].any()
+
+
+def test_refcoco_malformed(refer_root: Path) -> None:
+    with pytest.raises(InvalidInputError, match="splits present: testA, val"):
+        get_benchmark("refcoco", refer_root, "testB").items()
+    write_image(coco_image(refer_root, 2), (20, 31))
+    with pytest.raises(InvalidInputError, match="20x31"):
+        get_benchmark("refcoco", refer_root).validate()
+    (refer_root / "refcocog" / "refs(umd).p").unlink()
+    with pytest.raises(MissingFilesError, match=r"refs\(umd\).p"):
+        get_benchmark("refcocog", refer_root).validate()
+
+
+class _Exploit:
+    def __init__(self, victim: Path) -> None:
+        self.victim = victim
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.remove, (str(self.victim),))
+
+
+def test_refcoco_refuses_pickles_with_code(refer_root: Path) -> None:
+    victim = refer_root / "victim.txt"
+    victim.write_text("still here")
+    (refer_root / "refcoco" / "refs(unc).p").write_bytes(pickle.dumps([_Exploit(victim)], protocol=2))
+    with pytest.raises(InvalidInputError, match="refusing to load global"):
+        get_benchmark("refcoco", refer_root).validate()
+    assert victim.read_text() == "still here"
+
+
+def test_refcoco_reads_sets_in_protocol_0_pickles(refer_root: Path) -> None:
+    from videolisa.benchmarks.refcoco import load_container_pickle
+
+    path = refer_root / "plain.p"
+    data = [{"a": (1, 2.5, None, True), "b": {"x", "y"}, "c": "text"}]
+    path.write_bytes(pickle.dumps(data, protocol=0))
+    assert load_container_pickle(path) == data
+
+
+# -------------------------------------------------------------------------------- synthetic data, registry
+
+
+def test_synthetic_outputs_pass_the_official_readers(tmp_path: Path) -> None:
+    config = SyntheticConfig(min_frames=10, max_frames=12, sizes=((64, 96),))
+    write_synthetic_dataset(tmp_path / "mevis", num_videos=2, seed=9, config=config, progress=False)
+    write_synthetic_dataset(tmp_path / "rvos", layout="reasonvos", num_videos=2, seed=9, config=config, progress=False)
+    videos = list(generate_videos(9, 2, config))
+    expressions = [expression for video in videos for expression in video.expressions]
+
+    readers = (("mevis", tmp_path / "mevis"), ("synthetic", tmp_path / "mevis"), ("reasonvos", tmp_path / "rvos"))
+    for name, root in readers:
+        benchmark = get_benchmark(name, root)
+        benchmark.validate()
+        assert len(benchmark.items()) == len(expressions)
+
+    synthetic_items = get_benchmark("synthetic", tmp_path / "mevis").items()
+    assert [item.subset for item in synthetic_items] == [expression.kind for expression in expressions]
+    sentence = next(item for item, e in zip(synthetic_items, expressions) if e.is_sentence)
+    assert sentence.query.endswith("? Segment it. Please output the segmentation masks.")
+    phrase_item, phrase = next((item, e) for item, e in zip(synthetic_items, expressions) if not e.is_sentence)
+    assert phrase_item.query == f"Please segment the {phrase.text} in this scene."
+    reasonvos_items = get_benchmark("reasonvos", tmp_path / "rvos").items()
+    assert {item.subset for item in reasonvos_items} == {"short", "long"}
+
+
+def test_registry() -> None:
+    assert set(BENCHMARKS) == {
+        "reasonvos", "mevis", "refytvos", "refdavis", "reasonseg", "refcoco", "refcoco+", "refcocog", "synthetic"
+    }
+    with pytest.raises(ValueError, match="unknown benchmark 'davis'.*reasonvos, mevis"):
+        get_benchmark("davis", "/nowhere")
+    with pytest.raises(InvalidInputError, match="no split 'valid'"):
+        get_benchmark("reasonvos", "/nowhere", "valid")

@@ -1,0 +1,310 @@
+"""Tests of videolisa.synthetic and the ``videolisa synth`` command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from videolisa import synthetic
+from videolisa.cli import main
+from videolisa.commands.synth import parse_sizes
+from videolisa.errors import InvalidInputError
+from videolisa.synthetic import (
+    COLORS,
+    EXPRESSION_KINDS,
+    SyntheticConfig,
+    SyntheticObject,
+    generate_video,
+    generate_videos,
+    render_object_masks,
+    write_synthetic_dataset,
+)
+
+SMALL = SyntheticConfig(min_frames=10, max_frames=16, sizes=((64, 96), (96, 64), (72, 72)))
+
+
+@pytest.fixture(scope="module")
+def videos() -> list[synthetic.SyntheticVideo]:
+    return list(generate_videos(seed=11, num_videos=24, config=SMALL))
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+# ------------------------------------------------------------------------------------------ determinism
+
+
+def test_same_seed_gives_identical_video() -> None:
+    first, second = generate_video(7, SMALL), generate_video(7, SMALL)
+    assert first.frames.dtype == np.uint8 and first.masks.dtype == bool
+    assert first.frames.shape == (first.num_frames, first.height, first.width, 3)
+    assert first.masks.shape == (len(first.objects), first.num_frames, first.height, first.width)
+    assert np.array_equal(first.frames, second.frames)
+    assert np.array_equal(first.masks, second.masks)
+    assert first.objects == second.objects
+    assert first.expressions == second.expressions
+
+
+def test_different_seeds_give_different_videos() -> None:
+    first, second = generate_video(7, SMALL), generate_video(8, SMALL)
+    assert first.frames.shape != second.frames.shape or not np.array_equal(first.frames, second.frames)
+    assert first.objects != second.objects
+
+
+def test_video_depends_only_on_seed_and_index() -> None:
+    assert list(generate_videos(3, 2, SMALL))[1].objects == list(generate_videos(3, 4, SMALL))[1].objects
+
+
+def test_written_dataset_is_byte_identical_per_seed(tmp_path: Path) -> None:
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        write_synthetic_dataset(tmp_path / name, num_videos=2, seed=seed, config=SMALL, progress=False)
+    files_a, files_b, files_c = (_files(tmp_path / name) for name in "abc")
+    assert files_a == files_b
+    assert files_a["valid_u/mask_dict.json"] != files_c["valid_u/mask_dict.json"]
+    first_frame = "valid_u/JPEGImages/synthetic-0000/00000.jpg"
+    assert files_a[first_frame] != files_c[first_frame]
+
+
+# -------------------------------------------------------------------------------- masks agree with pixels
+
+
+def test_masks_are_exactly_the_pixels_painted_in_each_colour(videos: list[synthetic.SyntheticVideo]) -> None:
+    for video in videos:
+        union = video.masks.any(axis=0)
+        for color, rgb in COLORS.items():
+            painted = (video.frames == np.array(rgb, dtype=np.uint8)).all(axis=-1)
+            expected = np.zeros_like(union)
+            for obj, masks in zip(video.objects, video.masks):
+                if obj.color == color:
+                    expected |= masks
+            assert np.array_equal(painted, expected), (video.name, color)
+        background = video.frames[~union]
+        assert np.all(background[:, 0] == background[:, 1]) and np.all(background[:, 1] == background[:, 2])
+
+
+def test_masks_are_coverage_minus_later_objects(videos: list[synthetic.SyntheticVideo]) -> None:
+    for video in videos[:8]:
+        coverage = np.stack(
+            [render_object_masks(obj, video.num_frames, video.height, video.width) for obj in video.objects]
+        )
+        for index in range(len(video.objects)):
+            covered_later = coverage[index + 1 :].any(axis=0)
+            assert np.array_equal(video.masks[index], coverage[index] & ~covered_later)
+        # Visible masks never overlap.
+        assert video.masks.sum(axis=0).max() <= 1
+
+
+def test_rasteriser_matches_the_geometry() -> None:
+    height, width = 60, 80
+    yy, xx = np.mgrid[0:height, 0:width]
+    circle = SyntheticObject("circle", "red", "large", 10.0, "static", (30.3, 25.7), (0.0, 0.0))
+    square = SyntheticObject("square", "blue", "large", 10.0, "static", (50.0, 30.0), (0.0, 0.0))
+    disk = render_object_masks(circle, 1, height, width)[0]
+    distance = np.hypot(xx - 30.3, yy - 25.7)
+    assert disk[distance <= 9.0].all() and not disk[distance > 11.0].any()
+    box = render_object_masks(square, 1, height, width)[0]  # half side 0.8 * radius = 8
+    chebyshev = np.maximum(np.abs(xx - 50.0), np.abs(yy - 30.0))
+    assert box[chebyshev <= 7.0].all() and not box[chebyshev > 9.0].any()
+
+
+def test_moving_object_positions_follow_the_motion_model() -> None:
+    stopping = SyntheticObject("star", "green", "small", 5.0, "stops", (10.0, 20.0), (2.0, -1.0), stop_frame=4)
+    centers = stopping.centers(8)
+    assert np.allclose(centers[2], [14.0, 18.0])
+    assert np.allclose(centers[4:], [[18.0, 16.0]] * 4)
+
+
+def test_entering_and_leaving_objects_have_empty_masks_on_some_frames(videos: list[synthetic.SyntheticVideo]) -> None:
+    seen = set()
+    for video in videos:
+        for obj, masks in zip(video.objects, video.masks):
+            coverage = render_object_masks(obj, video.num_frames, video.height, video.width)
+            in_frame = coverage.any(axis=(1, 2))
+            if obj.motion == "enters":
+                assert not in_frame[0] and in_frame[-1]
+                assert not masks[0].any() and masks.any()
+                seen.add("enters")
+            elif obj.motion == "leaves":
+                assert in_frame[0] and not in_frame[-1]
+                assert not masks[-1].any() and masks.any()
+                seen.add("leaves")
+            else:
+                assert in_frame.all()
+    assert seen == {"enters", "leaves"}
+
+
+# ------------------------------------------------------------------------------------------ instructions
+
+
+def _matches_attribute_phrase(obj: SyntheticObject, text: str) -> bool:
+    words = text.split()
+    noun = words[-1]
+    return (
+        (noun == "shape" or noun == obj.shape)
+        and all(word in (obj.size, obj.color) for word in words[:-1])
+    )
+
+
+def test_every_video_has_unique_unambiguous_instructions(videos: list[synthetic.SyntheticVideo]) -> None:
+    for video in videos:
+        texts = [expression.text for expression in video.expressions]
+        assert len(texts) == len(set(texts)), video.name
+        kinds = [expression.kind for expression in video.expressions]
+        assert set(kinds) == set(EXPRESSION_KINDS)
+        assert all(kinds.count(kind) <= SMALL.expressions_per_kind for kind in EXPRESSION_KINDS)
+        for expression in video.expressions:
+            assert expression.is_sentence == (expression.kind == "reasoning")
+            assert video.masks[expression.object_index].any(), expression
+            matching = None
+            if expression.kind == "attribute":
+                matching = [_matches_attribute_phrase(obj, expression.text) for obj in video.objects]
+            elif expression.text == "shape that stops halfway":
+                matching = [obj.motion == "stops" for obj in video.objects]
+            elif expression.text == "shape that never moves":
+                matching = [obj.speed == 0 for obj in video.objects]
+            elif expression.text == "shape that enters the frame":
+                matching = [obj.motion == "enters" for obj in video.objects]
+            elif expression.text == "shape that leaves the frame":
+                matching = [obj.motion == "leaves" for obj in video.objects]
+            elif expression.text == "object that appears last":
+                first = [int(np.argmax(masks.any(axis=(1, 2)))) for masks in video.masks]
+                matching = [value == max(first) for value in first]
+            if matching is not None:
+                assert sum(matching) == 1 and matching[expression.object_index], (video.name, expression)
+
+
+def test_config_rejects_bad_values() -> None:
+    with pytest.raises(InvalidInputError, match="frame counts"):
+        SyntheticConfig(min_frames=4)
+    with pytest.raises(InvalidInputError, match="too small"):
+        SyntheticConfig(sizes=((32, 64),))
+    with pytest.raises(InvalidInputError, match="object counts"):
+        SyntheticConfig(min_objects=3, max_objects=2)
+
+
+# ------------------------------------------------------------------------------------------------ layouts
+
+
+def test_mevis_layout_round_trip(tmp_path: Path) -> None:
+    from pycocotools import mask as coco_mask
+
+    out = write_synthetic_dataset(tmp_path / "mevis", num_videos=2, seed=3, config=SMALL, progress=False)
+    expected = list(generate_videos(3, 2, SMALL))
+    meta = json.loads((out / "valid_u" / "meta_expressions.json").read_text())["videos"]
+    mask_dict = json.loads((out / "valid_u" / "mask_dict.json").read_text())
+    assert sorted(meta) == [video.name for video in expected]
+    for video in expected:
+        entry = meta[video.name]
+        assert entry["frames"] == list(video.frame_names)
+        assert len(entry["expressions"]) == len(video.expressions)
+        for exp_id, expression in zip(entry["expressions"], video.expressions):
+            record = entry["expressions"][exp_id]
+            assert (record["exp"], record["kind"], record["is_sent"]) == (
+                expression.text,
+                expression.kind,
+                expression.is_sentence,
+            )
+            assert record["obj_id"] == [expression.object_index]
+            rles = mask_dict[str(record["anno_id"][0])]
+            decoded = np.stack(
+                [
+                    coco_mask.decode(rle).astype(bool) if rle else np.zeros((video.height, video.width), dtype=bool)
+                    for rle in rles
+                ]
+            )
+            assert np.array_equal(decoded, video.masks[expression.object_index])
+            assert all(rle is None for rle, mask in zip(rles, video.masks[expression.object_index]) if not mask.any())
+        for index, frame in enumerate(video.frames):
+            decoded_frame = np.asarray(Image.open(out / "valid_u" / "JPEGImages" / video.name / f"{index:05d}.jpg"))
+            assert decoded_frame.shape == frame.shape
+            assert np.abs(decoded_frame.astype(int) - frame).mean() < 2.0
+
+
+def test_reasonvos_layout_round_trip(tmp_path: Path) -> None:
+    out = write_synthetic_dataset(
+        tmp_path / "rvos", layout="reasonvos", num_videos=2, seed=4, config=SMALL, progress=False
+    )
+    expected = list(generate_videos(4, 2, SMALL))
+    meta = json.loads((out / "meta_expressions.json").read_text())["videos"]
+    for video in expected:
+        entry = meta[video.name]
+        assert entry["source"] == "synthetic" and entry["frames"] == list(video.frame_names)
+        assert isinstance(entry["expressions"], list)
+        assert [(e["exp_text"], e["kind"], e["is_sent"], e["obj_id"]) for e in entry["expressions"]] == [
+            (e.text, e.kind, e.is_sentence, e.object_index) for e in video.expressions
+        ]
+        assert [e["exp_id"] for e in entry["expressions"]] == [str(i) for i in range(len(video.expressions))]
+        for object_index, masks in enumerate(video.masks):
+            folder = out / "Annotations" / f"synthetic_{video.name}_{object_index}"
+            read = np.stack([np.asarray(Image.open(folder / f"{name}.png")) for name in video.frame_names])
+            assert set(np.unique(read)) <= {0, 255}
+            assert np.array_equal(read == 255, masks)
+        assert len(list((out / "JPEGImages" / video.name).glob("*.jpg"))) == video.num_frames
+
+
+def test_mp4_layout(tmp_path: Path) -> None:
+    import av
+
+    out = write_synthetic_dataset(tmp_path / "mp4", layout="mp4", num_videos=1, seed=2, config=SMALL, progress=False)
+    video = next(generate_videos(2, 1, SMALL))
+    folder = out / video.name
+    with av.open(str(folder / f"{video.name}.mp4")) as container:
+        decoded = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+    assert decoded.shape == video.frames.shape
+    assert np.abs(decoded.astype(int) - video.frames).mean() < 6.0
+    instructions = json.loads((folder / "instructions.json").read_text())
+    assert [e["text"] for e in instructions["expressions"]] == [e.text for e in video.expressions]
+    assert [o["shape"] for o in instructions["objects"]] == [o.shape for o in video.objects]
+    masks = np.stack([np.asarray(Image.open(folder / "masks" / "0" / f"{name}.png")) for name in video.frame_names])
+    assert np.array_equal(masks == 255, video.masks[0])
+
+
+def test_mp4_layout_needs_even_sizes(tmp_path: Path) -> None:
+    config = SyntheticConfig(min_frames=10, max_frames=10, sizes=((64, 95),))
+    with pytest.raises(InvalidInputError, match="even"):
+        write_synthetic_dataset(tmp_path / "odd", layout="mp4", num_videos=1, config=config, progress=False)
+    assert not (tmp_path / "odd").exists()
+
+
+# -------------------------------------------------------------------------------------- atomic writing, CLI
+
+
+def test_failed_write_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(synthetic, "write_mevis_layout", fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_synthetic_dataset(tmp_path / "out", num_videos=1, config=SMALL, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_writes_refuses_and_overwrites(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "data"
+    args = ["synth", "--out", str(out), "--videos", "2", "--seed", "1", "--min-frames", "10", "--max-frames", "12"]
+    assert main([*args, "--sizes", "64x96"]) == 0
+    first = _files(out)
+    assert (out / "valid_u" / "meta_expressions.json").is_file()
+    first_frame = Image.open(out / "valid_u" / "JPEGImages" / "synthetic-0000" / "00000.jpg")
+    assert (first_frame.height, first_frame.width) == (64, 96)
+
+    assert main([*args, "--sizes", "72x72"]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert _files(out) == first
+
+    assert main([*args, "--sizes", "72x72", "--overwrite"]) == 0
+    assert _files(out) != first
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["data"]  # no staging folders left
+
+
+def test_cli_rejects_split_outside_mevis_and_bad_sizes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["synth", "--out", str(tmp_path / "x"), "--layout", "mp4", "--split", "valid"]) == 2
+    assert "--split" in capsys.readouterr().err
+    assert parse_sizes("128x128, 160x224") == ((128, 128), (160, 224))
+    with pytest.raises(Exception, match="HEIGHTxWIDTH"):
+        parse_sizes("128x")

@@ -1,0 +1,114 @@
+"""``videolisa infer``: segment a video from a text instruction and write masks + an overlay video."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from videolisa.errors import InvalidInputError
+
+FORMATS = ("png", "rle")
+DEFAULT_MODEL = "builtin:synthetic"
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``videolisa infer``."""
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help="model directory, Hugging Face id (e.g. ZechenBai/VideoLISA-3.8B) or builtin:NAME "
+                             f"(default {DEFAULT_MODEL}: a toy trained on synthetic shapes)")
+    parser.add_argument("--video", required=True, help="video file, folder of frames, or a single image")
+    parser.add_argument("--prompt", required=True, help="the instruction, e.g. 'the dog that jumps'")
+    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto (default)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
+                        help="auto: bf16 on CUDA, fp32 on CPU")
+    parser.add_argument("--chunk-size", type=int, default=8, help="frames per SAM batch (memory vs speed)")
+    parser.add_argument("--frames-sparse", type=int, default=None, help="sparse frames (default: model config)")
+    parser.add_argument("--frames-dense", type=int, default=None, help="dense frames (default: model config)")
+    parser.add_argument("--vision-tower", default=None, help="CLIP id or directory for checkpoints without CLIP")
+    parser.add_argument("--format", default="png,rle", help=f"comma-separated mask formats from {list(FORMATS)}")
+    parser.add_argument("--save-overlay", action="store_true", help="also write overlay.mp4 (mask tinted over frames)")
+    parser.add_argument("--threshold", type=float, default=0.0, help="mask logit threshold (default 0, the original)")
+
+
+def parse_formats(text: str) -> list[str]:
+    """``"png,rle"`` -> ``["png", "rle"]``; unknown names raise naming the allowed ones."""
+    formats = [item.strip() for item in text.split(",") if item.strip()]
+    unknown = [item for item in formats if item not in FORMATS]
+    if unknown or not formats:
+        raise InvalidInputError(f"--format must be a comma-separated subset of {list(FORMATS)}, got {text!r}")
+    return formats
+
+
+def ensure_writable_dir(path: Path) -> Path:
+    """Create ``path`` if needed and check that files can be written in it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise InvalidInputError(f"cannot write to the output directory {path}: {error.strerror or error}") from error
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    """Segment, stream masks to the writers, print a summary."""
+    from videolisa.outputs import MaskWriter
+    from videolisa.predictor import VideoLisaPredictor
+    from videolisa.processing.video_io import open_video
+
+    formats = parse_formats(args.format)
+    if not args.prompt.strip():
+        raise InvalidInputError("--prompt is empty: give a text describing what to segment")
+    out = ensure_writable_dir(args.out)
+    reader = open_video(args.video)
+    start = time.perf_counter()
+    predictor = VideoLisaPredictor.from_pretrained(
+        args.model, device=args.device, dtype=args.dtype, vision_tower=args.vision_tower, chunk_size=args.chunk_size
+    )
+    load_seconds = time.perf_counter() - start
+    paths = {
+        "png_dir": out / "masks" if "png" in formats else None,
+        "rle_path": out / "masks.json" if "rle" in formats else None,
+        "overlay_path": out / "overlay.mp4" if args.save_overlay else None,
+    }
+    start = time.perf_counter()
+    with MaskWriter(reader.frame_names, reader.height, reader.width, instruction=args.prompt, fps=reader.fps,
+                    **paths) as writer:
+        for item in predictor.iter_segment(
+            reader, [args.prompt], frames_sparse=args.frames_sparse, frames_dense=args.frames_dense,
+            threshold=args.threshold, return_frames=args.save_overlay, progress=sys.stderr.isatty(),
+        ):
+            writer.write(item.masks[:1], item.frame[None] if item.frame is not None else None)
+    seconds = time.perf_counter() - start
+    sparse, dense = predictor.sample_frames(reader.num_frames, args.frames_sparse, args.frames_dense)
+    summary = {
+        "video": str(args.video),
+        "instruction": args.prompt,
+        "model": str(args.model),
+        "frames": reader.num_frames,
+        "size_hw": [reader.height, reader.width],
+        "seconds": round(seconds, 3),
+        "load_seconds": round(load_seconds, 3),
+        "frames_per_second": round(reader.num_frames / seconds, 3) if seconds > 0 else None,
+        "sparse_indices": sparse,
+        "dense_indices": dense,
+        "outputs": {key: str(value) for key, value in paths.items() if value is not None},
+        "device": str(predictor.device),
+        "dtype": str(predictor.dtype).replace("torch.", ""),
+    }
+    summary_path = out / "summary.json"
+    tmp_path = summary_path.with_name(f".{summary_path.name}.tmp")
+    tmp_path.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp_path, summary_path)
+    print(f"segmented {reader.num_frames} frames in {seconds:.1f} s ({summary['frames_per_second']} frames/s) "
+          f"on {summary['device']}")
+    for key, value in summary["outputs"].items():
+        print(f"  {key.replace('_', ' ')}: {value}")
+    print(f"  summary: {summary_path}")
+    return 0

@@ -1,0 +1,282 @@
+"""Benchmark layouts and aggregation rules: from ground-truth and prediction folders to a report.
+
+Each benchmark follows its official toolkit (``reference/metrics.md``):
+
+* ``mevis``: per expression the mean J and F over all frames, ground truth = union of the
+  expression's ``anno_id`` RLEs; overall = unweighted mean over expressions, J&F = (J + F) / 2.
+* ``reasonvos``: items = object x expression, frames = the object's sorted ground-truth PNGs.
+* ``folders``: ``<root>/<sequence>/<object>/<frame>.png`` on both sides, frames = the ground
+  truth's PNGs, aggregated like ReasonVOS.
+* ``davis-semi`` / ``davis-unsup``: davis2017-evaluation (objects, void, first / last frames,
+  Hungarian matching); overall = mean over all objects, with recall and decay.
+* ``refdavis``: the Ref-DAVIS17 four-annotator protocol (see :mod:`videolisa.metrics.refdavis`).
+* ``refseg``: LISA cIoU / gIoU over images ``<root>/**/<name>.png``.
+
+Missing predictions are an error listing what is missing, or with ``missing="zero"`` they score 0
+(as MeViS's official script does for a missing video).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from videolisa.errors import InvalidInputError, MissingFilesError
+from videolisa.metrics.images import score_refseg
+from videolisa.metrics.io import MissingPredictions, list_pngs
+from videolisa.metrics.parallel import run_tasks
+from videolisa.metrics.report import ScoreReport
+from videolisa.metrics.sequences import (
+    OFFICIAL_DECAY_FRAME_LIMIT,
+    BinaryItem,
+    BinaryTask,
+    DavisObjectScores,
+    DavisTask,
+    ItemScores,
+    davis_statistics,
+    score_binary_task,
+    score_davis_task,
+)
+
+BENCHMARKS = ("mevis", "reasonvos", "davis-semi", "davis-unsup", "refdavis", "refseg", "folders")
+
+
+def load_json(path: str | os.PathLike, what: str) -> Any:
+    """Parse a JSON file; a missing or malformed file is an error naming it and ``what`` it is."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError as error:
+        raise MissingFilesError(f"{what} not found: {path}") from error
+    except json.JSONDecodeError as error:
+        raise InvalidInputError(f"{what} {path} is not valid JSON: {error}") from error
+
+
+def _require_dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise MissingFilesError(f"{what} not found: {path}")
+    return path
+
+
+def _ground_truth_pngs(folder: Path) -> list[str]:
+    names = list_pngs(_require_dir(folder, "ground-truth folder"))
+    if not names:
+        raise MissingFilesError(f"ground-truth folder {folder} has no PNG files")
+    return names
+
+
+# ---------------------------------------------------------------------------------------------
+# Binary-mask benchmarks: MeViS, ReasonVOS, folders
+
+
+def mevis_tasks(gt_root: Path, pred_root: Path, meta_path: Path | None, missing: MissingPredictions) -> list[BinaryTask]:
+    """One task per MeViS video: ``<gt>/meta_expressions.json`` + ``<gt>/mask_dict.json``."""
+    videos = load_json(meta_path or gt_root / "meta_expressions.json", "MeViS meta_expressions.json")["videos"]
+    mask_dict = load_json(gt_root / "mask_dict.json", "MeViS mask_dict.json (valid_u or train split)")
+    tasks = []
+    for video, info in videos.items():
+        names = [f"{frame}.png" for frame in info["frames"]]
+        items = []
+        rles: dict[str, Sequence] = {}
+        for expression_id, expression in info["expressions"].items():
+            annotations = tuple(str(annotation) for annotation in expression["anno_id"])
+            for annotation in annotations:
+                if annotation not in mask_dict:
+                    raise InvalidInputError(f"video {video} expression {expression_id}: anno_id {annotation} not in mask_dict.json")
+                if len(mask_dict[annotation]) != len(names):
+                    raise InvalidInputError(
+                        f"anno_id {annotation} has {len(mask_dict[annotation])} frames, video {video} has {len(names)}"
+                    )
+                rles[annotation] = mask_dict[annotation]
+            pred_frames = missing.frames(pred_root / video / expression_id, names)
+            items.append(BinaryItem(f"{video}/{expression_id}", pred_frames, gt_annotations=annotations))
+        sizes = [tuple(rle["size"]) for frames in rles.values() for rle in frames if rle]
+        tasks.append(BinaryTask(tuple(items), rles, sizes[0] if sizes else None))
+    return tasks
+
+
+def reasonvos_tasks(gt_root: Path, pred_root: Path, meta_path: Path | None, missing: MissingPredictions) -> list[BinaryTask]:
+    """One task per ReasonVOS object ``<source>_<video>_<obj_id>``, holding all its expressions."""
+    videos = load_json(meta_path or gt_root / "meta_expressions.json", "ReasonVOS meta_expressions.json")["videos"]
+    expressions_of: dict[str, list[str]] = defaultdict(list)
+    for video, info in videos.items():
+        for expression in info["expressions"]:
+            expressions_of[f"{info['source']}_{video}_{expression['obj_id']}"].append(str(expression["exp_id"]))
+    tasks = []
+    for object_key, expression_ids in expressions_of.items():
+        gt_folder = gt_root / "Annotations" / object_key
+        names = _ground_truth_pngs(gt_folder)
+        gt_frames = tuple(str(gt_folder / name) for name in names)
+        items = tuple(
+            BinaryItem(f"{object_key}/{expression_id}", missing.frames(pred_root / object_key / expression_id, names), gt_frames)
+            for expression_id in expression_ids
+        )
+        tasks.append(BinaryTask(items))
+    return tasks
+
+
+def folder_tasks(gt_root: Path, pred_root: Path, missing: MissingPredictions) -> list[BinaryTask]:
+    """One task per sequence of ``<root>/<sequence>/<object>/<frame>.png``."""
+    tasks = []
+    for sequence in sorted(entry.name for entry in os.scandir(_require_dir(gt_root, "ground-truth root")) if entry.is_dir()):
+        items = []
+        for obj in sorted(entry.name for entry in os.scandir(gt_root / sequence) if entry.is_dir()):
+            gt_folder = gt_root / sequence / obj
+            names = _ground_truth_pngs(gt_folder)
+            items.append(
+                BinaryItem(
+                    f"{sequence}/{obj}",
+                    missing.frames(pred_root / sequence / obj, names),
+                    tuple(str(gt_folder / name) for name in names),
+                )
+            )
+        if items:
+            tasks.append(BinaryTask(tuple(items)))
+    if not tasks:
+        raise MissingFilesError(f"no <sequence>/<object>/ folders under the ground-truth root {gt_root}")
+    return tasks
+
+
+def binary_report(benchmark: str, scores: Sequence[ItemScores], notes: list[str]) -> ScoreReport:
+    """Mean J and F over each item's frames, then unweighted means over items; J&F = (J + F) / 2."""
+    sequences = {}
+    for item in scores:
+        region, boundary = float(item.region.mean()), float(item.boundary.mean())
+        sequences[item.key] = {"J": region, "F": boundary, "JF": (region + boundary) / 2}
+    region = float(np.mean([scores["J"] for scores in sequences.values()]))
+    boundary = float(np.mean([scores["F"] for scores in sequences.values()]))
+    return ScoreReport(benchmark, {"J": region, "F": boundary, "JF": (region + boundary) / 2}, sequences, notes=notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# DAVIS-2017
+
+
+def davis_tasks(
+    davis_root: Path, pred_root: Path, semi_supervised: bool, davis_set: str, missing: MissingPredictions
+) -> list[DavisTask]:
+    """One task per sequence of ``ImageSets/2017/<set>.txt`` (480p annotations)."""
+    annotations = "Annotations" if semi_supervised else "Annotations_unsupervised"
+    annotation_root = _require_dir(davis_root / annotations / "480p", "DAVIS annotation folder")
+    image_set = davis_root / "ImageSets" / "2017" / f"{davis_set}.txt"
+    if not image_set.is_file():
+        raise MissingFilesError(f"DAVIS sequence list not found: {image_set}")
+    sequences = [line.strip() for line in image_set.read_text().splitlines() if line.strip()]
+    tasks = []
+    for sequence in sequences:
+        names = _ground_truth_pngs(annotation_root / sequence)
+        tasks.append(
+            DavisTask(
+                sequence=sequence,
+                frame_ids=tuple(name[: -len(".png")] for name in names),
+                gt_frames=tuple(str(annotation_root / sequence / name) for name in names),
+                pred_frames=missing.frames(pred_root / sequence, names),
+                semi_supervised=semi_supervised,
+            )
+        )
+    return tasks
+
+
+def davis_report(benchmark: str, objects: Sequence[DavisObjectScores], notes: list[str]) -> ScoreReport:
+    """davis2017 global results: every statistic averaged over all objects (object-weighted)."""
+    sequences: dict[str, dict[str, float]] = {}
+    official_decay = {"J": [], "F": []}
+    long_sequences = set()
+    for obj in objects:
+        entry: dict[str, float] = {}
+        for name, values in (("J", obj.region), ("F", obj.boundary)):
+            statistics = davis_statistics(values)
+            entry.update({name: statistics.mean, f"{name}_recall": statistics.recall, f"{name}_decay": statistics.decay})
+            official_decay[name].append(statistics.official_decay)
+        entry["JF"] = (entry["J"] + entry["F"]) / 2
+        sequences[f"{obj.sequence}/{obj.object_id}"] = entry
+        if len(obj.region) > OFFICIAL_DECAY_FRAME_LIMIT:
+            long_sequences.add(obj.sequence)
+    overall = {
+        name: float(np.mean([entry[name] for entry in sequences.values()]))
+        for name in ("J", "J_recall", "J_decay", "F", "F_recall", "F_decay")
+    }
+    overall = {"JF": (overall["J"] + overall["F"]) / 2, **overall}
+    details: dict[str, Any] = {}
+    if long_sequences:
+        details["official_decay"] = {name: float(np.mean(values)) for name, values in official_decay.items()}
+        notes = notes + [
+            f"{len(long_sequences)} sequences have more than {OFFICIAL_DECAY_FRAME_LIMIT} frames "
+            f"({', '.join(sorted(long_sequences)[:5])}{', ...' if len(long_sequences) > 5 else ''}): "
+            "davis2017-evaluation casts the decay bin indices to uint8 and reports NaN or a wrong decay "
+            "for them; the decay here is correct (details.official_decay has the official value)"
+        ]
+    return ScoreReport(benchmark, overall, sequences, details, notes)
+
+
+def score_davis(
+    davis_root: Path, pred_root: Path, semi_supervised: bool, workers: int | None, missing: str, davis_set: str = "val"
+) -> ScoreReport:
+    """DAVIS-2017 semi-supervised or unsupervised scores of indexed-PNG predictions ``<pred>/<seq>/<id>.png``."""
+    tracker = MissingPredictions(missing)
+    tasks = davis_tasks(davis_root, pred_root, semi_supervised, davis_set, tracker)
+    notes = tracker.check()
+    results = run_tasks(score_davis_task, tasks, workers, "DAVIS sequences")
+    benchmark = "davis-semi" if semi_supervised else "davis-unsup"
+    return davis_report(benchmark, [obj for sequence in results for obj in sequence], notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+
+
+def score_benchmark(
+    benchmark: str,
+    gt_root: str | os.PathLike,
+    pred_root: str | os.PathLike,
+    workers: int | None = None,
+    missing: str = "error",
+    meta: str | os.PathLike | None = None,
+    davis_set: str = "val",
+) -> ScoreReport:
+    """Score predictions of ``benchmark`` against its ground truth.
+
+    Args:
+        benchmark: one of :data:`BENCHMARKS`.
+        gt_root: MeViS split folder (``meta_expressions.json``, ``mask_dict.json``); ReasonVOS root
+            (``meta_expressions.json``, ``Annotations/``); DAVIS root (``Annotations[_unsupervised]/480p``,
+            ``ImageSets/2017``) for ``davis-*`` and ``refdavis``; or a mask folder (``folders``, ``refseg``).
+        pred_root: folder of predicted PNGs in the benchmark's layout.
+        workers: worker processes (default: all cores; 1 scores in this process).
+        missing: ``"error"`` (default) or ``"zero"`` for missing predictions.
+        meta: meta_expressions.json to use instead of the one in ``gt_root`` (required for ``refdavis``).
+        davis_set: DAVIS image set (``ImageSets/2017/<set>.txt``).
+
+    Returns:
+        The :class:`ScoreReport`.
+    """
+    gt_root, pred_root = Path(gt_root), Path(pred_root)
+    meta_path = None if meta is None else Path(meta)
+    _require_dir(pred_root, "prediction folder")
+    if benchmark in ("davis-semi", "davis-unsup"):
+        return score_davis(gt_root, pred_root, benchmark == "davis-semi", workers, missing, davis_set)
+    if benchmark == "refdavis":
+        from videolisa.metrics.refdavis import score_refdavis
+
+        if meta_path is None:
+            raise InvalidInputError("refdavis needs the Ref-DAVIS meta_expressions.json (meta= / --meta)")
+        return score_refdavis(gt_root, pred_root, meta_path, workers=workers, missing=missing, davis_set=davis_set)
+    if benchmark == "refseg":
+        return score_refseg(gt_root, pred_root, workers=workers, missing=missing)
+    tracker = MissingPredictions(missing)
+    if benchmark == "mevis":
+        tasks = mevis_tasks(gt_root, pred_root, meta_path, tracker)
+    elif benchmark == "reasonvos":
+        tasks = reasonvos_tasks(gt_root, pred_root, meta_path, tracker)
+    elif benchmark == "folders":
+        tasks = folder_tasks(gt_root, pred_root, tracker)
+    else:
+        raise InvalidInputError(f"unknown benchmark {benchmark!r}; expected one of {', '.join(BENCHMARKS)}")
+    notes = tracker.check()
+    results = run_tasks(score_binary_task, tasks, workers, f"{benchmark} videos")
+    return binary_report(benchmark, [item for task in results for item in task], notes)

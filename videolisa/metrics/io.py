@@ -1,0 +1,182 @@
+"""Reading and writing the mask files that the benchmarks use.
+
+PNG masks may be 0/255, 0/1, any non-zero value, 16-bit, or palette (indexed) PNGs. Each file is
+read once into memory and decoded by the fastest library that gives the stored pixel values:
+OpenCV for grayscale (it decodes them faster than Pillow), Pillow for palette images (OpenCV expands
+them to colour and is about three times slower) and for anything unusual. COCO run-length
+encodings are decoded with pycocotools.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from videolisa.errors import InvalidInputError, MissingFilesError, VideoReadError
+
+# What to do with missing predictions: raise, or score them 0.
+MISSING_POLICIES = ("error", "zero")
+# How many missing files an error message lists before summarising the rest.
+_MISSING_LISTED = 20
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# IHDR fields at fixed offsets: bit depth (24), colour type (25).
+_PNG_BIT_DEPTH_OFFSET = 24
+_PNG_COLOUR_TYPE_OFFSET = 25
+_PNG_GRAYSCALE = 0
+_PNG_PALETTE = 3
+
+
+def _read_bytes(path: str | os.PathLike) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as error:
+        raise VideoReadError(f"cannot read mask file {path}: {error.strerror}") from error
+
+
+def read_png(path: str | os.PathLike) -> np.ndarray:
+    """Stored values of a PNG mask: ``[H, W]`` (grey values or palette indices) or ``[H, W, C]``.
+
+    Palette PNGs give their indices (as Pillow does), grayscale PNGs their values (uint8 or uint16),
+    colour PNGs their channels (RGB order, alpha last).
+
+    Raises:
+        VideoReadError: the file is missing, not a PNG, or cannot be decoded.
+    """
+    data = _read_bytes(path)
+    if not data.startswith(_PNG_SIGNATURE) or len(data) <= _PNG_COLOUR_TYPE_OFFSET:
+        raise VideoReadError(f"{path} is not a PNG file")
+    colour_type = data[_PNG_COLOUR_TYPE_OFFSET]
+    if colour_type == _PNG_GRAYSCALE and data[_PNG_BIT_DEPTH_OFFSET] in (8, 16):
+        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if pixels is not None:
+            return pixels
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(image)
+    except (OSError, ValueError) as error:
+        raise VideoReadError(f"cannot decode PNG {path}: {error}") from error
+
+
+def read_label_png(path: str | os.PathLike) -> np.ndarray:
+    """``[H, W]`` integer labels of an indexed (palette) or grayscale PNG, as DAVIS reads them.
+
+    Raises:
+        InvalidInputError: the PNG has colour channels, so it holds no labels.
+    """
+    labels = read_png(path)
+    if labels.ndim != 2:
+        raise InvalidInputError(
+            f"{path} is a colour PNG; DAVIS masks must be indexed (palette) or grayscale PNGs of object ids"
+        )
+    return labels
+
+
+def read_mask(path: str | os.PathLike) -> np.ndarray:
+    """Binary mask of a PNG: ``[H, W] uint8`` 0/1, foreground wherever a stored value is non-zero.
+
+    For colour PNGs a pixel is foreground when any colour channel (not alpha) is non-zero.
+    """
+    pixels = read_png(path)
+    if pixels.ndim == 3:
+        colour_channels = pixels[..., :3] if pixels.shape[2] >= 3 else pixels[..., :1]
+        return np.ascontiguousarray(colour_channels.any(axis=2)).view(np.uint8)
+    if pixels.dtype == np.uint8:
+        return cv2.threshold(pixels, 0, 1, cv2.THRESH_BINARY)[1]
+    return (pixels != 0).view(np.uint8)
+
+
+def decode_rle(rle: Mapping) -> np.ndarray:
+    """COCO run-length encoding ``{"size": [h, w], "counts": str | bytes}`` -> ``[h, w] uint8`` 0/1."""
+    from pycocotools import mask as coco_mask  # imported here: only MeViS needs it
+
+    try:
+        return coco_mask.decode(dict(rle))
+    except (TypeError, ValueError, KeyError) as error:
+        raise InvalidInputError(f"invalid COCO RLE {str(rle)[:80]}: {error}") from error
+
+
+def list_pngs(folder: str | os.PathLike) -> list[str]:
+    """Sorted file names of the ``*.png`` files in ``folder`` (not recursive)."""
+    return sorted(name for name in os.listdir(folder) if name.endswith(".png"))
+
+
+def davis_palette() -> list[int]:
+    """The DAVIS / PASCAL VOC colour map as a flat ``[256·3]`` list for ``Image.putpalette``."""
+    palette = np.zeros((256, 3), np.uint8)
+    for index in range(256):
+        value, red, green, blue = index, 0, 0, 0
+        for bit in range(8):
+            red |= ((value >> 0) & 1) << (7 - bit)
+            green |= ((value >> 1) & 1) << (7 - bit)
+            blue |= ((value >> 2) & 1) << (7 - bit)
+            value >>= 3
+        palette[index] = (red, green, blue)
+    return palette.ravel().tolist()
+
+
+def write_indexed_png(labels: np.ndarray, path: str | os.PathLike, palette: Sequence[int] | None = None) -> None:
+    """Write ``[H, W] uint8`` object ids as a palette PNG, atomically (temp file + ``os.replace``).
+
+    ``putpalette`` turns the grayscale image into a palette image whose indices are the ids.
+    """
+    image = Image.fromarray(np.ascontiguousarray(labels, np.uint8))
+    image.putpalette(list(palette) if palette is not None else davis_palette())
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    image.save(temporary, format="PNG")
+    os.replace(temporary, path)
+
+
+class MissingPredictions:
+    """Finds the prediction frames of each item and records the ones that are not there.
+
+    With policy ``"error"`` :meth:`check` raises one error listing everything missing; with
+    ``"zero"`` missing frames come back as None and :meth:`check` returns a note saying how they
+    were scored (``scored_as``).
+    """
+
+    def __init__(self, policy: str, scored_as: str = "scored 0") -> None:
+        if policy not in MISSING_POLICIES:
+            raise InvalidInputError(f"missing must be one of {MISSING_POLICIES}, got {policy!r}")
+        self.policy = policy
+        self.scored_as = scored_as
+        self.missing: list[str] = []
+        self.missing_frames = 0
+        self._listings: dict[str, set[str]] = {}
+
+    def frames(self, folder: str | os.PathLike, names: Sequence[str]) -> tuple[str | None, ...]:
+        """``[T]`` paths ``folder/name`` for each of ``names``, None where the file is missing."""
+        folder = os.fspath(folder)
+        if folder not in self._listings:
+            self._listings[folder] = set(os.listdir(folder)) if os.path.isdir(folder) else set()
+        present = self._listings[folder]
+        if not present:
+            self.missing.append(f"{folder}{os.sep} (folder missing or empty, {len(names)} frames)")
+            self.missing_frames += len(names)
+            return (None,) * len(names)
+        paths = tuple(os.path.join(folder, name) if name in present else None for name in names)
+        for name, path in zip(names, paths):
+            if path is None:
+                self.missing.append(os.path.join(folder, name))
+                self.missing_frames += 1
+        return paths
+
+    def check(self) -> list[str]:
+        """Raise if anything is missing under policy "error"; else the notes for the report."""
+        if not self.missing:
+            return []
+        listed = "\n  ".join(self.missing[:_MISSING_LISTED])
+        more = len(self.missing) - _MISSING_LISTED
+        summary = f"{self.missing_frames} prediction frames are missing:\n  {listed}" + (
+            f"\n  ... and {more} more" if more > 0 else ""
+        )
+        if self.policy == "error":
+            raise MissingFilesError(f"{summary}\n(with missing='zero' / --missing zero they are {self.scored_as})")
+        return [f"{self.missing_frames} missing prediction frames were {self.scored_as} (first: {self.missing[0]})"]

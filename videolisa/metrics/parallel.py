@@ -1,0 +1,61 @@
+"""Run scoring tasks on a pool of worker processes, with a progress bar."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from typing import Callable, Sequence, TypeVar
+
+from tqdm import tqdm
+
+TaskT = TypeVar("TaskT")
+ResultT = TypeVar("ResultT")
+
+
+def default_workers() -> int:
+    """Number of CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not available on macOS / Windows
+        return os.cpu_count() or 1
+
+
+def _initialise_worker() -> None:
+    import cv2
+
+    # One process per core already: OpenCV's own threads would only compete with the other workers.
+    cv2.setNumThreads(1)
+
+
+def run_tasks(
+    function: Callable[[TaskT], ResultT], tasks: Sequence[TaskT], workers: int | None, description: str
+) -> list[ResultT]:
+    """``[function(task) for task in tasks]``, on ``workers`` processes (in this process when 1).
+
+    Results come back in task order. The first task that raises stops the pool and its exception
+    (for example an :class:`~videolisa.errors.InvalidInputError` naming a file) is re-raised here.
+    """
+    workers = default_workers() if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    if workers == 1 or len(tasks) <= 1:
+        return [function(task) for task in tqdm(tasks, desc=description, unit="seq", leave=False)]
+    # fork starts workers in milliseconds and shares the already imported modules.
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(tasks)), mp_context=context, initializer=_initialise_worker
+    ) as pool:
+        futures = [pool.submit(function, task) for task in tasks]
+        with tqdm(total=len(futures), desc=description, unit="seq", leave=False) as progress:
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                progress.update(len(done))
+                failed = next((future for future in done if future.exception() is not None), None)
+                if failed is not None:
+                    for future in pending:
+                        future.cancel()
+                    raise failed.exception()
+        return [future.result() for future in futures]

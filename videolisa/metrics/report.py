@@ -1,0 +1,156 @@
+"""Score reports: the result object, a printable table, and JSON / CSV / PNG files.
+
+The JSON holds ``{"benchmark", "overall": {"J", "F", "JF", ...}, "sequences": {"<sequence>/<object>":
+{"J", "F", "JF", ...}}, "details", "notes"}`` with J, F, JF as fractions in [0, 1] (cIoU / gIoU and a
+per-image IoU for ``refseg``). NaN is written as ``null`` so the file is strict JSON.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Metric shown in the per-sequence plot, by preference.
+_PLOT_METRICS = ("JF", "IoU")
+
+
+@dataclass
+class ScoreReport:
+    """Scores of one benchmark run.
+
+    Attributes:
+        benchmark: benchmark name (``mevis``, ``reasonvos``, ``davis-semi``, ...).
+        overall: headline numbers, e.g. ``{"J": .., "F": .., "JF": ..}`` (fractions).
+        sequences: ``"<sequence>/<object>"`` -> per-item numbers, in scoring order.
+        details: benchmark-specific extras (per-annotator results, official-code variants).
+        notes: sentences a reader must see (missing predictions scored 0, official-code caveats).
+    """
+
+    benchmark: str
+    overall: dict[str, float]
+    sequences: dict[str, dict[str, float]]
+    details: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict with NaN replaced by None."""
+        return _without_nan(
+            {
+                "benchmark": self.benchmark,
+                "overall": self.overall,
+                "sequences": self.sequences,
+                "details": self.details,
+                "notes": self.notes,
+            }
+        )
+
+
+def _without_nan(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _without_nan(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_nan(item) for item in value]
+    return value
+
+
+def format_table(report: ScoreReport) -> str:
+    """The overall numbers as a small text table (percent, two decimals), plus the notes."""
+    names = list(report.overall)
+    header = " | ".join(f"{name:>9}" for name in names)
+    values = " | ".join(f"{100 * report.overall[name]:9.2f}" for name in names)
+    lines = [
+        f"{report.benchmark}: {len(report.sequences)} scored items",
+        header,
+        "-" * len(header),
+        values,
+    ]
+    lines += [f"note: {note}" for note in report.notes]
+    return "\n".join(lines)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
+def _csv_bytes(report: ScoreReport) -> bytes:
+    columns = sorted({name for scores in report.sequences.values() for name in scores}, key=_column_order)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["sequence", *columns])
+    for key, scores in report.sequences.items():
+        writer.writerow([key, *(_csv_value(scores.get(column)) for column in columns)])
+    writer.writerow(["overall", *(_csv_value(report.overall.get(column)) for column in columns)])
+    return buffer.getvalue().encode()
+
+
+def _column_order(name: str) -> tuple[int, str]:
+    preferred = ["JF", "J", "F", "IoU"]
+    return (preferred.index(name) if name in preferred else len(preferred), name)
+
+
+def _csv_value(value: float | None) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else repr(float(value))
+
+
+def _plot_bytes(report: ScoreReport) -> bytes | None:
+    """PNG of the per-sequence J&F (or IoU), sorted, or None when there is nothing to plot."""
+    metric = next(
+        (name for name in _PLOT_METRICS if all(name in scores for scores in report.sequences.values())), None
+    )
+    if metric is None or not report.sequences:
+        return None
+    import matplotlib  # imported here: plotting is the only user and it is slow to import
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    ordered = sorted(report.sequences.items(), key=lambda item: item[1][metric])
+    values = [100 * scores[metric] for _, scores in ordered]
+    figure, axes = pyplot.subplots(figsize=(10, 4.5), dpi=100)
+    axes.plot(range(len(values)), values, marker="." if len(values) <= 200 else None, linewidth=1)
+    axes.axhline(100 * report.overall.get(metric, float("nan")), color="tab:red", linestyle="--", linewidth=1)
+    axes.set_xlabel(f"{len(values)} items, sorted")
+    axes.set_ylabel(f"{metric} (%)")
+    axes.set_ylim(0, 100)
+    axes.set_title(f"{report.benchmark}: per-item {metric} (dashed: overall)")
+    axes.grid(alpha=0.3)
+    if len(values) <= 40:
+        axes.set_xticks(range(len(values)), [key for key, _ in ordered], rotation=90, fontsize=7)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    pyplot.close(figure)
+    return buffer.getvalue()
+
+
+def write_report(report: ScoreReport, out_path: str | os.PathLike) -> list[Path]:
+    """Write ``out_path`` (JSON), and beside it the same stem as ``.csv`` and a ``.png`` plot.
+
+    Every file is written atomically (temporary name in the same folder, then ``os.replace``).
+
+    Returns:
+        The paths written.
+    """
+    json_path = Path(out_path)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically(json_path, json.dumps(report.to_dict(), indent=2, allow_nan=False).encode() + b"\n")
+    written = [json_path]
+    csv_path = json_path.with_suffix(".csv")
+    _write_atomically(csv_path, _csv_bytes(report))
+    written.append(csv_path)
+    plot = _plot_bytes(report)
+    if plot is not None:
+        plot_path = json_path.with_suffix(".png")
+        _write_atomically(plot_path, plot)
+        written.append(plot_path)
+    return written

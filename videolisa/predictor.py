@@ -1,0 +1,398 @@
+"""VideoLisaPredictor: the one inference path (CLI, batch evaluation, demo and tests all use it).
+
+A video and an instruction go in; a boolean mask for every frame comes out::
+
+    predictor = VideoLisaPredictor.from_pretrained("ZechenBai/VideoLISA-3.8B")
+    result = predictor.segment("video.mp4", "the animal that gets scared and jumps")
+    result.masks  # [T, H, W] bool at the video's resolution
+
+Steps (spec §3.4): sample 32 sparse frames and 4 dense positions; CLIP + projector on the sparse frames
+(once per video); one LLM pass per instruction gives the ``[SEG]`` prompt; then every frame, in chunks of
+``chunk_size``, goes through the SAM image encoder (once per video, whatever the number of instructions)
+and the mask decoder with every prompt. Frames are decoded and SAM-preprocessed for the next chunk in a
+background thread while the current chunk runs, so peak memory depends on the chunk size, not on the
+video length.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from videolisa.constants import DEFAULT_ANSWER, MASK_LOGIT_THRESHOLD
+from videolisa.errors import InvalidInputError, MissingFilesError
+from videolisa.modeling.sparse_dense import assemble_video_tokens
+from videolisa.processing.processor import VideoLisaProcessor
+from videolisa.processing.sampling import dense_frame_indices
+from videolisa.processing.video_io import VideoReader, open_video
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from videolisa.modeling.videolisa import VideoLisaForSegmentation
+
+logger = logging.getLogger(__name__)
+
+@dataclass
+class FrameMasks:
+    """Masks of one frame for every instruction: ``masks [N_instructions, H, W] bool``; ``frame [H, W, 3]
+    uint8`` when requested; ``logits [N_instructions, H, W] float32`` when requested."""
+
+    index: int
+    name: str
+    masks: np.ndarray
+    frame: np.ndarray | None = None
+    logits: np.ndarray | None = None
+
+
+@dataclass
+class SegmentationResult:
+    """Output of :meth:`VideoLisaPredictor.segment` for one instruction.
+
+    Attributes:
+        masks: ``[T, H, W] bool`` for every frame at the original resolution (union over the instruction's
+            ``[SEG]`` tokens; the usual answer has one).
+        prompt_embedding: ``[K, C] float32`` SAM prompt(s) from the ``[SEG]`` hidden state(s).
+        sparse_indices: the T_s video-frame indices read by the LLM (CLIP).
+        dense_indices: the T_d video-frame indices seen at full token resolution.
+        frame_names / fps: of the video.
+        timings: seconds per stage (``decode_clip_llm``, ``sam``, ``total``) and ``frames_per_second``.
+        mask_logits: ``[T, H, W] float32`` (max over ``[SEG]`` tokens) when ``return_logits=True``.
+    """
+
+    instruction: str | None
+    masks: np.ndarray
+    prompt_embedding: np.ndarray
+    sparse_indices: list[int]
+    dense_indices: list[int]
+    frame_names: list[str]
+    fps: float
+    timings: dict[str, float] = field(default_factory=dict)
+    mask_logits: np.ndarray | None = None
+
+
+@dataclass
+class _Prompts:
+    """Prompts of all instructions stacked: ``embeddings [K_total, C]``; ``groups[i]`` are the rows of
+    instruction i."""
+
+    embeddings: torch.Tensor
+    groups: list[slice]
+    sparse_indices: list[int]
+    dense_indices: list[int]
+    seconds: float
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"``/None -> CUDA when available, else CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    return resolved
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """``None``/``"auto"`` -> bfloat16 on CUDA, float32 on CPU; accepts ``"bf16"``, ``"fp16"``, ``"fp32"``."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+             "fp32": torch.float32, "float32": torch.float32}
+    if dtype in (None, "auto"):
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in names:
+        raise InvalidInputError(f"dtype must be one of {['auto', *names]}, got {dtype!r}")
+    return names[dtype]
+
+
+class VideoLisaPredictor:
+    """Segments videos from text instructions with a loaded VideoLISA model.
+
+    Args:
+        model: the model (moved to ``device``/``dtype``, put in eval mode).
+        tokenizer: its tokenizer (None: only ``prompt_ids`` can be used, no text instructions).
+        device / dtype: where and how to run (``"auto"``: CUDA + bf16 if available, else CPU + fp32).
+        chunk_size: frames per SAM batch; results do not depend on it, peak memory does.
+        prefetch: decode and preprocess the next chunk in a background thread.
+    """
+
+    def __init__(
+        self,
+        model: "VideoLisaForSegmentation",
+        tokenizer: "PreTrainedTokenizerBase | None",
+        device: str | torch.device | None = "auto",
+        dtype: str | torch.dtype | None = "auto",
+        chunk_size: int = 8,
+        prefetch: bool = True,
+    ) -> None:
+        if not isinstance(chunk_size, int) or chunk_size < 1:
+            raise InvalidInputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.processor = VideoLisaProcessor(tokenizer, model.config)
+        self.chunk_size = chunk_size
+        self.prefetch = prefetch
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_id_or_dir: str | Path,
+        device: str | torch.device | None = "auto",
+        dtype: str | torch.dtype | None = "auto",
+        vision_tower: str | Path | None = None,
+        **kwargs: Any,
+    ) -> "VideoLisaPredictor":
+        """Load a model directory, a Hugging Face id (``ZechenBai/VideoLISA-3.8B``) or a built-in model
+        (``builtin:<name>``) together with its tokenizer."""
+        from videolisa.checkpoint import load_model, load_tokenizer, resolve_model_dir
+
+        model_dir = resolve_model_dir(resolve_model_source(model_id_or_dir))
+        resolved_device = resolve_device(device)
+        resolved_dtype = resolve_dtype(dtype, resolved_device)
+        model = load_model(model_dir, dtype=resolved_dtype, device=resolved_device, vision_tower=vision_tower)
+        tokenizer = load_tokenizer(model_dir)
+        if tokenizer is None:
+            raise MissingFilesError(f"{model_dir} has no tokenizer files (tokenizer.json or tokenizer.model)")
+        return cls(model, tokenizer, resolved_device, resolved_dtype, **kwargs)
+
+    # ------------------------------------------------------------------ public API
+    def segment(
+        self,
+        video: Any,
+        instruction: str | None = None,
+        *,
+        prompt_ids: Sequence[int] | torch.Tensor | np.ndarray | None = None,
+        answer: str = DEFAULT_ANSWER,
+        frames_sparse: int | None = None,
+        frames_dense: int | None = None,
+        threshold: float = MASK_LOGIT_THRESHOLD,
+        return_logits: bool = False,
+        progress: bool = False,
+    ) -> SegmentationResult:
+        """Segment ``video`` (path, frame folder, image, ``[T, H, W, 3] uint8`` RGB array, or an opened
+        reader) from ``instruction`` — or from ``prompt_ids``, an already tokenized conversation (1-D ids in
+        which ``config.image_token_index`` (-200) marks the video, the original's convention)."""
+        if (instruction is None) == (prompt_ids is None):
+            raise InvalidInputError("give exactly one of instruction or prompt_ids")
+        ids = [self.processor.validate_input_ids(prompt_ids)] if prompt_ids is not None else None
+        return self._segment_all(
+            video, [instruction], ids, answer, frames_sparse, frames_dense, threshold, return_logits, progress
+        )[0]
+
+    def segment_many(
+        self,
+        video: Any,
+        instructions: Sequence[str],
+        *,
+        answer: str = DEFAULT_ANSWER,
+        frames_sparse: int | None = None,
+        frames_dense: int | None = None,
+        threshold: float = MASK_LOGIT_THRESHOLD,
+        return_logits: bool = False,
+        progress: bool = False,
+    ) -> list[SegmentationResult]:
+        """Segment one video for several instructions; the video is decoded, CLIP-encoded and SAM-encoded
+        once and reused for every instruction. Results are identical to calling :meth:`segment` for each."""
+        if isinstance(instructions, str) or not instructions:
+            raise InvalidInputError("instructions must be a non-empty list of strings")
+        return self._segment_all(
+            video, list(instructions), None, answer, frames_sparse, frames_dense, threshold, return_logits, progress
+        )
+
+    def iter_segment(
+        self,
+        video: Any,
+        instructions: Sequence[str] | None = None,
+        *,
+        prompt_ids: Sequence[Sequence[int]] | None = None,
+        answer: str = DEFAULT_ANSWER,
+        frames_sparse: int | None = None,
+        frames_dense: int | None = None,
+        threshold: float = MASK_LOGIT_THRESHOLD,
+        return_frames: bool = False,
+        return_logits: bool = False,
+        progress: bool | Callable[[int, int], None] = False,
+    ) -> Iterator[FrameMasks]:
+        """Stream masks frame by frame for one or more instructions (or tokenized conversations).
+
+        The first item arrives once the LLM pass and the first SAM chunk are done; memory does not grow with
+        the video length. ``progress`` is True for a tqdm bar, or a callback ``(frames_done, total)``.
+        """
+        reader = open_video(video)
+        input_ids = self._input_ids(instructions, prompt_ids, answer)
+        prompts = self._compute_prompts(reader, input_ids, frames_sparse, frames_dense)
+        yield from self._stream_masks(reader, prompts, threshold, return_frames, return_logits, progress)
+
+    def sample_frames(
+        self, num_frames: int, frames_sparse: int | None = None, frames_dense: int | None = None
+    ) -> tuple[list[int], list[int]]:
+        """Sparse video-frame indices and dense video-frame indices the model would read."""
+        sparse, dense_positions = self.processor.sample_frames(num_frames, frames_sparse, frames_dense)
+        return sparse, dense_frame_indices(sparse, dense_positions)
+
+    # ------------------------------------------------------------------ internals
+    def _input_ids(
+        self, instructions: Sequence[str] | None, prompt_ids: Sequence[Sequence[int]] | None, answer: str
+    ) -> list[torch.Tensor]:
+        if (instructions is None) == (prompt_ids is None):
+            raise InvalidInputError("give exactly one of instructions or prompt_ids")
+        if prompt_ids is not None:
+            return [self.processor.validate_input_ids(ids) for ids in prompt_ids]
+        if isinstance(instructions, str):
+            instructions = [instructions]
+        return [self.processor.build_input_ids(text, answer) for text in instructions]
+
+    def _segment_all(
+        self,
+        video: Any,
+        instructions: list[str | None],
+        input_ids: list[torch.Tensor] | None,
+        answer: str,
+        frames_sparse: int | None,
+        frames_dense: int | None,
+        threshold: float,
+        return_logits: bool,
+        progress: bool,
+    ) -> list[SegmentationResult]:
+        start = time.perf_counter()
+        reader = open_video(video)
+        if input_ids is None:
+            input_ids = self._input_ids(instructions, None, answer)
+        prompts = self._compute_prompts(reader, input_ids, frames_sparse, frames_dense)
+        shape = (len(input_ids), reader.num_frames, reader.height, reader.width)
+        masks = np.zeros(shape, dtype=bool)
+        logits = np.zeros(shape, dtype=np.float32) if return_logits else None
+        for item in self._stream_masks(reader, prompts, threshold, False, return_logits, progress):
+            masks[:, item.index] = item.masks
+            if logits is not None:
+                logits[:, item.index] = item.logits
+        total = time.perf_counter() - start
+        timings = {
+            "decode_clip_llm": prompts.seconds,
+            "sam": total - prompts.seconds,
+            "total": total,
+            "frames_per_second": reader.num_frames / total if total > 0 else float("inf"),
+        }
+        return [
+            SegmentationResult(
+                instruction=instruction,
+                masks=masks[i],
+                prompt_embedding=prompts.embeddings[group].float().cpu().numpy(),
+                sparse_indices=prompts.sparse_indices,
+                dense_indices=prompts.dense_indices,
+                frame_names=list(reader.frame_names),
+                fps=reader.fps,
+                timings=dict(timings),
+                mask_logits=logits[i] if logits is not None else None,
+            )
+            for i, (instruction, group) in enumerate(zip(instructions, prompts.groups))
+        ]
+
+    @torch.inference_mode()
+    def _compute_prompts(
+        self, reader: VideoReader, input_ids: list[torch.Tensor], frames_sparse: int | None, frames_dense: int | None
+    ) -> _Prompts:
+        """CLIP + projector once for the video, then one LLM pass per conversation."""
+        start = time.perf_counter()
+        sparse, dense_positions = self.processor.sample_frames(reader.num_frames, frames_sparse, frames_dense)
+        unique = sorted(set(sparse))
+        decoded = reader.get_frames(unique)
+        frames = decoded[[unique.index(i) for i in sparse]]
+        clip_pixels = self.processor.clip_pixels(frames).to(self.device)[None]
+        frame_tokens = self.model.encode_frames(clip_pixels)
+        dense = torch.tensor([dense_positions], device=self.device)
+        video_tokens = assemble_video_tokens(frame_tokens, dense)
+        embeddings, groups, offset = [], [], 0
+        for ids in input_ids:
+            output = self.model.compute_prompts(ids[None].to(self.device), video_tokens)
+            embeddings.append(output.prompt_embeddings)
+            groups.append(slice(offset, offset + output.prompt_embeddings.shape[0]))
+            offset += output.prompt_embeddings.shape[0]
+        return _Prompts(
+            embeddings=torch.cat(embeddings),
+            groups=groups,
+            sparse_indices=sparse,
+            dense_indices=dense_frame_indices(sparse, dense_positions),
+            seconds=time.perf_counter() - start,
+        )
+
+    def _prepare_chunk(self, chunk: tuple[int, np.ndarray]) -> tuple[int, np.ndarray, torch.Tensor, tuple[int, int]]:
+        start, frames = chunk
+        pixels, resized = self.processor.sam_pixels(frames)
+        return start, frames, pixels, resized
+
+    def _prepared_chunks(self, reader: VideoReader) -> Iterator[tuple[int, np.ndarray, torch.Tensor, tuple[int, int]]]:
+        """Decoded + SAM-preprocessed chunks; with ``prefetch`` the next one is prepared in a background
+        thread (errors surface here, in the caller's thread, unchanged)."""
+        chunks = reader.iter_chunks(self.chunk_size)
+        if not self.prefetch:
+            yield from map(self._prepare_chunk, chunks)
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="videolisa-decode") as pool:
+            def submit_next() -> Future | None:
+                return pool.submit(lambda: next((self._prepare_chunk(c) for c in chunks), None))
+
+            pending = submit_next()
+            while True:
+                prepared = pending.result()
+                if prepared is None:
+                    return
+                pending = submit_next()
+                yield prepared
+
+    @torch.inference_mode()
+    def _stream_masks(
+        self,
+        reader: VideoReader,
+        prompts: _Prompts,
+        threshold: float,
+        return_frames: bool,
+        return_logits: bool,
+        progress: bool | Callable[[int, int], None],
+    ) -> Iterator[FrameMasks]:
+        from tqdm.auto import tqdm
+
+        total = reader.num_frames
+        bar = tqdm(total=total, unit="frame", desc="segmenting", disable=progress is not True)
+        callback = progress if callable(progress) else None
+        names = reader.frame_names
+        original_hw = (reader.height, reader.width)
+        try:
+            for start, frames, pixels, resized in self._prepared_chunks(reader):
+                embeddings = self.model.encode_images(pixels.to(self.device, non_blocking=True))
+                logits = self.model.decode_masks(embeddings, prompts.embeddings, resized, original_hw).float()
+                per_instruction = torch.stack([logits[:, group].amax(dim=1) for group in prompts.groups], dim=1)
+                masks = (per_instruction > threshold).cpu().numpy()
+                logits_np = per_instruction.cpu().numpy() if return_logits else None
+                for offset in range(frames.shape[0]):
+                    index = start + offset
+                    yield FrameMasks(
+                        index=index,
+                        name=names[index],
+                        masks=masks[offset],
+                        frame=frames[offset] if return_frames else None,
+                        logits=logits_np[offset] if logits_np is not None else None,
+                    )
+                bar.update(frames.shape[0])
+                if callback is not None:
+                    callback(min(start + frames.shape[0], total), total)
+        finally:
+            bar.close()
+
+
+def resolve_model_source(model: str | Path) -> str | Path:
+    """Map ``builtin:<name>`` to the directory of a model shipped inside the package; other values pass."""
+    if isinstance(model, str) and model.startswith("builtin:"):
+        from videolisa.builtin import builtin_model_dir
+
+        return builtin_model_dir(model.split(":", 1)[1])
+    return model
