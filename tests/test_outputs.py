@@ -10,13 +10,13 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from videolisa import outputs
 from videolisa.errors import InvalidInputError
 from videolisa.outputs import (
     RLE_FORMAT,
     MaskWriter,
     atomic_path,
     make_overlay_image,
-    overlay_codec,
     read_png_masks,
     read_rle_json,
     tint_masks,
@@ -87,13 +87,17 @@ def test_outputs_read_back_and_agree(tmp_path, video):
     assert not [path for path in tmp_path.rglob(".*") if path.is_file()]
 
 
-def test_overlay_video_frames_size_and_tint(tmp_path, video):
+@pytest.mark.parametrize("codec", ["libx264", "mpeg4"])
+def test_overlay_video_frames_size_and_tint(tmp_path, video, monkeypatch, codec):
+    if codec not in av.codecs_available:
+        pytest.skip(f"this PyAV build has no {codec} encoder")
+    monkeypatch.setattr(outputs, "overlay_codec", lambda: codec)
     frames, masks = video
     write_all(tmp_path, frames, masks, overlay_color=(0, 255, 0), overlay_alpha=0.6)
     path = tmp_path / "overlay.mp4"
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        assert stream.codec_context.name == {"libx264": "h264", "mpeg4": "mpeg4"}[overlay_codec()]
+        assert stream.codec_context.name == {"libx264": "h264", "mpeg4": "mpeg4"}[codec]
         assert stream.codec_context.pix_fmt == "yuv420p"
         assert (stream.codec_context.height, stream.codec_context.width) == (122, 160)  # padded to even
     reader = open_video(path)

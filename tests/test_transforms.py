@@ -140,6 +140,8 @@ def test_sam_small_image_size():
     assert resized_hw == (64, 32) and pixels.shape == (2, 3, 64, 64)
     assert torch.equal(pixels[1], original_sam_preprocess(frames[1], 64)[0])
     assert torch.count_nonzero(pixels[:, :, :, 32:]) == 0
+    on_device, _ = preprocess_sam(frames, image_size=64, device="cpu")
+    assert on_device.device.type == "cpu" and torch.equal(on_device, pixels)
 
 
 def test_resized_hw_rule():

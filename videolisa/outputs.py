@@ -233,7 +233,7 @@ class _RleJsonSink:
         self, path: PathLike, frame_names: list[str], height: int, width: int, instruction: str, fps: float
     ) -> None:
         self._file = _AtomicFile(path)
-        self._handle = open(self._file.temp_path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close/abort
+        self._handle = open(self._file.temp_path, "w", encoding="utf-8")  # closed by close() or abort()
         header = {
             "format": RLE_FORMAT,
             "instruction": instruction,

@@ -68,7 +68,6 @@ class _Expression:
     image_path: Path
     image_id: int
     ann_id: int
-    sent_id: str
     text: str
 
 
@@ -164,7 +163,9 @@ class _RefCocoBenchmark(ImageBenchmark):
                 sent_id = str(require_field(sentence, "sent_id", (int, str), where))
                 text = require_field(sentence, "sent", str, f"{where}, sentence {sent_id}").strip().lower()
                 key = f"{image_path.stem}/{sent_id}"
-                expressions[key] = _Expression(image_path, image_id, ann_id, sent_id, text)
+                if key in expressions:
+                    raise InvalidInputError(f"{where}: sentence id {sent_id} of image {image_path.name} is not unique")
+                expressions[key] = _Expression(image_path, image_id, ann_id, text)
         # Keys are "<image stem>/<sent_id>": sorted by image, then by sentence id.
         return dict(sorted(expressions.items(), key=lambda pair: natural_sort_key(pair[0])))
 

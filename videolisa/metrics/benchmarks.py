@@ -18,56 +18,23 @@ Missing predictions are an error listing what is missing, or with ``missing="zer
 
 from __future__ import annotations
 
-import json
 import os
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from videolisa.errors import InvalidInputError, MissingFilesError
+from videolisa.metrics.davis import score_davis
 from videolisa.metrics.images import score_refseg
-from videolisa.metrics.io import MissingPredictions, list_pngs
+from videolisa.metrics.io import MissingPredictions, ground_truth_pngs, load_json, require_dir
 from videolisa.metrics.parallel import run_tasks
+from videolisa.metrics.refdavis import score_refdavis
 from videolisa.metrics.report import ScoreReport
-from videolisa.metrics.sequences import (
-    OFFICIAL_DECAY_FRAME_LIMIT,
-    BinaryItem,
-    BinaryTask,
-    DavisObjectScores,
-    DavisTask,
-    ItemScores,
-    davis_statistics,
-    score_binary_task,
-    score_davis_task,
-)
+from videolisa.metrics.sequences import BinaryItem, BinaryTask, ItemScores, score_binary_task
 
 BENCHMARKS = ("mevis", "reasonvos", "davis-semi", "davis-unsup", "refdavis", "refseg", "folders")
-
-
-def load_json(path: str | os.PathLike, what: str) -> Any:
-    """Parse a JSON file; a missing or malformed file is an error naming it and ``what`` it is."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except FileNotFoundError as error:
-        raise MissingFilesError(f"{what} not found: {path}") from error
-    except json.JSONDecodeError as error:
-        raise InvalidInputError(f"{what} {path} is not valid JSON: {error}") from error
-
-
-def _require_dir(path: Path, what: str) -> Path:
-    if not path.is_dir():
-        raise MissingFilesError(f"{what} not found: {path}")
-    return path
-
-
-def _ground_truth_pngs(folder: Path) -> list[str]:
-    names = list_pngs(_require_dir(folder, "ground-truth folder"))
-    if not names:
-        raise MissingFilesError(f"ground-truth folder {folder} has no PNG files")
-    return names
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,7 +77,7 @@ def reasonvos_tasks(gt_root: Path, pred_root: Path, meta_path: Path | None, miss
     tasks = []
     for object_key, expression_ids in expressions_of.items():
         gt_folder = gt_root / "Annotations" / object_key
-        names = _ground_truth_pngs(gt_folder)
+        names = ground_truth_pngs(gt_folder)
         gt_frames = tuple(str(gt_folder / name) for name in names)
         items = tuple(
             BinaryItem(f"{object_key}/{expression_id}", missing.frames(pred_root / object_key / expression_id, names), gt_frames)
@@ -123,11 +90,11 @@ def reasonvos_tasks(gt_root: Path, pred_root: Path, meta_path: Path | None, miss
 def folder_tasks(gt_root: Path, pred_root: Path, missing: MissingPredictions) -> list[BinaryTask]:
     """One task per sequence of ``<root>/<sequence>/<object>/<frame>.png``."""
     tasks = []
-    for sequence in sorted(entry.name for entry in os.scandir(_require_dir(gt_root, "ground-truth root")) if entry.is_dir()):
+    for sequence in sorted(entry.name for entry in os.scandir(require_dir(gt_root, "ground-truth root")) if entry.is_dir()):
         items = []
         for obj in sorted(entry.name for entry in os.scandir(gt_root / sequence) if entry.is_dir()):
             gt_folder = gt_root / sequence / obj
-            names = _ground_truth_pngs(gt_folder)
+            names = ground_truth_pngs(gt_folder)
             items.append(
                 BinaryItem(
                     f"{sequence}/{obj}",
@@ -151,79 +118,6 @@ def binary_report(benchmark: str, scores: Sequence[ItemScores], notes: list[str]
     region = float(np.mean([scores["J"] for scores in sequences.values()]))
     boundary = float(np.mean([scores["F"] for scores in sequences.values()]))
     return ScoreReport(benchmark, {"J": region, "F": boundary, "JF": (region + boundary) / 2}, sequences, notes=notes)
-
-
-# ---------------------------------------------------------------------------------------------
-# DAVIS-2017
-
-
-def davis_tasks(
-    davis_root: Path, pred_root: Path, semi_supervised: bool, davis_set: str, missing: MissingPredictions
-) -> list[DavisTask]:
-    """One task per sequence of ``ImageSets/2017/<set>.txt`` (480p annotations)."""
-    annotations = "Annotations" if semi_supervised else "Annotations_unsupervised"
-    annotation_root = _require_dir(davis_root / annotations / "480p", "DAVIS annotation folder")
-    image_set = davis_root / "ImageSets" / "2017" / f"{davis_set}.txt"
-    if not image_set.is_file():
-        raise MissingFilesError(f"DAVIS sequence list not found: {image_set}")
-    sequences = [line.strip() for line in image_set.read_text().splitlines() if line.strip()]
-    tasks = []
-    for sequence in sequences:
-        names = _ground_truth_pngs(annotation_root / sequence)
-        tasks.append(
-            DavisTask(
-                sequence=sequence,
-                frame_ids=tuple(name[: -len(".png")] for name in names),
-                gt_frames=tuple(str(annotation_root / sequence / name) for name in names),
-                pred_frames=missing.frames(pred_root / sequence, names),
-                semi_supervised=semi_supervised,
-            )
-        )
-    return tasks
-
-
-def davis_report(benchmark: str, objects: Sequence[DavisObjectScores], notes: list[str]) -> ScoreReport:
-    """davis2017 global results: every statistic averaged over all objects (object-weighted)."""
-    sequences: dict[str, dict[str, float]] = {}
-    official_decay = {"J": [], "F": []}
-    long_sequences = set()
-    for obj in objects:
-        entry: dict[str, float] = {}
-        for name, values in (("J", obj.region), ("F", obj.boundary)):
-            statistics = davis_statistics(values)
-            entry.update({name: statistics.mean, f"{name}_recall": statistics.recall, f"{name}_decay": statistics.decay})
-            official_decay[name].append(statistics.official_decay)
-        entry["JF"] = (entry["J"] + entry["F"]) / 2
-        sequences[f"{obj.sequence}/{obj.object_id}"] = entry
-        if len(obj.region) > OFFICIAL_DECAY_FRAME_LIMIT:
-            long_sequences.add(obj.sequence)
-    overall = {
-        name: float(np.mean([entry[name] for entry in sequences.values()]))
-        for name in ("J", "J_recall", "J_decay", "F", "F_recall", "F_decay")
-    }
-    overall = {"JF": (overall["J"] + overall["F"]) / 2, **overall}
-    details: dict[str, Any] = {}
-    if long_sequences:
-        details["official_decay"] = {name: float(np.mean(values)) for name, values in official_decay.items()}
-        notes = notes + [
-            f"{len(long_sequences)} sequences have more than {OFFICIAL_DECAY_FRAME_LIMIT} frames "
-            f"({', '.join(sorted(long_sequences)[:5])}{', ...' if len(long_sequences) > 5 else ''}): "
-            "davis2017-evaluation casts the decay bin indices to uint8 and reports NaN or a wrong decay "
-            "for them; the decay here is correct (details.official_decay has the official value)"
-        ]
-    return ScoreReport(benchmark, overall, sequences, details, notes)
-
-
-def score_davis(
-    davis_root: Path, pred_root: Path, semi_supervised: bool, workers: int | None, missing: str, davis_set: str = "val"
-) -> ScoreReport:
-    """DAVIS-2017 semi-supervised or unsupervised scores of indexed-PNG predictions ``<pred>/<seq>/<id>.png``."""
-    tracker = MissingPredictions(missing)
-    tasks = davis_tasks(davis_root, pred_root, semi_supervised, davis_set, tracker)
-    notes = tracker.check()
-    results = run_tasks(score_davis_task, tasks, workers, "DAVIS sequences")
-    benchmark = "davis-semi" if semi_supervised else "davis-unsup"
-    return davis_report(benchmark, [obj for sequence in results for obj in sequence], notes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,12 +151,10 @@ def score_benchmark(
     """
     gt_root, pred_root = Path(gt_root), Path(pred_root)
     meta_path = None if meta is None else Path(meta)
-    _require_dir(pred_root, "prediction folder")
+    require_dir(pred_root, "prediction folder")
     if benchmark in ("davis-semi", "davis-unsup"):
         return score_davis(gt_root, pred_root, benchmark == "davis-semi", workers, missing, davis_set)
     if benchmark == "refdavis":
-        from videolisa.metrics.refdavis import score_refdavis
-
         if meta_path is None:
             raise InvalidInputError("refdavis needs the Ref-DAVIS meta_expressions.json (meta= / --meta)")
         return score_refdavis(gt_root, pred_root, meta_path, workers=workers, missing=missing, davis_set=davis_set)

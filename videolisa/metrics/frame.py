@@ -82,10 +82,14 @@ def boundary_bits(mask: np.ndarray) -> np.ndarray:
         ``[H, W] uint8``: bit k set where bit plane k of ``mask`` has a boundary pixel.
     """
     edges = np.zeros_like(mask)
-    # Views into edges; cv2 writes through them because they are not copies.
-    cv2.bitwise_xor(mask[:, :-1], mask[:, 1:], dst=edges[:, :-1])
-    cv2.bitwise_or(edges[:-1], cv2.bitwise_xor(mask[:-1], mask[1:]), dst=edges[:-1])
-    cv2.bitwise_or(edges[:-1, :-1], cv2.bitwise_xor(mask[:-1, :-1], mask[1:, 1:]), dst=edges[:-1, :-1])
+    height, width = mask.shape
+    # dst= views into edges: cv2 writes through them. OpenCV rejects empty arrays, hence the guards.
+    if width > 1:
+        cv2.bitwise_xor(mask[:, :-1], mask[:, 1:], dst=edges[:, :-1])
+    if height > 1:
+        cv2.bitwise_or(edges[:-1], cv2.bitwise_xor(mask[:-1], mask[1:]), dst=edges[:-1])
+    if height > 1 and width > 1:
+        cv2.bitwise_or(edges[:-1, :-1], cv2.bitwise_xor(mask[:-1, :-1], mask[1:, 1:]), dst=edges[:-1, :-1])
     return edges
 
 

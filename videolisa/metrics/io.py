@@ -10,9 +10,10 @@ encodings are decoded with pycocotools.
 from __future__ import annotations
 
 import io
+import json
 import os
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -100,6 +101,32 @@ def decode_rle(rle: Mapping) -> np.ndarray:
         return coco_mask.decode(dict(rle))
     except (TypeError, ValueError, KeyError) as error:
         raise InvalidInputError(f"invalid COCO RLE {str(rle)[:80]}: {error}") from error
+
+
+def load_json(path: str | os.PathLike, what: str) -> Any:
+    """Parse a JSON file; a missing or malformed file is an error naming it and ``what`` it is."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError as error:
+        raise MissingFilesError(f"{what} not found: {path}") from error
+    except json.JSONDecodeError as error:
+        raise InvalidInputError(f"{what} {path} is not valid JSON: {error}") from error
+
+
+def require_dir(path: Path, what: str) -> Path:
+    """``path`` if it is a folder, else a :class:`MissingFilesError` naming ``what`` it should be."""
+    if not path.is_dir():
+        raise MissingFilesError(f"{what} not found: {path}")
+    return path
+
+
+def ground_truth_pngs(folder: Path) -> list[str]:
+    """Sorted PNG names of a ground-truth folder, which must exist and hold at least one."""
+    names = list_pngs(require_dir(folder, "ground-truth folder"))
+    if not names:
+        raise MissingFilesError(f"ground-truth folder {folder} has no PNG files")
+    return names
 
 
 def list_pngs(folder: str | os.PathLike) -> list[str]:

@@ -174,14 +174,12 @@ class DavisTask:
 
     Attributes:
         sequence: sequence name.
-        frame_ids: ``[T]`` frame names (GT file stems), all frames.
         gt_frames: ``[T]`` ground-truth indexed PNG paths.
         pred_frames: ``[T]`` prediction indexed PNG paths; None marks a missing frame (scored 0).
         semi_supervised: the semi-supervised protocol (else unsupervised).
     """
 
     sequence: str
-    frame_ids: tuple[str, ...]
     gt_frames: tuple[str, ...]
     pred_frames: tuple[str | None, ...]
     semi_supervised: bool

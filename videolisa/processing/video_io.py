@@ -439,7 +439,7 @@ def _import_decord() -> ModuleType | None:
             f"decord is not available ({err}); decoding video files with PyAV, which reads them sequentially "
             "(slower for scattered frames)",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
         return None
     return decord

@@ -1,0 +1,55 @@
+"""``videolisa eval``: batch evaluation on a benchmark (predict in the official layout, then score).
+
+Same as ``python eval/evaluate.py``; launch with ``torchrun --nproc_per_node N`` or the ``deepspeed``
+launcher to shard videos over processes and nodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``videolisa eval``."""
+    from videolisa.benchmarks import BENCHMARKS
+
+    parser.add_argument("--benchmark", required=True, choices=sorted(BENCHMARKS), help="benchmark reader")
+    parser.add_argument("--data-root", required=True, type=Path, help="the benchmark's folder in its official layout")
+    parser.add_argument("--model", required=True, help="model directory, Hugging Face id, or builtin:NAME")
+    parser.add_argument("--out", required=True, type=Path, help="output directory (predictions/, results.json, ...)")
+    parser.add_argument("--split", default=None, help="split (default: the benchmark's usual evaluation split)")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N items")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, or auto (each rank uses cuda:LOCAL_RANK)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
+    parser.add_argument("--no-score", dest="score", action="store_false", help="write predictions only")
+    parser.add_argument("--chunk-size", type=int, default=8, help="frames per SAM batch")
+    parser.add_argument("--frames-sparse", type=int, default=None, help="sparse frames (default: model config)")
+    parser.add_argument("--frames-dense", type=int, default=None, help="dense frames (default: model config)")
+    parser.add_argument("--workers", type=int, default=None, help="scoring processes (default: all cores)")
+    parser.add_argument("--davis-root", type=Path, default=None,
+                        help="DAVIS-2017 root with Annotations_unsupervised (to score refdavis)")
+    parser.add_argument("--vision-tower", default=None, help="CLIP id or directory for checkpoints without CLIP")
+
+
+def settings_from_args(args: argparse.Namespace):
+    """The parsed arguments as :class:`videolisa.evaluation.EvaluationSettings`."""
+    from videolisa.evaluation import EvaluationSettings
+
+    return EvaluationSettings(
+        benchmark=args.benchmark, data_root=args.data_root, model=args.model, out=args.out, split=args.split,
+        limit=args.limit, device=args.device, dtype=args.dtype, score=args.score, chunk_size=args.chunk_size,
+        frames_sparse=args.frames_sparse, frames_dense=args.frames_dense, workers=args.workers,
+        davis_root=args.davis_root, vision_tower=args.vision_tower,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the evaluation; print the markdown summary on rank 0."""
+    from videolisa.evaluation import markdown_report, run_evaluation
+
+    result = run_evaluation(settings_from_args(args))
+    if result:
+        print(markdown_report(result))
+        print(f"results: {args.out / 'results.json'}")
+    return 0

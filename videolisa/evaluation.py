@@ -1,0 +1,469 @@
+"""Batch evaluation: benchmark reader -> predictor -> predictions in the official layout -> scores.
+
+One process or many (``torchrun`` / ``deepspeed`` launcher, one or several nodes): each rank takes a
+deterministic shard of the videos; rank 0 waits for all, merges, scores and writes the report.
+
+Resumable and safe: an item's masks are written into a temporary folder that is renamed to its final name
+only when every frame is written, so a killed run never leaves a half-written item that counts as done,
+and a rerun skips every finished item. Items that fail are listed with their error and make the run exit
+non-zero; nothing is silently skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import zipfile
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from videolisa.benchmarks import Benchmark, BenchmarkItem, ImageBenchmark, get_benchmark
+from videolisa.errors import InvalidInputError, VideoLisaError
+
+if TYPE_CHECKING:
+    from videolisa.metrics.report import ScoreReport
+    from videolisa.predictor import VideoLisaPredictor
+
+logger = logging.getLogger(__name__)
+
+PREDICTIONS_DIR = "predictions"
+GROUND_TRUTH_DIR = "ground_truth"
+# Benchmarks scored only by an evaluation server: the zip it expects and the folder prefix inside it.
+SUBMISSION_PREFIX = {"refytvos": "Annotations/", "mevis": ""}
+
+
+@dataclass
+class EvaluationSettings:
+    """What to evaluate and how (``videolisa eval`` / ``eval/evaluate.py`` arguments)."""
+
+    benchmark: str
+    data_root: Path
+    model: str
+    out: Path
+    split: str | None = None
+    limit: int | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    score: bool = True
+    chunk_size: int = 8
+    frames_sparse: int | None = None
+    frames_dense: int | None = None
+    workers: int | None = None
+    davis_root: Path | None = None
+    vision_tower: str | None = None
+    fail_after: int | None = None  # testing aid: raise after this many videos, to simulate a killed run
+
+
+@dataclass
+class RankSummary:
+    """What one rank did: items written now, items skipped as already done, failures, frames, seconds."""
+
+    rank: int
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    videos: int = 0
+    frames: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class DistributedContext:
+    """Rank and world size from the launcher's environment (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_environment(cls) -> "DistributedContext":
+        """Read the variables torchrun and the deepspeed launcher set; a single process otherwise."""
+        return cls(
+            rank=int(os.environ.get("RANK", 0)),
+            world_size=int(os.environ.get("WORLD_SIZE", 1)),
+            local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+        )
+
+    @property
+    def is_distributed(self) -> bool:
+        """More than one process."""
+        return self.world_size > 1
+
+
+# ============================================================================ item bookkeeping
+def prediction_dir(out: Path, item: BenchmarkItem) -> Path:
+    """Final folder of an item's masks: ``<out>/predictions/<item.output_dir>``."""
+    return out / PREDICTIONS_DIR / item.output_dir
+
+
+def is_complete(out: Path, item: BenchmarkItem) -> bool:
+    """An item is done when its final folder exists (it only appears by renaming a finished folder)."""
+    return prediction_dir(out, item).is_dir()
+
+
+def shard_videos(items: Sequence[BenchmarkItem], context: DistributedContext) -> dict[str, list[BenchmarkItem]]:
+    """This rank's videos (round-robin over the sorted video ids) with their items, in order."""
+    by_video: dict[str, list[BenchmarkItem]] = defaultdict(list)
+    for item in items:
+        by_video[item.video_id].append(item)
+    video_ids = sorted(by_video)
+    return {video: by_video[video] for video in video_ids[context.rank :: context.world_size]}
+
+
+class _ItemWriter:
+    """Writes one item's 0/255 PNGs into a temporary folder; :meth:`commit` renames it to the final name."""
+
+    def __init__(self, out: Path, item: BenchmarkItem) -> None:
+        self.final = prediction_dir(out, item)
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.final.parent / f".tmp-{self.final.name}-{os.getpid()}"
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir()
+
+    def write(self, name: str, mask: np.ndarray) -> None:
+        from PIL import Image
+
+        Image.fromarray(mask.astype(np.uint8) * 255).save(self.tmp / f"{name}.png")
+
+    def commit(self) -> None:
+        os.replace(self.tmp, self.final)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Delete temporary item folders left by killed runs."""
+    root = out / PREDICTIONS_DIR
+    if root.is_dir():
+        for stale in root.rglob(".tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+# ============================================================================ prediction
+def predict_video(
+    predictor: "VideoLisaPredictor", items: list[BenchmarkItem], out: Path, settings: EvaluationSettings
+) -> int:
+    """Segment one video for all its pending items (decoded and SAM-encoded once); returns its frame count."""
+    from videolisa.processing.video_io import open_video
+
+    reader = open_video(items[0].video_path)
+    if tuple(reader.frame_names) != tuple(items[0].frame_names):
+        raise InvalidInputError(
+            f"{items[0].video_path}: the reader sees frames {list(reader.frame_names)[:3]}..., the benchmark lists "
+            f"{list(items[0].frame_names)[:3]}..."
+        )
+    answers = {item.answer for item in items}
+    if len(answers) != 1:
+        raise InvalidInputError(f"items of video {items[0].video_id} use different answers {sorted(answers)}")
+    writers = [_ItemWriter(out, item) for item in items]
+    try:
+        for frame in predictor.iter_segment(
+            reader, [item.query for item in items], answer=answers.pop(),
+            frames_sparse=settings.frames_sparse, frames_dense=settings.frames_dense,
+        ):
+            for writer, mask in zip(writers, frame.masks):
+                writer.write(frame.name, mask)
+    except BaseException:
+        for writer in writers:
+            writer.discard()
+        raise
+    for writer in writers:
+        writer.commit()
+    return reader.num_frames
+
+
+def predict_shard(
+    predictor: "VideoLisaPredictor", shard: dict[str, list[BenchmarkItem]], settings: EvaluationSettings,
+    context: DistributedContext,
+) -> RankSummary:
+    """Predict every pending item of this rank's videos; failures are recorded per item, not raised."""
+    from tqdm.auto import tqdm
+
+    summary = RankSummary(rank=context.rank)
+    start = time.perf_counter()
+    done_videos = 0
+    for video_id, items in tqdm(shard.items(), desc=f"rank {context.rank} videos", unit="video",
+                                disable=context.rank != 0):
+        pending = [item for item in items if not is_complete(settings.out, item)]
+        summary.skipped.extend(item.key for item in items if item not in pending)
+        if not pending:
+            continue
+        if settings.fail_after is not None and done_videos >= settings.fail_after:
+            raise RuntimeError(f"simulated interruption after {done_videos} videos (fail_after)")
+        try:
+            summary.frames += predict_video(predictor, pending, settings.out, settings)
+            summary.written.extend(item.key for item in pending)
+            summary.videos += 1
+        except VideoLisaError as error:
+            logger.error("video %s failed: %s", video_id, error)
+            summary.failed.update({item.key: f"{type(error).__name__}: {error}" for item in pending})
+        done_videos += 1
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+# ============================================================================ scoring
+def write_image_ground_truth(benchmark: ImageBenchmark, items: Sequence[BenchmarkItem], out: Path) -> Path:
+    """Write each image item's target (0/1, 255 = ignore) as ``<out>/ground_truth/<output_dir>/<frame>.png``."""
+    from PIL import Image
+
+    root = out / GROUND_TRUTH_DIR
+    for item in items:
+        folder = root / item.output_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{item.frame_names[0]}.png"
+        if not target.is_file():
+            tmp = folder / f".{target.name}.tmp.png"
+            Image.fromarray(benchmark.ground_truth(item).astype(np.uint8)).save(tmp)
+            os.replace(tmp, target)
+    return root
+
+
+def score_predictions(
+    benchmark: Benchmark, items: Sequence[BenchmarkItem], settings: EvaluationSettings
+) -> "ScoreReport | None":
+    """Score with :mod:`videolisa.metrics` where ground truth exists; None for server-only benchmarks."""
+    from videolisa.metrics import score_benchmark
+
+    pred_root = settings.out / PREDICTIONS_DIR
+    name = benchmark.name
+    if isinstance(benchmark, ImageBenchmark):
+        gt_root = write_image_ground_truth(benchmark, items, settings.out)
+        return score_benchmark("refseg", gt_root, pred_root, workers=settings.workers)
+    if not benchmark.has_ground_truth:
+        return None
+    if name == "reasonvos":
+        return score_benchmark("reasonvos", benchmark.root, pred_root, workers=settings.workers,
+                               meta=_limited_meta(benchmark, items, settings))
+    if name in ("mevis", "synthetic"):
+        return score_benchmark("mevis", benchmark.split_dir, pred_root, workers=settings.workers,
+                               meta=_limited_meta(benchmark, items, settings))
+    if name == "refdavis":
+        if settings.davis_root is None:
+            raise InvalidInputError("scoring refdavis needs --davis-root (DAVIS-2017 with Annotations_unsupervised)")
+        return score_benchmark("refdavis", settings.davis_root, pred_root, workers=settings.workers,
+                               meta=_limited_meta(benchmark, items, settings))
+    raise InvalidInputError(f"no scorer for benchmark {name!r}")
+
+
+def _limited_meta(benchmark: Benchmark, items: Sequence[BenchmarkItem], settings: EvaluationSettings) -> Path:
+    """The benchmark's meta file, restricted to the evaluated items when ``--limit`` cut the list."""
+    meta_path = benchmark.meta_path
+    if settings.limit is None:
+        return meta_path
+    meta = json.loads(Path(meta_path).read_text())
+    keep = {item.output_dir for item in items}
+    videos = {}
+    for video, entry in meta["videos"].items():
+        expressions = entry["expressions"]
+        if isinstance(expressions, dict):
+            kept = {exp_id: exp for exp_id, exp in expressions.items()
+                    if any(key.startswith(f"{video}/") and key.endswith(f"/{exp_id}") for key in keep)}
+        else:
+            kept = [exp for exp in expressions
+                    if any(key.endswith(f"/{exp['exp_id']}") and video in key for key in keep)]
+        if kept:
+            videos[video] = {**entry, "expressions": kept}
+    limited = settings.out / f"meta_expressions.limit{settings.limit}.json"
+    tmp = limited.with_name(f".{limited.name}.tmp")
+    tmp.write_text(json.dumps({"videos": videos}))
+    os.replace(tmp, limited)
+    return limited
+
+
+def subset_scores(report: "ScoreReport", items: Sequence[BenchmarkItem]) -> dict[str, dict[str, float]]:
+    """Unweighted means of each per-item metric over the items of each subset (e.g. ReasonVOS short/long).
+
+    J&F of a subset is (mean J + mean F) / 2, like the overall number.
+    """
+    by_subset: dict[str, list[dict[str, float]]] = defaultdict(list)
+    for item in items:
+        if item.subset is None:
+            continue
+        rows = [values for key, values in report.sequences.items()
+                if key == item.output_dir or key.startswith(item.output_dir + "/")]
+        by_subset[item.subset].extend(rows)
+    result = {}
+    for subset, rows in sorted(by_subset.items()):
+        metrics = sorted({name for row in rows for name in row if name != "JF"})
+        means = {name: float(np.nanmean([row[name] for row in rows if row.get(name) is not None])) for name in metrics}
+        if "J" in means and "F" in means:
+            means["JF"] = (means["J"] + means["F"]) / 2
+        means["count"] = len(rows)
+        result[subset] = means
+    return result
+
+
+def write_submission_zip(benchmark: Benchmark, items: Sequence[BenchmarkItem], out: Path) -> Path:
+    """The zip an evaluation server expects (Ref-YouTube-VOS: ``Annotations/<video>/<exp>/<frame>.png``;
+    MeViS ``valid``: ``<video>/<exp>/<frame>.png``), written atomically."""
+    prefix = SUBMISSION_PREFIX[benchmark.name]
+    target = out / f"submission_{benchmark.name}_{benchmark.split}.zip"
+    tmp = target.with_name(f".{target.name}.tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for item in items:
+            for png in sorted(prediction_dir(out, item).glob("*.png")):
+                archive.write(png, f"{prefix}{item.output_dir}/{png.name}")
+    os.replace(tmp, target)
+    return target
+
+
+# ============================================================================ report
+def markdown_report(result: dict[str, Any]) -> str:
+    """A human-readable summary table of the evaluation result."""
+    lines = [f"# {result['benchmark']} ({result['split']}) — {result['model']}", ""]
+    score = result.get("score")
+    if score:
+        names = list(score["overall"])
+        lines += ["| subset | " + " | ".join(names) + " | items |", "|---" * (len(names) + 2) + "|"]
+        lines.append("| all | " + " | ".join(_pct(score["overall"][n]) for n in names) + f" | {result['items']} |")
+        for subset, values in result.get("subsets", {}).items():
+            lines.append(f"| {subset} | " + " | ".join(_pct(values.get(n)) for n in names) + f" | {values['count']} |")
+    else:
+        lines.append("No ground truth: predictions only" + (f"; submission: {result['submission']}" if result.get("submission") else "."))
+    timing = result["timing"]
+    lines += ["", f"{timing['videos']} videos, {timing['frames']} frames in {timing['seconds']:.1f} s "
+                  f"({timing['videos_per_second']:.3f} videos/s, {timing['frames_per_second']:.2f} frames/s)"]
+    if result["failed"]:
+        lines += ["", f"**{len(result['failed'])} items failed:**"] + [f"- {k}: {v}" for k, v in result["failed"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}"
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# ============================================================================ driver
+def run_evaluation(
+    settings: EvaluationSettings, predictor: "VideoLisaPredictor | None" = None
+) -> dict[str, Any]:
+    """Evaluate ``settings.model`` on ``settings.benchmark``; returns the result dict (also written to
+    ``<out>/results.json`` and ``<out>/results.md`` by rank 0). Raises if any item failed (after writing
+    the report) so callers exit non-zero."""
+    context = DistributedContext.from_environment()
+    benchmark = get_benchmark(settings.benchmark, settings.data_root, settings.split)
+    benchmark.validate()
+    items = benchmark.items()
+    if settings.limit is not None:
+        if settings.limit < 1:
+            raise InvalidInputError(f"--limit must be >= 1, got {settings.limit}")
+        items = items[: settings.limit]
+    if settings.score and benchmark.name == "refdavis" and settings.davis_root is None:
+        raise InvalidInputError("scoring refdavis needs --davis-root (DAVIS-2017 with Annotations_unsupervised)")
+    settings.out.mkdir(parents=True, exist_ok=True)
+    if context.rank == 0:
+        _remove_stale_temporaries(settings.out)
+    _barrier(context)
+    if predictor is None:
+        from videolisa.predictor import VideoLisaPredictor
+
+        device = settings.device
+        if device == "auto" and context.is_distributed:
+            import torch
+
+            device = f"cuda:{context.local_rank}" if torch.cuda.is_available() else "cpu"
+        predictor = VideoLisaPredictor.from_pretrained(
+            settings.model, device=device, dtype=settings.dtype, vision_tower=settings.vision_tower,
+            chunk_size=settings.chunk_size,
+        )
+    summary = predict_shard(predictor, shard_videos(items, context), settings, context)
+    summaries = _gather(summary, context)
+    if context.rank != 0:
+        return {}
+    result = _finish(benchmark, items, settings, summaries)
+    if result["failed"]:
+        raise EvaluationFailed(result["failed"])
+    return result
+
+
+class EvaluationFailed(VideoLisaError):
+    """Some items failed; the report lists them."""
+
+    def __init__(self, failed: dict[str, str]) -> None:
+        super().__init__(f"{len(failed)} items failed (listed in results.json): " + "; ".join(
+            f"{key}: {error}" for key, error in list(failed.items())[:5]))
+        self.failed = failed
+
+
+def _finish(
+    benchmark: Benchmark, items: list[BenchmarkItem], settings: EvaluationSettings, summaries: list[RankSummary]
+) -> dict[str, Any]:
+    failed = {key: error for summary in summaries for key, error in summary.failed.items()}
+    seconds = max((summary.seconds for summary in summaries), default=0.0)
+    frames = sum(summary.frames for summary in summaries)
+    videos = sum(summary.videos for summary in summaries)
+    result: dict[str, Any] = {
+        "benchmark": benchmark.name,
+        "split": benchmark.split,
+        "model": settings.model,
+        "items": len(items),
+        "written": sum(len(summary.written) for summary in summaries),
+        "skipped_already_done": sum(len(summary.skipped) for summary in summaries),
+        "failed": failed,
+        "timing": {
+            "videos": videos, "frames": frames, "seconds": seconds,
+            "videos_per_second": videos / seconds if seconds else 0.0,
+            "frames_per_second": frames / seconds if seconds else 0.0,
+            "ranks": len(summaries),
+        },
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()},
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    complete = [item for item in items if is_complete(settings.out, item)]
+    if settings.score and not failed and len(complete) == len(items):
+        report = score_predictions(benchmark, items, settings)
+        if report is not None:
+            from videolisa.metrics import write_report
+
+            write_report(report, settings.out / "score.json")
+            result["score"] = {"overall": report.overall, "notes": report.notes}
+            result["subsets"] = subset_scores(report, items)
+    if benchmark.name in SUBMISSION_PREFIX and not benchmark.has_ground_truth and not failed:
+        result["submission"] = str(write_submission_zip(benchmark, items, settings.out))
+    _write_text(settings.out / "results.json", json.dumps(result, indent=2, default=str))
+    _write_text(settings.out / "results.md", markdown_report(result))
+    return result
+
+
+def _barrier(context: DistributedContext) -> None:
+    if context.is_distributed:
+        _process_group(context)
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _gather(summary: RankSummary, context: DistributedContext) -> list[RankSummary]:
+    """All ranks' summaries on rank 0 (a list of one without a launcher)."""
+    if not context.is_distributed:
+        return [summary]
+    import torch.distributed as dist
+
+    _process_group(context)
+    gathered: list[RankSummary | None] = [None] * context.world_size
+    dist.all_gather_object(gathered, summary)
+    return [item for item in gathered if item is not None]
+
+
+def _process_group(context: DistributedContext) -> None:
+    """Join the launcher's process group (gloo: only small Python objects travel; long timeout because
+    ranks may finish their shards hours apart)."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", rank=context.rank, world_size=context.world_size, timeout=timedelta(hours=24))
