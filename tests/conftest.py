@@ -49,7 +49,7 @@ def tiny_model():
     return build_tiny_model(seed=0)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_model_factory() -> Callable:
     """``factory(seed=0, **preset_overrides)`` -> a fresh tiny model."""
     return build_tiny_model
@@ -153,7 +153,24 @@ def _find_subsequence(sequence: list[int], pattern: list[int]) -> int:
     raise AssertionError(f"{pattern} not found in {sequence}")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_batch_factory() -> Callable:
     """``factory(config, tokenizer, original_hw=(40, 56), seed=0, query=..., answer=...)`` -> VideoLisaBatch."""
     return build_tiny_batch
+
+
+@pytest.fixture(scope="session")
+def frames_factory() -> Callable:
+    """``factory(num_frames, height, width, seed)`` -> ``[T, H, W, 3] uint8`` frames with a moving square."""
+    return make_frames
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The seed-0 tiny model saved with its tokenizer (``save_pretrained``), for tests that load a model
+    directory the way the CLI does (``VideoLisaPredictor.from_pretrained``, ``videolisa eval``)."""
+    from videolisa.tokenization import build_tiny_tokenizer
+
+    model_dir = tmp_path_factory.mktemp("tiny-model")
+    build_tiny_model(seed=0).save_pretrained(model_dir, tokenizer=build_tiny_tokenizer())
+    return model_dir

@@ -11,41 +11,30 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
+from benchmark_fixtures import (
+    COCO_IMAGE_SIZE,
+    FRAMES,
+    coco_image,
+    encode_rle,
+    write_frames,
+    write_image,
+    write_json,
+    write_masks,
+    write_mevis,
+    write_reasonseg,
+    write_reasonvos,
+    write_refdavis,
+    write_refer,
+    write_refytvos,
+)
 
 from videolisa.benchmarks import BENCHMARKS, BenchmarkItem, ImageBenchmark, get_benchmark
 from videolisa.errors import InvalidInputError, MissingFilesError
 from videolisa.synthetic import SyntheticConfig, generate_videos, write_synthetic_dataset
 
-FRAME_SIZE = (12, 16)  # height, width
-
-
-def write_json(path: Path, data: Any, encoding: str = "utf-8") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(json.dumps(data, ensure_ascii=False).encode(encoding))
-
-
-def write_image(path: Path, size: tuple[int, int] = FRAME_SIZE, value: int = 90) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.full((*size, 3), value, dtype=np.uint8)).save(path)
-
-
-def write_frames(folder: Path, names: list[str], size: tuple[int, int] = FRAME_SIZE) -> None:
-    for name in names:
-        write_image(folder / f"{name}.jpg", size)
-
-
-def write_masks(folder: Path, names: list[str], size: tuple[int, int] = FRAME_SIZE) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        Image.fromarray(np.zeros(size, dtype=np.uint8), mode="L").save(folder / f"{name}.png")
-
 
 def keys(items: list[BenchmarkItem]) -> list[str]:
     return [item.key for item in items]
-
-
-FRAMES = ["00000", "00001", "00002"]
 
 
 # ------------------------------------------------------------------------------------------------ ReasonVOS
@@ -53,32 +42,7 @@ FRAMES = ["00000", "00001", "00002"]
 
 @pytest.fixture
 def reasonvos_root(tmp_path: Path) -> Path:
-    root = tmp_path / "ReasonVOS"
-    videos = {
-        "vid_a": {
-            "source": "MeViS",
-            "frames": FRAMES,
-            "expressions": [
-                {"obj_id": 1, "exp_id": "0", "exp_text": "The Red Car", "is_sent": False},
-                {"obj_id": 1, "exp_id": "1", "exp_text": "Which car stops first", "is_sent": True},
-                {"obj_id": 2, "exp_id": "2", "exp_text": "Dog", "is_sent": 0},
-            ],
-        },
-        "vidB": {
-            "source": "BURST",
-            "frames": FRAMES,
-            "expressions": [
-                {"obj_id": 0, "exp_id": 10, "exp_text": "The animal that is scared", "is_sent": True},
-                {"obj_id": 0, "exp_id": 2, "exp_text": "cat", "is_sent": False},
-            ],
-        },
-    }
-    write_json(root / "meta_expressions.json", {"videos": videos})
-    for name in videos:
-        write_frames(root / "JPEGImages" / name, FRAMES)
-    for mask_folder in ("MeViS_vid_a_1", "MeViS_vid_a_2", "BURST_vidB_0"):
-        write_masks(root / "Annotations" / mask_folder, FRAMES)
-    return root
+    return write_reasonvos(tmp_path / "ReasonVOS")
 
 
 def test_reasonvos_items(reasonvos_root: Path) -> None:
@@ -149,34 +113,9 @@ def test_reasonvos_malformed_layouts(reasonvos_root: Path) -> None:
 # ---------------------------------------------------------------------------------------------------- MeViS
 
 
-def encode(mask: np.ndarray) -> dict[str, Any]:
-    from pycocotools import mask as coco_mask
-
-    rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(value) for value in rle["size"]], "counts": rle["counts"].decode()}
-
-
 @pytest.fixture
 def mevis_root(tmp_path: Path) -> Path:
-    root = tmp_path / "MeViS"
-    split = root / "valid_u"
-    mask = np.zeros(FRAME_SIZE, dtype=bool)
-    mask[2:5, 3:9] = True
-    videos = {
-        "v2": {"frames": FRAMES, "expressions": {"0": {"exp": "Bird Flying Away", "obj_id": [0], "anno_id": [5]}}},
-        "v1": {
-            "frames": FRAMES,
-            "expressions": {
-                "10": {"exp": "two cats", "obj_id": [0, 1], "anno_id": [6, 7]},
-                "2": {"exp": "The cat on the left", "obj_id": [0], "anno_id": [6]},
-            },
-        },
-    }
-    write_json(split / "meta_expressions.json", {"videos": videos})
-    write_json(split / "mask_dict.json", {str(anno): [encode(mask), None, encode(mask)] for anno in (5, 6, 7)})
-    for name in videos:
-        write_frames(split / "JPEGImages" / name, FRAMES)
-    return root
+    return write_mevis(tmp_path / "MeViS")
 
 
 def test_mevis_items(mevis_root: Path) -> None:
@@ -206,7 +145,7 @@ def test_mevis_malformed_ground_truth(mevis_root: Path) -> None:
     mask_dict_path = mevis_root / "valid_u" / "mask_dict.json"
     mask_dict = json.loads(mask_dict_path.read_text())
 
-    wrong_size = dict(mask_dict, **{"6": [encode(np.ones((12, 15), dtype=bool)), None, None]})
+    wrong_size = dict(mask_dict, **{"6": [encode_rle(np.ones((12, 15), dtype=bool)), None, None]})
     write_json(mask_dict_path, wrong_size)
     with pytest.raises(InvalidInputError, match=r"RLE size \[12, 15\] differs from the frame size \[12, 16\]"):
         get_benchmark("mevis", mevis_root).validate()
@@ -238,16 +177,7 @@ def test_mevis_missing_frames_folder_and_bad_json(mevis_root: Path) -> None:
 
 @pytest.fixture
 def refytvos_root(tmp_path: Path) -> Path:
-    root = tmp_path / "refer_youtube_vos"
-    videos = {
-        name: {"frames": FRAMES, "expressions": {"0": {"exp": f"A {name} Person"}, "1": {"exp": "dog"}}}
-        for name in ("bbb", "aaa", "ccc")
-    }
-    write_json(root / "meta_expressions" / "valid" / "meta_expressions.json", {"videos": videos})
-    write_json(root / "meta_expressions" / "test" / "meta_expressions.json", {"videos": {"ccc": videos["ccc"]}})
-    for name in ("aaa", "bbb"):
-        write_frames(root / "valid" / "JPEGImages" / name, FRAMES)
-    return root
+    return write_refytvos(tmp_path / "refer_youtube_vos")
 
 
 def test_refytvos_items_leave_out_test_videos(refytvos_root: Path) -> None:
@@ -268,16 +198,7 @@ def test_refytvos_without_test_meta_needs_every_video(refytvos_root: Path) -> No
 
 @pytest.fixture
 def refdavis_root(tmp_path: Path) -> Path:
-    root = tmp_path / "ref-davis"
-    expressions = {
-        str(index): {"exp": f"Expression {index}", "obj_id": str(index // 4 + 1)} for index in range(8)
-    }
-    write_json(
-        root / "meta_expressions" / "valid" / "meta_expressions.json",
-        {"videos": {"blackswan": {"frames": FRAMES, "expressions": expressions}}},
-    )
-    write_frames(root / "valid" / "JPEGImages" / "blackswan", FRAMES)
-    return root
+    return write_refdavis(tmp_path / "ref-davis")
 
 
 def test_refdavis_items_carry_the_annotator(refdavis_root: Path) -> None:
@@ -304,34 +225,9 @@ def test_refdavis_rejects_incomplete_annotator_groups(refdavis_root: Path) -> No
 
 # ------------------------------------------------------------------------------------------------- ReasonSeg
 
-RECTANGLE = [[2, 3], [10, 3], [10, 8], [2, 8]]
-IGNORE_SQUARE = [[4.7, 4.2], [6, 4], [6, 6], [4, 6]]
-
-
 @pytest.fixture
 def reasonseg_root(tmp_path: Path) -> Path:
-    root = tmp_path / "ReasonSeg"
-    write_image(root / "val" / "b_image.jpg", size=(12, 14))
-    write_json(
-        root / "val" / "b_image.json",
-        {
-            "text": ["  What would you use to cut paper?  ", "unused second text"],
-            "is_sentence": True,
-            "shapes": [
-                {"label": "target", "points": RECTANGLE},
-                {"label": "ignore", "points": IGNORE_SQUARE},
-                {"label": "flag", "points": [[0, 0], [13, 0], [13, 11]]},
-            ],
-        },
-    )
-    write_image(root / "val" / "a_image.jpg", size=(12, 14))
-    # LISA falls back to cp1252 for annotation files that are not UTF-8.
-    write_json(
-        root / "val" / "a_image.json",
-        {"text": ["the café sign"], "is_sentence": False, "shapes": [{"label": "target", "points": RECTANGLE}]},
-        encoding="cp1252",
-    )
-    return root
+    return write_reasonseg(tmp_path / "ReasonSeg")
 
 
 def test_reasonseg_items_and_ground_truth(reasonseg_root: Path) -> None:
@@ -362,47 +258,9 @@ def test_reasonseg_missing_annotation(reasonseg_root: Path) -> None:
 
 # --------------------------------------------------------------------------------------------------- refCOCO
 
-IMAGE_SIZE = (20, 30)
-
-
-def coco_image(root: Path, image_id: int) -> Path:
-    return root / "images" / "mscoco" / "images" / "train2014" / f"COCO_train2014_00000000000{image_id}.jpg"
-
-
 @pytest.fixture
 def refer_root(tmp_path: Path) -> Path:
-    root = tmp_path / "refer_seg"
-    refs = [
-        {
-            "ref_id": 0,
-            "ann_id": 100,
-            "image_id": 1,
-            "split": "val",
-            "sentences": [{"sent_id": 7, "sent": " Man On The Left  "}, {"sent_id": 3, "sent": "guy"}],
-        },
-        {"ref_id": 1, "ann_id": 101, "image_id": 2, "split": "testA", "sentences": [{"sent_id": 8, "sent": "x"}]},
-        {"ref_id": 2, "ann_id": 102, "image_id": 2, "split": "val", "sentences": [{"sent_id": 9, "sent": "umbrella"}]},
-    ]
-    instances = {
-        "images": [
-            {"id": image_id, "file_name": f"COCO_train2014_00000000000{image_id}.jpg", "height": 20, "width": 30}
-            for image_id in (1, 2)
-        ],
-        "annotations": [
-            {"id": 100, "image_id": 1, "segmentation": [[2.0, 2.0, 12.0, 2.0, 12.0, 10.0, 2.0, 10.0]]},
-            {"id": 101, "image_id": 2, "segmentation": []},
-            # Uncompressed column-major RLE: 25 background, 10 foreground (column 1, rows 5..14), the rest background.
-            {"id": 102, "image_id": 2, "segmentation": {"size": [20, 30], "counts": [25, 10, 565]}},
-        ],
-        "categories": [],
-    }
-    for dataset, split_by in (("refcoco", "unc"), ("refcoco+", "unc"), ("refcocog", "umd")):
-        (root / dataset).mkdir(parents=True)
-        (root / dataset / f"refs({split_by}).p").write_bytes(pickle.dumps(refs, protocol=2))
-        write_json(root / dataset / "instances.json", instances)
-    for image_id in (1, 2):
-        write_image(coco_image(root, image_id), IMAGE_SIZE)
-    return root
+    return write_refer(tmp_path / "refer_seg")
 
 
 @pytest.mark.parametrize("name", ["refcoco", "refcoco+", "refcocog"])
@@ -427,13 +285,13 @@ def test_refcoco_ground_truth(refer_root: Path) -> None:
     benchmark = get_benchmark("refcoco", refer_root)
     items = benchmark.items()
     rle_mask = benchmark.ground_truth(items[2])
-    expected = np.zeros(IMAGE_SIZE, dtype=np.uint8)
+    expected = np.zeros(COCO_IMAGE_SIZE, dtype=np.uint8)
     expected[5:15, 1] = 1
     assert rle_mask.dtype == np.uint8 and np.array_equal(rle_mask, expected)
     polygon_mask = benchmark.ground_truth(items[0])
-    assert polygon_mask.shape == IMAGE_SIZE and set(np.unique(polygon_mask)) == {0, 1}
+    assert polygon_mask.shape == COCO_IMAGE_SIZE and set(np.unique(polygon_mask)) == {0, 1}
     assert polygon_mask[3:10, 3:12].all()  # well inside the polygon
-    outside = np.ones(IMAGE_SIZE, dtype=bool)
+    outside = np.ones(COCO_IMAGE_SIZE, dtype=bool)
     outside[1:12, 1:14] = False
     assert not polygon_mask[outside].any()
 

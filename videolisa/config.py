@@ -98,10 +98,7 @@ class SamConfig:
     def from_variant(cls, variant: str, **overrides: Any) -> "SamConfig":
         """Stock dimensions of ``vit_h``, ``vit_l``, ``vit_b`` or ``tiny``, with optional overrides."""
         _check_choice("sam_config.variant", variant, tuple(SAM_ENCODER_VARIANTS))
-        values = {**SAM_ENCODER_VARIANTS[variant], **overrides, "variant": variant}
-        config = cls(**values)
-        config.validate()
-        return config
+        return cls.from_dict({**SAM_ENCODER_VARIANTS[variant], **overrides, "variant": variant})
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "SamConfig":

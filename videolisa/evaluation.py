@@ -140,12 +140,16 @@ class _ItemWriter:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def _remove_stale_temporaries(out: Path) -> None:
-    """Delete temporary item folders left by killed runs."""
-    root = out / PREDICTIONS_DIR
-    if root.is_dir():
-        for stale in root.rglob(".tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+def _remove_stale_temporaries(out: Path, items: Sequence[BenchmarkItem]) -> None:
+    """Delete temporary item folders left by killed runs.
+
+    Only the folders that hold item folders are listed (not every prediction PNG below them), and the
+    matches are collected before anything is deleted.
+    """
+    parents = {prediction_dir(out, item).parent for item in items}
+    stale = [path for parent in sorted(parents) if parent.is_dir() for path in parent.glob(".tmp-*")]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 # ============================================================================ prediction
@@ -155,30 +159,30 @@ def predict_video(
     """Segment one video for all its pending items (decoded and SAM-encoded once); returns its frame count."""
     from videolisa.processing.video_io import open_video
 
-    reader = open_video(items[0].video_path)
-    if tuple(reader.frame_names) != tuple(items[0].frame_names):
-        raise InvalidInputError(
-            f"{items[0].video_path}: the reader sees frames {list(reader.frame_names)[:3]}..., the benchmark lists "
-            f"{list(items[0].frame_names)[:3]}..."
-        )
     answers = {item.answer for item in items}
     if len(answers) != 1:
         raise InvalidInputError(f"items of video {items[0].video_id} use different answers {sorted(answers)}")
-    writers = [_ItemWriter(out, item) for item in items]
-    try:
-        for frame in predictor.iter_segment(
-            reader, [item.query for item in items], answer=answers.pop(),
-            frames_sparse=settings.frames_sparse, frames_dense=settings.frames_dense,
-        ):
-            for writer, mask in zip(writers, frame.masks):
-                writer.write(frame.name, mask)
-    except BaseException:
+    with open_video(items[0].video_path) as reader:
+        if tuple(reader.frame_names) != tuple(items[0].frame_names):
+            raise InvalidInputError(
+                f"{items[0].video_path}: the reader sees frames {list(reader.frame_names)[:3]}..., the benchmark "
+                f"lists {list(items[0].frame_names)[:3]}..."
+            )
+        writers = [_ItemWriter(out, item) for item in items]
+        try:
+            for frame in predictor.iter_segment(
+                reader, [item.query for item in items], answer=answers.pop(),
+                frames_sparse=settings.frames_sparse, frames_dense=settings.frames_dense,
+            ):
+                for writer, mask in zip(writers, frame.masks):
+                    writer.write(frame.name, mask)
+        except BaseException:
+            for writer in writers:
+                writer.discard()
+            raise
         for writer in writers:
-            writer.discard()
-        raise
-    for writer in writers:
-        writer.commit()
-    return reader.num_frames
+            writer.commit()
+        return reader.num_frames
 
 
 def predict_shard(
@@ -203,8 +207,10 @@ def predict_shard(
             summary.frames += predict_video(predictor, pending, settings.out, settings)
             summary.written.extend(item.key for item in pending)
             summary.videos += 1
-        except VideoLisaError as error:
-            logger.error("video %s failed: %s", video_id, error)
+        # Any error of one video (not only bad input: a decoder or runtime error too) is recorded and the
+        # shard goes on: raising here would leave the other ranks waiting for this one in the gather.
+        except Exception as error:
+            logger.exception("video %s failed", video_id)
             summary.failed.update({item.key: f"{type(error).__name__}: {error}" for item in pending})
         done_videos += 1
     summary.seconds = time.perf_counter() - start
@@ -213,93 +219,125 @@ def predict_shard(
 
 # ============================================================================ scoring
 def write_image_ground_truth(benchmark: ImageBenchmark, items: Sequence[BenchmarkItem], out: Path) -> Path:
-    """Write each image item's target (0/1, 255 = ignore) as ``<out>/ground_truth/<output_dir>/<frame>.png``."""
+    """Write each image item's target ``[H, W]`` uint8 (1 object, 0 background, 255 ignore) as a PNG.
+
+    Layout under the returned root ``<out>/ground_truth``: ``all/<output_dir>/<frame>.png`` for every item and
+    ``subsets/<subset>/<output_dir>/<frame>.png`` for the items of each subset, i.e. the prediction layout, so
+    each folder is a ``refseg`` ground-truth root. The folder is rebuilt from ``items`` every time (in a
+    temporary folder, then renamed): ground truth left by an earlier run with another ``--limit`` would
+    otherwise be scored too.
+    """
     from PIL import Image
+    from tqdm.auto import tqdm
 
     root = out / GROUND_TRUTH_DIR
-    for item in items:
-        folder = root / item.output_dir
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"{item.frame_names[0]}.png"
-        if not target.is_file():
-            tmp = folder / f".{target.name}.tmp.png"
-            Image.fromarray(benchmark.ground_truth(item).astype(np.uint8)).save(tmp)
-            os.replace(tmp, target)
+    staging = out / f".{GROUND_TRUTH_DIR}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    for item in tqdm(items, desc="ground truth", unit="image"):
+        target = Image.fromarray(benchmark.ground_truth(item).astype(np.uint8))
+        folders = [staging / "all"] + ([staging / "subsets" / item.subset] if item.subset is not None else [])
+        for folder in folders:
+            (folder / item.output_dir).mkdir(parents=True, exist_ok=True)
+            target.save(folder / item.output_dir / f"{item.frame_names[0]}.png")
+    shutil.rmtree(root, ignore_errors=True)
+    os.replace(staging, root)
     return root
 
 
 def score_predictions(
     benchmark: Benchmark, items: Sequence[BenchmarkItem], settings: EvaluationSettings
 ) -> "ScoreReport | None":
-    """Score with :mod:`videolisa.metrics` where ground truth exists; None for server-only benchmarks."""
+    """Score with :mod:`videolisa.metrics` where ground truth exists; None for server-only benchmarks.
+
+    Ref-DAVIS17 has no ground truth in its own layout but is scored against the DAVIS-2017
+    ``Annotations_unsupervised`` of ``settings.davis_root``.
+    """
     from videolisa.metrics import score_benchmark
 
     pred_root = settings.out / PREDICTIONS_DIR
     name = benchmark.name
     if isinstance(benchmark, ImageBenchmark):
         gt_root = write_image_ground_truth(benchmark, items, settings.out)
-        return score_benchmark("refseg", gt_root, pred_root, workers=settings.workers)
-    if not benchmark.has_ground_truth:
-        return None
-    if name == "reasonvos":
-        return score_benchmark("reasonvos", benchmark.root, pred_root, workers=settings.workers,
-                               meta=_limited_meta(benchmark, items, settings))
-    if name in ("mevis", "synthetic"):
-        return score_benchmark("mevis", benchmark.split_dir, pred_root, workers=settings.workers,
-                               meta=_limited_meta(benchmark, items, settings))
+        return score_benchmark("refseg", gt_root / "all", pred_root, workers=settings.workers)
     if name == "refdavis":
         if settings.davis_root is None:
             raise InvalidInputError("scoring refdavis needs --davis-root (DAVIS-2017 with Annotations_unsupervised)")
         return score_benchmark("refdavis", settings.davis_root, pred_root, workers=settings.workers,
-                               meta=_limited_meta(benchmark, items, settings))
+                               meta=_scoring_meta(benchmark, items, settings))
+    if not benchmark.has_ground_truth:
+        return None
+    if name == "reasonvos":
+        return score_benchmark("reasonvos", benchmark.root, pred_root, workers=settings.workers,
+                               meta=_scoring_meta(benchmark, items, settings))
+    if name in ("mevis", "synthetic"):
+        return score_benchmark("mevis", benchmark.split_dir, pred_root, workers=settings.workers,
+                               meta=_scoring_meta(benchmark, items, settings))
     raise InvalidInputError(f"no scorer for benchmark {name!r}")
 
 
-def _limited_meta(benchmark: Benchmark, items: Sequence[BenchmarkItem], settings: EvaluationSettings) -> Path:
-    """The benchmark's meta file, restricted to the evaluated items when ``--limit`` cut the list."""
+def _scoring_meta(benchmark: Benchmark, items: Sequence[BenchmarkItem], settings: EvaluationSettings) -> Path:
+    """The meta file the scorer reads: the benchmark's own, or a copy under ``<out>`` that keeps only the
+    evaluated items (``--limit``) and gives ReasonVOS expressions as the list the scorer reads (the reader
+    also accepts the older id-keyed form)."""
     meta_path = benchmark.meta_path
-    if settings.limit is None:
-        return meta_path
     meta = json.loads(Path(meta_path).read_text())
+    id_keyed_reasonvos = benchmark.name == "reasonvos" and any(
+        isinstance(entry["expressions"], dict) for entry in meta["videos"].values()
+    )
+    if settings.limit is None and not id_keyed_reasonvos:
+        return meta_path
     keep = {item.output_dir for item in items}
     videos = {}
     for video, entry in meta["videos"].items():
-        expressions = entry["expressions"]
-        if isinstance(expressions, dict):
-            kept = {exp_id: exp for exp_id, exp in expressions.items()
-                    if any(key.startswith(f"{video}/") and key.endswith(f"/{exp_id}") for key in keep)}
+        if benchmark.name == "reasonvos":
+            expressions = entry["expressions"]
+            if isinstance(expressions, dict):
+                expressions = [{**expression, "exp_id": exp_id} for exp_id, expression in expressions.items()]
+            kept: list | dict = [
+                expression for expression in expressions
+                if f"{entry['source']}_{video}_{expression['obj_id']}/{expression['exp_id']}" in keep
+            ]
         else:
-            kept = [exp for exp in expressions
-                    if any(key.endswith(f"/{exp['exp_id']}") and video in key for key in keep)]
+            kept = {exp_id: expression for exp_id, expression in entry["expressions"].items()
+                    if f"{video}/{exp_id}" in keep}
         if kept:
             videos[video] = {**entry, "expressions": kept}
-    limited = settings.out / f"meta_expressions.limit{settings.limit}.json"
-    tmp = limited.with_name(f".{limited.name}.tmp")
-    tmp.write_text(json.dumps({"videos": videos}))
-    os.replace(tmp, limited)
-    return limited
+    scoring_meta = settings.out / "meta_expressions.scored.json"
+    _write_text(scoring_meta, json.dumps({"videos": videos}))
+    return scoring_meta
 
 
-def subset_scores(report: "ScoreReport", items: Sequence[BenchmarkItem]) -> dict[str, dict[str, float]]:
-    """Unweighted means of each per-item metric over the items of each subset (e.g. ReasonVOS short/long).
+def subset_scores(
+    benchmark: Benchmark, report: "ScoreReport", items: Sequence[BenchmarkItem], settings: EvaluationSettings
+) -> dict[str, dict[str, float]]:
+    """Scores of each subset (ReasonVOS / ReasonSeg short vs long, Ref-DAVIS annotators, synthetic kinds),
+    with the benchmark's own aggregation, plus ``count`` (items of the subset).
 
-    J&F of a subset is (mean J + mean F) / 2, like the overall number.
+    * video benchmarks scored per expression: unweighted means of J and F over the subset's items,
+      J&F = (mean J + mean F) / 2 like the overall number;
+    * Ref-DAVIS17 (subsets ``anno_k``): annotator k's DAVIS result, from the report's details;
+    * image benchmarks: cIoU / gIoU of the subset's images (cIoU does not decompose into per-image values).
     """
-    by_subset: dict[str, list[dict[str, float]]] = defaultdict(list)
+    from videolisa.metrics import score_benchmark
+
+    members: dict[str, list[BenchmarkItem]] = defaultdict(list)
     for item in items:
-        if item.subset is None:
-            continue
-        rows = [values for key, values in report.sequences.items()
-                if key == item.output_dir or key.startswith(item.output_dir + "/")]
-        by_subset[item.subset].extend(rows)
-    result = {}
-    for subset, rows in sorted(by_subset.items()):
-        metrics = sorted({name for row in rows for name in row if name != "JF"})
-        means = {name: float(np.nanmean([row[name] for row in rows if row.get(name) is not None])) for name in metrics}
-        if "J" in means and "F" in means:
-            means["JF"] = (means["J"] + means["F"]) / 2
-        means["count"] = len(rows)
-        result[subset] = means
+        if item.subset is not None:
+            members[item.subset].append(item)
+    result: dict[str, dict[str, float]] = {}
+    for subset, subset_items in sorted(members.items()):
+        if isinstance(benchmark, ImageBenchmark):
+            gt_root = settings.out / GROUND_TRUTH_DIR / "subsets" / subset
+            scores = dict(score_benchmark("refseg", gt_root, settings.out / PREDICTIONS_DIR,
+                                          workers=settings.workers).overall)
+        elif benchmark.name == "refdavis":
+            scores = dict(report.details["annotators"][int(subset.removeprefix("anno_"))])
+        else:
+            rows = [report.sequences[item.output_dir] for item in subset_items]
+            region = float(np.mean([row["J"] for row in rows]))
+            boundary = float(np.mean([row["F"] for row in rows]))
+            scores = {"J": region, "F": boundary, "JF": (region + boundary) / 2}
+        result[subset] = {**scores, "count": len(subset_items)}
     return result
 
 
@@ -330,6 +368,9 @@ def markdown_report(result: dict[str, Any]) -> str:
             lines.append(f"| {subset} | " + " | ".join(_pct(values.get(n)) for n in names) + f" | {values['count']} |")
     else:
         lines.append("No ground truth: predictions only" + (f"; submission: {result['submission']}" if result.get("submission") else "."))
+    runtime = result["runtime"]
+    lines += ["", f"Model `{result['model']}` on {runtime['device']} ({runtime['dtype']}), "
+                  f"{runtime['frames_sparse']} sparse / {runtime['frames_dense']} dense frames."]
     timing = result["timing"]
     lines += ["", f"{timing['videos']} videos, {timing['frames']} frames in {timing['seconds']:.1f} s "
                   f"({timing['videos_per_second']:.3f} videos/s, {timing['frames_per_second']:.2f} frames/s)"]
@@ -358,37 +399,69 @@ def run_evaluation(
     context = DistributedContext.from_environment()
     benchmark = get_benchmark(settings.benchmark, settings.data_root, settings.split)
     benchmark.validate()
-    items = benchmark.items()
-    if settings.limit is not None:
-        if settings.limit < 1:
-            raise InvalidInputError(f"--limit must be >= 1, got {settings.limit}")
-        items = items[: settings.limit]
-    if settings.score and benchmark.name == "refdavis" and settings.davis_root is None:
-        raise InvalidInputError("scoring refdavis needs --davis-root (DAVIS-2017 with Annotations_unsupervised)")
+    all_items = benchmark.items()
+    if settings.limit is not None and settings.limit < 1:
+        raise InvalidInputError(f"--limit must be >= 1, got {settings.limit}")
+    items = all_items[: settings.limit]
+    if settings.score and benchmark.name == "refdavis":
+        _require_refdavis_scorable(settings, cut_by_limit=len(items) < len(all_items))
     settings.out.mkdir(parents=True, exist_ok=True)
     if context.rank == 0:
-        _remove_stale_temporaries(settings.out)
+        _remove_stale_temporaries(settings.out, items)
     _barrier(context)
     if predictor is None:
         from videolisa.predictor import VideoLisaPredictor
 
-        device = settings.device
-        if device == "auto" and context.is_distributed:
-            import torch
-
-            device = f"cuda:{context.local_rank}" if torch.cuda.is_available() else "cpu"
         predictor = VideoLisaPredictor.from_pretrained(
-            settings.model, device=device, dtype=settings.dtype, vision_tower=settings.vision_tower,
-            chunk_size=settings.chunk_size,
+            settings.model, device=_rank_device(settings.device, context), dtype=settings.dtype,
+            vision_tower=settings.vision_tower, chunk_size=settings.chunk_size,
         )
     summary = predict_shard(predictor, shard_videos(items, context), settings, context)
     summaries = _gather(summary, context)
     if context.rank != 0:
         return {}
-    result = _finish(benchmark, items, settings, summaries)
+    result = _finish(benchmark, items, settings, summaries, describe_runtime(predictor, settings))
     if result["failed"]:
         raise EvaluationFailed(result["failed"])
     return result
+
+
+def _require_refdavis_scorable(settings: EvaluationSettings, cut_by_limit: bool) -> None:
+    """Ref-DAVIS17 is scored against DAVIS-2017 (``--davis-root``) on every sequence of its image set, with
+    the expressions of each object taken four by four, so a ``--limit`` that cuts the item list cannot be
+    scored."""
+    if settings.davis_root is None:
+        raise InvalidInputError("scoring refdavis needs --davis-root (DAVIS-2017 with Annotations_unsupervised)")
+    if cut_by_limit:
+        raise InvalidInputError(
+            f"refdavis with --limit {settings.limit} cannot be scored: DAVIS-2017 scores every sequence of "
+            "ImageSets/2017/val.txt and all 4 annotators' expressions of each object; add --no-score"
+        )
+
+
+def _rank_device(device: str, context: DistributedContext) -> str:
+    """The device of this rank: under a launcher, ``auto`` and ``cuda`` mean ``cuda:LOCAL_RANK`` (one GPU per
+    process; ``auto`` falls back to the CPU without CUDA)."""
+    if not context.is_distributed or device not in ("auto", "cuda"):
+        return device
+    import torch
+
+    if device == "auto" and not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda:{context.local_rank}"
+
+
+def describe_runtime(predictor: "VideoLisaPredictor", settings: EvaluationSettings) -> dict[str, Any]:
+    """What the predictions were made with: device, dtype, Sparse-Dense frame counts, the model's config."""
+    config = predictor.model.config
+    return {
+        "device": str(predictor.device),
+        "dtype": str(predictor.dtype).removeprefix("torch."),
+        "frames_sparse": settings.frames_sparse or config.num_frames_sparse,
+        "frames_dense": settings.frames_dense or config.num_frames_dense,
+        "chunk_size": predictor.chunk_size,
+        "model_config": config.to_dict(),
+    }
 
 
 class EvaluationFailed(VideoLisaError):
@@ -401,7 +474,8 @@ class EvaluationFailed(VideoLisaError):
 
 
 def _finish(
-    benchmark: Benchmark, items: list[BenchmarkItem], settings: EvaluationSettings, summaries: list[RankSummary]
+    benchmark: Benchmark, items: list[BenchmarkItem], settings: EvaluationSettings, summaries: list[RankSummary],
+    runtime: dict[str, Any],
 ) -> dict[str, Any]:
     failed = {key: error for summary in summaries for key, error in summary.failed.items()}
     seconds = max((summary.seconds for summary in summaries), default=0.0)
@@ -422,6 +496,7 @@ def _finish(
             "ranks": len(summaries),
         },
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()},
+        "runtime": runtime,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     complete = [item for item in items if is_complete(settings.out, item)]
@@ -432,7 +507,7 @@ def _finish(
 
             write_report(report, settings.out / "score.json")
             result["score"] = {"overall": report.overall, "notes": report.notes}
-            result["subsets"] = subset_scores(report, items)
+            result["subsets"] = subset_scores(benchmark, report, items, settings)
     if benchmark.name in SUBMISSION_PREFIX and not benchmark.has_ground_truth and not failed:
         result["submission"] = str(write_submission_zip(benchmark, items, settings.out))
     _write_text(settings.out / "results.json", json.dumps(result, indent=2, default=str))

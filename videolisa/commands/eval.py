@@ -22,7 +22,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N items")
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto (each rank uses cuda:LOCAL_RANK)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
-    parser.add_argument("--no-score", dest="score", action="store_false", help="write predictions only")
+    parser.add_argument("--score", action=argparse.BooleanOptionalAction, default=True,
+                        help="score the predictions where ground truth exists (default); --no-score: predictions only")
     parser.add_argument("--chunk-size", type=int, default=8, help="frames per SAM batch")
     parser.add_argument("--frames-sparse", type=int, default=None, help="sparse frames (default: model config)")
     parser.add_argument("--frames-dense", type=int, default=None, help="dense frames (default: model config)")
@@ -30,6 +31,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--davis-root", type=Path, default=None,
                         help="DAVIS-2017 root with Annotations_unsupervised (to score refdavis)")
     parser.add_argument("--vision-tower", default=None, help="CLIP id or directory for checkpoints without CLIP")
+    # The deepspeed launcher appends --local_rank=N to the script's arguments; the rank is read from the
+    # LOCAL_RANK variable that every launcher sets, so the argument is accepted and not used.
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
 
 
 def settings_from_args(args: argparse.Namespace):

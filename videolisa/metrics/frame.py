@@ -159,11 +159,15 @@ def _nonzero_points(mask: np.ndarray) -> np.ndarray:
 
 def _union_crop(pred: np.ndarray, gt: np.ndarray) -> tuple[slice, slice] | None:
     """Rows and columns of the masks' union bounding box grown by one pixel; None if both are empty."""
-    x, y, w, h = cv2.boundingRect(cv2.bitwise_or(pred, gt))
-    if w == 0:
+    boxes = [box for box in (cv2.boundingRect(pred), cv2.boundingRect(gt)) if box[2] > 0]
+    if not boxes:
         return None
     height, width = pred.shape
-    return slice(max(y - 1, 0), min(y + h + 1, height)), slice(max(x - 1, 0), min(x + w + 1, width))
+    top = min(y for _, y, _, _ in boxes)
+    left = min(x for x, _, _, _ in boxes)
+    bottom = max(y + h for _, y, _, h in boxes)
+    right = max(x + w for x, _, w, _ in boxes)
+    return slice(max(top - 1, 0), min(bottom + 1, height)), slice(max(left - 1, 0), min(right + 1, width))
 
 
 def f_from_counts(n_pred: int, n_gt: int, pred_matched: int, gt_matched: int) -> float:

@@ -16,8 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Metric shown in the per-sequence plot, by preference.
+import cv2
+import numpy as np
+
+# Metric shown in the per-sequence plot, by preference; plot size and axes box (left, top, right, bottom).
 _PLOT_METRICS = ("JF", "IoU")
+_PLOT_SIZE = (1000, 450)
+_PLOT_MARGINS = (60, 45, 980, 400)
 
 
 @dataclass
@@ -103,34 +108,49 @@ def _csv_value(value: float | None) -> str:
 
 
 def _plot_bytes(report: ScoreReport) -> bytes | None:
-    """PNG of the per-sequence J&F (or IoU), sorted, or None when there is nothing to plot."""
+    """PNG of the per-item J&F (or IoU), sorted ascending, or None when there is nothing to plot.
+
+    Drawn with OpenCV, which scoring has loaded anyway: importing matplotlib would cost more than
+    scoring a small benchmark.
+    """
     metric = next(
-        (name for name in _PLOT_METRICS if all(name in scores for scores in report.sequences.values())), None
+        (name for name in _PLOT_METRICS if report.sequences and all(name in s for s in report.sequences.values())),
+        None,
     )
-    if metric is None or not report.sequences:
+    if metric is None:
         return None
-    import matplotlib  # imported here: plotting is the only user and it is slow to import
+    values = sorted(100 * scores[metric] for scores in report.sequences.values())
+    width, height = _PLOT_SIZE
+    left, top, right, bottom = _PLOT_MARGINS
+    canvas = np.full((height, width, 3), 255, np.uint8)
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
+    def to_pixel(index: float, value: float) -> tuple[int, int]:
+        x = left + (right - left) * (index / max(len(values) - 1, 1))
+        y = bottom - (bottom - top) * (min(max(value, 0.0), 100.0) / 100)
+        return int(round(x)), int(round(y))
 
-    ordered = sorted(report.sequences.items(), key=lambda item: item[1][metric])
-    values = [100 * scores[metric] for _, scores in ordered]
-    figure, axes = pyplot.subplots(figsize=(10, 4.5), dpi=100)
-    axes.plot(range(len(values)), values, marker="." if len(values) <= 200 else None, linewidth=1)
-    axes.axhline(100 * report.overall.get(metric, float("nan")), color="tab:red", linestyle="--", linewidth=1)
-    axes.set_xlabel(f"{len(values)} items, sorted")
-    axes.set_ylabel(f"{metric} (%)")
-    axes.set_ylim(0, 100)
-    axes.set_title(f"{report.benchmark}: per-item {metric} (dashed: overall)")
-    axes.grid(alpha=0.3)
-    if len(values) <= 40:
-        axes.set_xticks(range(len(values)), [key for key, _ in ordered], rotation=90, fontsize=7)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    pyplot.close(figure)
-    return buffer.getvalue()
+    for tick in range(0, 101, 20):
+        y = to_pixel(0, tick)[1]
+        cv2.line(canvas, (left, y), (right, y), (225, 225, 225), 1)
+        cv2.putText(canvas, str(tick), (left - 38, y + 5), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (60, 60, 60), 1, cv2.LINE_AA)
+    cv2.rectangle(canvas, (left, top), (right, bottom), (0, 0, 0), 1)
+    overall = 100 * report.overall.get(metric, math.nan)
+    if not math.isnan(overall):
+        y = to_pixel(0, overall)[1]
+        for x in range(left, right, 12):  # dashed line: the overall score
+            cv2.line(canvas, (x, y), (min(x + 6, right), y), (40, 40, 200), 1, cv2.LINE_AA)
+    points = np.array([to_pixel(i, v) for i, v in enumerate(values)], np.int32)
+    cv2.polylines(canvas, [points], False, (180, 110, 30), 2, cv2.LINE_AA)
+    if len(values) <= 200:
+        for point in points:
+            cv2.circle(canvas, tuple(int(c) for c in point), 2, (180, 110, 30), -1, cv2.LINE_AA)
+    title = f"{report.benchmark}: per-item {metric} (%), sorted; red dashes: overall {overall:.2f}"
+    cv2.putText(canvas, title, (left, top - 14), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(
+        canvas, f"{len(values)} items", (left, bottom + 28), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (60, 60, 60), 1, cv2.LINE_AA
+    )
+    encoded, data = cv2.imencode(".png", canvas)
+    return data.tobytes() if encoded else None
 
 
 def write_report(report: ScoreReport, out_path: str | os.PathLike) -> list[Path]:

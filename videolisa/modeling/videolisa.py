@@ -60,14 +60,15 @@ class VideoLisaForSegmentation(PreTrainedModel):
 
     # ------------------------------------------------------------------ video -> LLM
     def encode_frames(self, pixel_values_clip: torch.Tensor) -> torch.Tensor:
-        """Projected CLIP tokens: ``[B, T_s, 3, S, S]`` -> ``[B, T_s, P, D]`` (CLIP frozen, no graph)."""
+        """Projected CLIP tokens: ``[B, T_s, 3, S, S]`` -> ``[B, T_s, P, D]`` (no CLIP graph when it is frozen)."""
         batch, num_frames = pixel_values_clip.shape[:2]
-        features = extract_clip_features(
-            self.vision_tower,
-            pixel_values_clip.flatten(0, 1),
-            self.config.vision_feature_layer,
-            self.config.vision_feature_select,
-        )
+        with torch.set_grad_enabled(torch.is_grad_enabled() and _is_trainable(self.vision_tower)):
+            features = extract_clip_features(
+                self.vision_tower,
+                pixel_values_clip.flatten(0, 1),
+                self.config.vision_feature_layer,
+                self.config.vision_feature_select,
+            )
         projected = self.projector(features.to(self.projector[0].weight.dtype))
         return projected.reshape(batch, num_frames, *projected.shape[1:])
 
@@ -120,11 +121,15 @@ class VideoLisaForSegmentation(PreTrainedModel):
         )
 
     # ------------------------------------------------------------------ SAM
-    @torch.no_grad()
     def encode_images(self, pixel_values_sam: torch.Tensor) -> torch.Tensor:
-        """SAM image embeddings (encoder frozen): ``[F, 3, S, S]`` -> ``[F, C, S/16, S/16]``."""
+        """SAM image embeddings: ``[F, 3, S, S]`` -> ``[F, C, S/patch, S/patch]``.
+
+        No graph is kept when the encoder is frozen (the original recipe); a recipe that trains it from
+        scratch gets gradients.
+        """
         encoder = self.sam.image_encoder
-        return encoder(pixel_values_sam.to(encoder.patch_embed.proj.weight.dtype))
+        with torch.set_grad_enabled(torch.is_grad_enabled() and _is_trainable(encoder)):
+            return encoder(pixel_values_sam.to(encoder.patch_embed.proj.weight.dtype))
 
     def decode_masks(
         self,
@@ -220,3 +225,7 @@ class VideoLisaForSegmentation(PreTrainedModel):
         from videolisa.checkpoint import load_model
 
         return load_model(model_id_or_path, *args, **kwargs)
+
+
+def _is_trainable(module: nn.Module) -> bool:
+    return any(parameter.requires_grad for parameter in module.parameters())

@@ -18,11 +18,10 @@ def build_projector(projector_type: str, vision_hidden_size: int, llm_hidden_siz
     )
 
 
-@torch.no_grad()
 def extract_clip_features(
     vision_tower: CLIPVisionModel, pixel_values: torch.Tensor, feature_layer: int = -2, select: str = "patch"
 ) -> torch.Tensor:
-    """CLIP patch features of a batch of frames; the tower is frozen, so no graph is kept.
+    """CLIP patch features of a batch of frames (callers disable gradients when the tower is frozen).
 
     Args:
         pixel_values: ``[N, 3, S, S]`` CLIP-normalised frames.

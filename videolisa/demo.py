@@ -1,0 +1,440 @@
+"""The Gradio demo: upload a video (or pick an example), type an instruction, watch the segmented result.
+
+:func:`build_demo` returns the ``gr.Blocks`` app around one loaded :class:`~videolisa.predictor.VideoLisaPredictor`
+(the one inference path); :func:`launch_demo` serves it. ``demo/app.py`` is the command-line entry point.
+
+One request (:func:`segment_for_demo`, plain Python, no Gradio) streams the predictor's masks into a
+:class:`~videolisa.outputs.MaskWriter` that writes, in one pass over the video, the overlay mp4, a PNG per
+frame and the COCO-RLE JSON; the PNGs and the JSON are then zipped for download, and the dense (key) frames
+are kept as overlay images for the gallery. The page also shows the sampled frame indices and timings.
+
+Safety for a shared machine: the queue runs one request at a time (others wait in line instead of running
+out of memory) and holds at most ``max_queue_size``; uploads over ``max_upload_mb`` are refused by Gradio
+and videos over ``max_video_seconds`` / ``max_frames`` by the request, each with a message in the page; the
+server binds to 127.0.0.1 unless told otherwise. Gradio is imported only inside :func:`build_demo` and
+:func:`launch_demo`, so ``import videolisa.demo`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
+
+import numpy as np
+
+from videolisa.errors import InvalidInputError, VideoLisaError
+from videolisa.outputs import DEFAULT_OVERLAY_ALPHA, DEFAULT_OVERLAY_COLOR, MaskWriter, atomic_path, make_overlay_image
+from videolisa.processing.video_io import VIDEO_EXTENSIONS, open_video
+
+if TYPE_CHECKING:
+    import gradio as gr
+
+    from videolisa.predictor import VideoLisaPredictor
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike[str]]
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+# Sidecar written by `videolisa synth --layout mp4` in each video's folder (see videolisa.synthetic).
+SYNTHETIC_INSTRUCTIONS_FILE = "instructions.json"
+_API_NAME = "segment"
+_THRESHOLD_RANGE = (-10.0, 10.0)
+
+
+@dataclass(frozen=True)
+class DemoLimits:
+    """What one request may ask of the shared server.
+
+    Attributes:
+        max_upload_mb: largest video file accepted, in megabytes (10**6 bytes).
+        max_video_seconds: longest video accepted (frames / fps).
+        max_frames: most frames accepted (bounds the work of high-frame-rate videos).
+        max_queue_size: requests waiting in line at most; further users are told the queue is full.
+        keep_results_seconds: output files of a request are deleted after this long.
+    """
+
+    max_upload_mb: float = 200.0
+    max_video_seconds: float = 120.0
+    max_frames: int = 3000
+    max_queue_size: int = 16
+    keep_results_seconds: float = 3600.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_upload_mb", "max_video_seconds", "max_frames", "max_queue_size", "keep_results_seconds"):
+            if not getattr(self, name) > 0:
+                raise InvalidInputError(f"demo limit {name} must be positive, got {getattr(self, name)!r}")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """``max_upload_mb`` in bytes."""
+        return int(self.max_upload_mb * 1_000_000)
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """The page's advanced settings for one request (``None`` frame counts: the model config's)."""
+
+    frames_sparse: int | None = None
+    frames_dense: int | None = None
+    threshold: float = 0.0
+    overlay_color: tuple[int, int, int] = DEFAULT_OVERLAY_COLOR
+    overlay_alpha: float = DEFAULT_OVERLAY_ALPHA
+
+
+@dataclass
+class DemoResult:
+    """What one request produces.
+
+    Attributes:
+        overlay_video: mp4 of the masks tinted over the frames, the instruction as a caption.
+        masks_zip: ``masks/<frame>.png`` (0/255) for every frame plus ``masks.json`` (COCO RLE).
+        rle_json: the ``masks.json`` also inside the zip.
+        key_frames: ``(overlay [H, W, 3] uint8, caption)`` for each dense frame, in frame order.
+        frame_indices: ``{"sparse": [...], "dense": [...]}`` video-frame indices the model read.
+        timings: seconds and throughput of the request.
+    """
+
+    overlay_video: Path
+    masks_zip: Path
+    rle_json: Path
+    key_frames: list[tuple[np.ndarray, str]]
+    frame_indices: dict[str, list[int]]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DemoExample:
+    """One entry of the example gallery: a video file and an instruction for it ("" when none is given)."""
+
+    video: Path
+    instruction: str
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Examples
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InvalidInputError(f"cannot read example instructions {path}: {error}; expected a JSON file") from error
+
+
+def _require_strings(values: Any, path: Path, what: str) -> list[str]:
+    if not isinstance(values, list) or not all(isinstance(value, str) and value.strip() for value in values):
+        raise InvalidInputError(f"{path}: {what} must be a list of non-empty strings")
+    return [value.strip() for value in values]
+
+
+def _sidecar_instructions(video: Path) -> list[str] | None:
+    """Instructions for ``video`` from ``<name>.json`` (``{"instructions": [...]}``) or from the synthetic
+    mp4 layout's ``instructions.json`` (``{"video": "<name>.mp4", "expressions": [{"text": ...}]}``)."""
+    own = video.with_suffix(".json")
+    if own.is_file():
+        record = _read_json(own)
+        if not isinstance(record, dict) or "instructions" not in record:
+            raise InvalidInputError(f'{own}: expected {{"instructions": ["...", ...]}}')
+        return _require_strings(record["instructions"], own, "'instructions'")
+    shared = video.parent / SYNTHETIC_INSTRUCTIONS_FILE
+    if shared.is_file():
+        record = _read_json(shared)
+        if isinstance(record, dict) and record.get("video") == video.name:
+            expressions = record.get("expressions")
+            if not isinstance(expressions, list) or not all(isinstance(e, dict) for e in expressions):
+                raise InvalidInputError(f"{shared}: 'expressions' must be a list of {{\"text\": ...}} objects")
+            return _require_strings([e.get("text") for e in expressions], shared, "every expression's 'text'")
+    return None
+
+
+def find_examples(directory: PathLike) -> list[DemoExample]:
+    """Example videos in ``directory`` and its direct sub-folders, one entry per (video, instruction).
+
+    A video's instructions come from a sidecar JSON next to it: ``<name>.json`` holding
+    ``{"instructions": ["...", ...]}``, or the ``instructions.json`` that ``videolisa synth --layout mp4``
+    writes in each video's folder. A video without a sidecar is listed once with an empty instruction
+    (and a log line), so every video in the folder is offered. Sorted by path.
+    """
+    root = Path(directory)
+    if not root.is_dir():
+        raise InvalidInputError(f"examples folder {root} does not exist; expected a folder of videos")
+    videos = sorted(
+        path
+        for pattern in ("*", "*/*")
+        for path in root.glob(pattern)
+        if path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS
+    )
+    examples = []
+    for video in videos:
+        instructions = _sidecar_instructions(video)
+        if instructions is None:
+            logger.info("example %s has no instructions sidecar (%s); listed with an empty instruction",
+                        video, video.with_suffix(".json").name)
+            instructions = [""]
+        examples.extend(DemoExample(video, instruction) for instruction in instructions)
+    return examples
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One request
+
+
+def parse_color(value: str | Sequence[int]) -> tuple[int, int, int]:
+    """``"#ff0000"``, ``"rgb(255, 0, 0)"``, ``"red"`` or ``(255, 0, 0)`` -> ``(255, 0, 0)``."""
+    from PIL import ImageColor
+
+    if not isinstance(value, str):
+        return tuple(int(channel) for channel in value)  # type: ignore[return-value]
+    try:
+        return tuple(ImageColor.getrgb(value.strip())[:3])  # type: ignore[return-value]
+    except ValueError as error:
+        raise InvalidInputError(f"overlay colour {value!r} is not a colour; expected e.g. '#ff0000'") from error
+
+
+def _file_stem(path: Path) -> str:
+    """A download-friendly stem of an uploaded file name."""
+    return re.sub(r"[^\w.-]+", "_", path.stem).strip("._")[:60] or "video"
+
+
+def _check_upload(path: Path, limits: DemoLimits) -> None:
+    if not path.is_file():
+        raise InvalidInputError(f"{path.name} was not received; upload the video again")
+    size = path.stat().st_size
+    if size > limits.max_upload_bytes:
+        raise InvalidInputError(
+            f"{path.name} is {size / 1e6:.1f} MB; this demo accepts videos up to {limits.max_upload_mb:g} MB"
+        )
+
+
+def _check_length(name: str, num_frames: int, fps: float, limits: DemoLimits) -> None:
+    seconds = num_frames / fps
+    if num_frames > limits.max_frames or seconds > limits.max_video_seconds:
+        raise InvalidInputError(
+            f"{name} is too long: {num_frames} frames, {seconds:.1f} s at {fps:g} fps; this demo accepts videos up "
+            f"to {limits.max_video_seconds:g} s and {limits.max_frames} frames. Trim the video and try again."
+        )
+
+
+def _zip_masks(zip_path: Path, png_dir: Path, rle_json: Path) -> None:
+    """``masks/<frame>.png`` for every PNG in ``png_dir`` plus the RLE JSON, written atomically."""
+    with atomic_path(zip_path) as temp_path, zipfile.ZipFile(temp_path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for png in sorted(png_dir.glob("*.png")):
+            archive.write(png, f"masks/{png.name}")
+        archive.write(rle_json, rle_json.name)
+
+
+def segment_for_demo(
+    predictor: "VideoLisaPredictor",
+    video: PathLike,
+    instruction: str,
+    out_dir: PathLike,
+    settings: DemoSettings = DemoSettings(),
+    limits: DemoLimits = DemoLimits(),
+    progress: Callable[[int, int], None] | None = None,
+) -> DemoResult:
+    """Segment ``video`` from ``instruction`` and write the demo's outputs into ``out_dir``.
+
+    Checks the file size and video length against ``limits`` before any model work. ``progress`` is called
+    with ``(frames_done, total)`` after each chunk. Raises :class:`~videolisa.errors.VideoLisaError` (with
+    a message for the page) for an empty instruction, an unreadable video or one over the limits.
+    """
+    start = time.perf_counter()
+    instruction = (instruction or "").strip()
+    if not instruction:
+        raise InvalidInputError("the instruction is empty: type what to segment, e.g. 'the red square moving left'")
+    path = Path(video)
+    _check_upload(path, limits)
+    reader = open_video(path)
+    _check_length(path.name, reader.num_frames, reader.fps, limits)
+    sparse, dense = predictor.sample_frames(reader.num_frames, settings.frames_sparse, settings.frames_dense)
+    key_indices = sorted(set(dense))
+    out = Path(out_dir)
+    stem = _file_stem(path)
+    overlay_video, png_dir, rle_json = out / f"{stem}_overlay.mp4", out / "masks", out / "masks.json"
+    key_frames: list[tuple[np.ndarray, str]] = []
+    first_masks_seconds = None
+    with MaskWriter(reader.frame_names, reader.height, reader.width, png_dir=png_dir, rle_path=rle_json,
+                    overlay_path=overlay_video, instruction=instruction, fps=reader.fps,
+                    overlay_color=settings.overlay_color, overlay_alpha=settings.overlay_alpha) as writer:
+        for item in predictor.iter_segment(
+            reader, [instruction], frames_sparse=settings.frames_sparse, frames_dense=settings.frames_dense,
+            threshold=settings.threshold, return_frames=True, progress=progress or False,
+        ):
+            if first_masks_seconds is None:
+                first_masks_seconds = time.perf_counter() - start
+            writer.write(item.masks[:1], item.frame[None])
+            if item.index in key_indices:
+                image = make_overlay_image(item.frame, item.masks[0], settings.overlay_color, settings.overlay_alpha)
+                key_frames.append((image, f"frame {item.index}"))
+    masks_zip = out / f"{stem}_masks.zip"
+    _zip_masks(masks_zip, png_dir, rle_json)
+    total = time.perf_counter() - start
+    return DemoResult(
+        overlay_video=overlay_video,
+        masks_zip=masks_zip,
+        rle_json=rle_json,
+        key_frames=key_frames,
+        frame_indices={"sparse": sparse, "dense": dense},
+        timings={
+            "frames": reader.num_frames,
+            "seconds_to_first_masks": round(first_masks_seconds or total, 3),
+            "seconds_total": round(total, 3),
+            "frames_per_second": round(reader.num_frames / total, 2),
+        },
+    )
+
+
+class _ResultFolders:
+    """One temporary folder per request under a root that lives as long as the app; folders older than
+    ``keep_seconds`` are removed when a new one is made (Gradio serves its own copies of the files)."""
+
+    def __init__(self, keep_seconds: float) -> None:
+        self._root = tempfile.TemporaryDirectory(prefix="videolisa-demo-")
+        self._keep_seconds = keep_seconds
+
+    def new_folder(self) -> Path:
+        """Make an empty folder for a request, after deleting expired ones."""
+        root = Path(self._root.name)
+        now = time.time()
+        for folder in root.iterdir():
+            if now - folder.stat().st_mtime > self._keep_seconds:
+                shutil.rmtree(folder, ignore_errors=True)
+        return Path(tempfile.mkdtemp(prefix="request-", dir=root))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The Gradio app
+
+
+def _page_message(error: VideoLisaError, video: str | None) -> str:
+    """The error's message for the page: server paths of the upload replaced by its file name, HTML-escaped
+    (Gradio renders error messages as HTML)."""
+    message = str(error)
+    if video:
+        message = message.replace(str(video), Path(video).name)
+    return html.escape(message, quote=False)
+
+
+def _describe_model(predictor: "VideoLisaPredictor") -> str:
+    dtype = str(predictor.dtype).replace("torch.", "")
+    return f"{predictor.device} ({dtype})"
+
+
+def build_demo(
+    predictor: "VideoLisaPredictor",
+    *,
+    examples_dirs: Sequence[PathLike] = (),
+    limits: DemoLimits = DemoLimits(),
+    model_name: str = "",
+) -> "gr.Blocks":
+    """The demo page around a loaded ``predictor``, with its queue configured; serve it with :func:`launch_demo`.
+
+    ``examples_dirs`` are searched with :func:`find_examples` for the example gallery. The event is exposed
+    to ``gradio_client`` as ``/segment`` with inputs ``(video, instruction, frames_sparse, frames_dense,
+    threshold, overlay_color, overlay_opacity)`` and outputs ``(overlay video, key-frame gallery, masks zip,
+    frame indices, timings)``. The device is fixed when the model is loaded and shown read-only.
+    """
+    import gradio as gr
+
+    examples = [example for directory in examples_dirs for example in find_examples(directory)]
+    results = _ResultFolders(limits.keep_results_seconds)
+    config = predictor.model.config
+    red, green, blue = DEFAULT_OVERLAY_COLOR
+
+    def segment(video, instruction, frames_sparse, frames_dense, threshold, overlay_color, overlay_opacity,
+                progress=gr.Progress()):
+        if not video:
+            raise gr.Error("No video: upload one or pick an example below.", print_exception=False)
+        settings = DemoSettings(int(frames_sparse), int(frames_dense), float(threshold),
+                                parse_color(overlay_color), float(overlay_opacity))
+        progress(0, desc="Reading the video and the instruction")
+        try:
+            result = segment_for_demo(
+                predictor, video, instruction, results.new_folder(), settings, limits,
+                progress=lambda done, total: progress((done, total), desc="Segmenting frames", unit="frames"),
+            )
+        except VideoLisaError as error:
+            raise gr.Error(_page_message(error, video), title="Cannot segment this video",
+                           print_exception=False) from error
+        return (str(result.overlay_video), result.key_frames, str(result.masks_zip), result.frame_indices,
+                result.timings)
+
+    with gr.Blocks(title="VideoLISA demo", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
+        gr.Markdown(
+            "# VideoLISA: language-instructed video segmentation\n"
+            "Upload a video (or pick an example), describe what to segment, and press **Segment**. "
+            f"Videos up to {limits.max_video_seconds:g} s, {limits.max_frames} frames and "
+            f"{limits.max_upload_mb:g} MB; requests run one at a time in a queue."
+        )
+        with gr.Row():
+            with gr.Column():
+                video = gr.Video(label="Video", sources=["upload"], elem_id="input-video")
+                instruction = gr.Textbox(label="Instruction", placeholder="e.g. the red square moving to the left",
+                                         lines=2, elem_id="instruction")
+                run_button = gr.Button("Segment", variant="primary", elem_id="segment-button")
+                with gr.Accordion("Advanced settings", open=False):
+                    frames_sparse = gr.Slider(1, 2 * config.num_frames_sparse, value=config.num_frames_sparse,
+                                              step=1, label="Sparse frames (read by the LLM)")
+                    frames_dense = gr.Slider(1, 2 * config.num_frames_dense, value=config.num_frames_dense,
+                                             step=1, label="Dense frames (full resolution, at most the sparse ones)")
+                    threshold = gr.Slider(*_THRESHOLD_RANGE, value=0.0, step=0.1, label="Mask logit threshold")
+                    overlay_color = gr.ColorPicker(value=f"#{red:02x}{green:02x}{blue:02x}", label="Overlay colour")
+                    overlay_opacity = gr.Slider(0.0, 1.0, value=DEFAULT_OVERLAY_ALPHA, step=0.05,
+                                                label="Overlay opacity")
+                    gr.Textbox(value=_describe_model(predictor), label="Device (chosen at launch with --device)",
+                               interactive=False)
+                if examples:
+                    gr.Examples([[str(e.video), e.instruction] for e in examples], inputs=[video, instruction],
+                                label="Examples", examples_per_page=8, elem_id="examples")
+            with gr.Column():
+                overlay = gr.Video(label="Segmented video", autoplay=True, loop=True, interactive=False,
+                                   elem_id="overlay-video")
+                key_frames = gr.Gallery(label="Key frames", columns=4, rows=1, height=220, object_fit="contain",
+                                        elem_id="key-frames")
+                masks_zip = gr.File(label="Download masks", elem_id="masks-zip")
+                with gr.Row():
+                    indices = gr.JSON(label="Sampled frames", max_height=260, elem_id="frame-indices")
+                    timings = gr.JSON(label="Timings", max_height=260, elem_id="timings")
+        if model_name:
+            gr.Markdown(f"Model: `{html.escape(model_name)}`")
+        gr.on(
+            [run_button.click, instruction.submit],
+            segment,
+            inputs=[video, instruction, frames_sparse, frames_dense, threshold, overlay_color, overlay_opacity],
+            outputs=[overlay, key_frames, masks_zip, indices, timings],
+            api_name=_API_NAME,
+            concurrency_limit=1,
+        )
+    return demo.queue(max_size=limits.max_queue_size, default_concurrency_limit=1)
+
+
+def launch_demo(
+    demo: "gr.Blocks",
+    *,
+    limits: DemoLimits = DemoLimits(),
+    host: str = DEFAULT_HOST,
+    port: int | None = DEFAULT_PORT,
+    block: bool = True,
+    quiet: bool = False,
+) -> str:
+    """Serve ``demo`` on ``host:port`` (``port=None``: a free port from 7860 up) and return its local URL.
+
+    Pass the ``limits`` given to :func:`build_demo`: Gradio refuses uploads over ``max_upload_mb`` before
+    they reach the request. ``block=False`` returns at once with the server running in a thread (tests;
+    stop it with ``demo.close()``).
+    """
+    demo.launch(server_name=host, server_port=port, max_file_size=limits.max_upload_bytes,
+                prevent_thread_lock=not block, quiet=quiet, ssr_mode=False, share=False)
+    return demo.local_url
