@@ -147,7 +147,10 @@ def write_mevis(
     """
     split_dir = root / split
     videos = {
-        "v2": {"frames": list(frames), "expressions": {"0": {"exp": "Bird Flying Away", "obj_id": [0], "anno_id": [5]}}},
+        "v2": {
+            "frames": list(frames),
+            "expressions": {"0": {"exp": "Bird Flying Away", "obj_id": [0], "anno_id": [5]}},
+        },
         "v1": {
             "frames": list(frames),
             "expressions": {
@@ -160,10 +163,11 @@ def write_mevis(
     for name in videos:
         write_frames(split_dir / "JPEGImages" / name, frames, size)
     if ground_truth:
-        shapes = {"5": lambda t: square_mask(t, size), "6": lambda t: square_mask(t, size), "7": lambda t: corner_mask(size)}
+        moving_square = [square_mask(index, size) for index in range(len(frames))]
+        shapes = {"5": moving_square, "6": moving_square, "7": [corner_mask(size)] * len(frames)}
         mask_dict = {
-            anno: [None if index == 1 else encode_rle(shape(index)) for index in range(len(frames))]
-            for anno, shape in shapes.items()
+            anno: [None if index == 1 else encode_rle(mask) for index, mask in enumerate(masks)]
+            for anno, masks in shapes.items()
         }
         write_json(split_dir / "mask_dict.json", mask_dict)
     return root

@@ -4,6 +4,7 @@ training batch for it, and the location of the numerical parity fixture produced
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -69,6 +70,24 @@ def parity_dir() -> Path:
     if not (PARITY_DIR / "videolisa_tiny_merged.safetensors").is_file():
         pytest.skip(f"parity fixture not found at {PARITY_DIR} (it is present in CI)")
     return PARITY_DIR
+
+
+@pytest.fixture(scope="session")
+def parity_original_layout(parity_dir, tmp_path_factory) -> tuple[Path, Path]:
+    """The parity weights arranged like the original release: ``(checkpoint_dir, clip_dir)``.
+
+    ``checkpoint_dir`` holds the original ``config.json`` (model_type llava_phi) and the merged bf16
+    ``model.safetensors`` without CLIP; ``clip_dir`` is an HF ``CLIPVisionModel`` directory. Read-only for tests.
+    """
+    root = tmp_path_factory.mktemp("parity-original")
+    checkpoint, clip = root / "videolisa-original", root / "clip-vision"
+    checkpoint.mkdir()
+    clip.mkdir()
+    shutil.copy(parity_dir / "text_config.json", checkpoint / "config.json")
+    shutil.copy(parity_dir / "videolisa_tiny_merged.safetensors", checkpoint / "model.safetensors")
+    shutil.copy(parity_dir / "clip_config.json", clip / "config.json")
+    shutil.copy(parity_dir / "clip_vision_tiny.safetensors", clip / "model.safetensors")
+    return checkpoint, clip
 
 
 def make_frames(num_frames: int, height: int, width: int, seed: int) -> np.ndarray:

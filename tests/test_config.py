@@ -35,8 +35,8 @@ def test_release_preset_has_the_released_shapes():
     assert config.vision_feature_layer == -2
 
 
-def test_tiny_preset_builds_with_a_window_shorter_than_its_sequences():
-    config = VideoLisaConfig.from_preset("tiny")
+def test_tiny_preset_builds_with_a_window_shorter_than_its_sequences(tiny_config):
+    config = tiny_config
     assert config.llm_hidden_size == 64
     assert config.seg_token_id < config.text_config.vocab_size
     assert config.sam.variant == "tiny"

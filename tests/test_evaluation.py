@@ -113,10 +113,12 @@ def temporaries(out: Path) -> list[Path]:
     return [path for path in (out / "predictions").rglob(".tmp-*")]
 
 
-def assert_official_layout(out: Path, items: Sequence[BenchmarkItem], benchmark: Benchmark) -> None:
+def assert_official_layout(out: Path, items: Sequence[BenchmarkItem]) -> None:
     """One 0/255 PNG per frame of every item at ``predictions/<output_dir>/<frame>.png``, frame-sized."""
     from videolisa.processing.video_io import open_video
 
+    root = out / "predictions"
+    assert {png.parent.relative_to(root).as_posix() for png in root.rglob("*.png")} == {i.output_dir for i in items}
     for item in items:
         folder = out / "predictions" / item.output_dir
         assert sorted(path.stem for path in folder.iterdir()) == sorted(item.frame_names), item.key
@@ -243,13 +245,12 @@ def assert_scores(result: dict[str, Any], overall: dict[str, float], subsets: di
 )
 def test_end_to_end_outputs_scores_and_rerun(case: str, tmp_path: Path, predictor) -> None:
     settings = make_settings(tmp_path / "out", **write_dataset(case, tmp_path / "data"))
-    benchmark = benchmark_of(settings)
-    items = benchmark.items()
+    items = benchmark_of(settings).items()
     videos = {item.video_id for item in items}
 
     result = run_evaluation(settings, predictor=predictor)
 
-    assert_official_layout(settings.out, items, benchmark)
+    assert_official_layout(settings.out, items)
     assert (result["items"], result["written"], result["skipped_already_done"], result["failed"]) == (
         len(items), len(items), 0, {}
     )
@@ -360,7 +361,7 @@ def test_a_video_interrupted_mid_way_leaves_no_item_that_counts_as_done(tmp_path
     result = run_evaluation(settings, predictor=predictor)
     assert (result["written"], result["skipped_already_done"]) == (len(second_video), len(first_video))
     assert not stale.exists() and not temporaries(settings.out)
-    assert_official_layout(settings.out, items, benchmark_of(settings))
+    assert_official_layout(settings.out, items)
 
 
 # ------------------------------------------------------------------------------------------------ failures
@@ -392,11 +393,25 @@ def test_failed_items_are_listed_and_the_run_fails(tmp_path: Path, predictor, ti
     # The CLI reports the failure and exits 2; once the frame is repaired a rerun completes only the rest.
     capsys.readouterr()
     assert cli_eval(settings, model=tiny_model_dir) == 2
-    assert capsys.readouterr().err.startswith("error: 2 items failed")
+    assert capsys.readouterr().err.splitlines()[-1].startswith("error: 2 items failed (listed in results.json): ")
     Image.fromarray(np.zeros((*SIZE, 3), dtype=np.uint8)).save(frame, format="JPEG")
     result = run_evaluation(settings, predictor=predictor)
     assert (result["written"], result["skipped_already_done"], result["failed"]) == (len(broken), 3, {})
     assert "score" in result
+
+
+def test_items_rank_0_cannot_see_fail_the_run(tmp_path: Path, predictor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on several nodes whose --out is not shared: the other ranks' items are not in rank 0's folder."""
+    import videolisa.evaluation
+
+    settings = make_settings(tmp_path / "out", **write_dataset("reasonvos", tmp_path / "data"))
+    all_shards = shard_videos(benchmark_of(settings).items(), DistributedContext(rank=0, world_size=2))
+    monkeypatch.setattr(videolisa.evaluation, "shard_videos", lambda items, context: all_shards)
+    unseen = sorted(item.key for item in benchmark_of(settings).items() if item.video_id not in all_shards)
+    with pytest.raises(EvaluationFailed, match="is --out on a filesystem shared by every node"):
+        run_evaluation(settings, predictor=predictor)
+    result = json.loads((settings.out / "results.json").read_text())
+    assert sorted(result["failed"]) == unseen and "score" not in result
 
 
 def cli_eval(settings: EvaluationSettings, *extra: str, model: Path | str | None = None) -> int:
@@ -434,7 +449,8 @@ def test_malformed_datasets_give_clear_errors(tmp_path: Path, predictor, capsys)
     mask_dict = json.loads(mask_dict_path.read_text())
     mask_dict["6"][0] = encode_rle(np.ones((SIZE[0], SIZE[1] - 1), dtype=bool))
     write_json(mask_dict_path, mask_dict)
-    with pytest.raises(InvalidInputError, match=r"anno_id 6 .*RLE size \[32, 47\] differs from the frame size \[32, 48\]"):
+    wrong_size = r"anno_id 6 .*RLE size \[32, 47\] differs from the frame size \[32, 48\]"
+    with pytest.raises(InvalidInputError, match=wrong_size):
         run_evaluation(mevis, predictor=predictor)
     # Through the CLI: exit status 2 and a one-line error, before any model is loaded (there is none).
     capsys.readouterr()
@@ -476,7 +492,10 @@ def test_reasonvos_id_keyed_meta_is_scored(tmp_path: Path, predictor) -> None:
     meta = json.loads(meta_path.read_text())
     video = meta["videos"]["vidB"]
     video["is_sent"] = True
-    video["expressions"] = {str(e["exp_id"]): {"obj_id": e["obj_id"], "exp_text": e["exp_text"]} for e in video["expressions"]}
+    video["expressions"] = {
+        str(entry["exp_id"]): {"obj_id": entry["obj_id"], "exp_text": entry["exp_text"]}
+        for entry in video["expressions"]
+    }
     write_json(meta_path, meta)
     result = run_evaluation(settings, predictor=predictor)
     items = benchmark_of(settings).items()
@@ -490,14 +509,15 @@ def test_image_ground_truth_follows_the_current_limit(tmp_path: Path, predictor)
     settings = make_settings(tmp_path / "out", **dataset, limit=1)
     result = run_evaluation(settings, predictor=predictor)
     items = benchmark_of(settings).items()[:1]
-    assert list(json.loads((settings.out / "score.json").read_text())["sequences"]) == [f"{items[0].key}/{items[0].frame_names[0]}"]
+    scored = json.loads((settings.out / "score.json").read_text())["sequences"]
+    assert list(scored) == [f"{items[0].key}/{items[0].frame_names[0]}"]
     assert_scores(result, *expected_scores("refcoco", settings, items))
 
 
 # ------------------------------------------------------------------------------------------------ sharding, CLI
 def test_videos_are_sharded_deterministically_over_ranks(tmp_path: Path) -> None:
     items = get_benchmark("reasonvos", write_reasonvos(tmp_path / "ReasonVOS")).items()
-    items += [replace(item, key=f"extra/{n}", output_dir=f"extra/{n}", video_id=f"v{n}") for n, item in enumerate(items)]
+    items += [replace(item, key=f"x/{n}", output_dir=f"x/{n}", video_id=f"v{n}") for n, item in enumerate(items)]
     shards = [shard_videos(items, DistributedContext(rank=rank, world_size=3)) for rank in range(3)]
     videos = [video for shard in shards for video in shard]
     assert sorted(videos) == sorted({item.video_id for item in items}) and len(videos) == len(set(videos))

@@ -189,6 +189,7 @@ def test_full_frame_masks():
 def test_identical_single_pixels():
     pixel = with_pixels(17, 31, (8, 15))
     assert frame_jf(pixel, pixel) == (1.0, 1.0)
+    assert frame_jf(pixel.astype(bool), pixel.astype(bool)) == (1.0, 1.0)
 
 
 def test_single_pixels_two_columns_apart_match_half_their_boundary():

@@ -230,7 +230,7 @@ def test_adam_steps_on_one_sample_reduce_the_loss(batch, tiny_model_factory):
     model.apply_freezing_policy()
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     losses, bce_losses = [], []
-    for _ in range(4):
+    for _ in range(3):
         optimizer.zero_grad()
         output = model(batch)
         output.loss.backward()

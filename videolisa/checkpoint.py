@@ -327,7 +327,9 @@ def load_state_dict_strict(
             mismatched.append(f"{name}: checkpoint {tuple(tensor.shape)} vs model {tuple(expected[target].shape)}")
         else:
             target_dtype = dtype if dtype is not None else expected[target].dtype
-            loaded[target] = tensor.to(target_dtype) if tensor.is_floating_point() else tensor
+            # Always an owned copy: safetensors and mmap'd pickles hand out views into the file at arbitrary
+            # offsets, and misaligned weights change CPU matmul results (no bit-identical round trip).
+            loaded[target] = tensor.to(target_dtype, copy=True) if tensor.is_floating_point() else tensor.clone()
     missing = sorted(set(expected) - set(loaded))
     problems = []
     if unmapped:
@@ -462,7 +464,10 @@ def load_model(
         model, iter_checkpoint_tensors(paths), key_map, dtype, source=f"checkpoint {model_dir}",
         scope=None if has_clip else (lambda name: not _is_clip_key(name)),
     )
-    return model.to(device=device, dtype=dtype).eval()
+    # Parameters and persistent buffers were cast to ``dtype`` as they were loaded. Non-persistent buffers
+    # keep their build dtype: RoPE ``inv_freq`` must stay float32 (the original computed it in float32 in
+    # bf16 runs too; rounded to bf16 it shifts the rotary phase by ~0.4 rad at position 2370).
+    return model.to(device=device).eval()
 
 
 def _is_clip_key(name: str) -> bool:

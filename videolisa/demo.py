@@ -35,7 +35,7 @@ import numpy as np
 
 from videolisa.errors import InvalidInputError, VideoLisaError
 from videolisa.outputs import DEFAULT_OVERLAY_ALPHA, DEFAULT_OVERLAY_COLOR, MaskWriter, atomic_path, make_overlay_image
-from videolisa.processing.video_io import VIDEO_EXTENSIONS, open_video
+from videolisa.processing.video_io import VIDEO_EXTENSIONS, VideoReader, open_video
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -191,12 +191,10 @@ def find_examples(directory: PathLike) -> list[DemoExample]:
 # One request
 
 
-def parse_color(value: str | Sequence[int]) -> tuple[int, int, int]:
-    """``"#ff0000"``, ``"rgb(255, 0, 0)"``, ``"red"`` or ``(255, 0, 0)`` -> ``(255, 0, 0)``."""
+def parse_color(value: str) -> tuple[int, int, int]:
+    """A colour picker's value (``"#ff0000"``, ``"rgba(255, 0, 0, 1)"``, ``"red"``) -> ``(255, 0, 0)``."""
     from PIL import ImageColor
 
-    if not isinstance(value, str):
-        return tuple(int(channel) for channel in value)  # type: ignore[return-value]
     try:
         return tuple(ImageColor.getrgb(value.strip())[:3])  # type: ignore[return-value]
     except ValueError as error:
@@ -227,12 +225,37 @@ def _check_length(name: str, num_frames: int, fps: float, limits: DemoLimits) ->
         )
 
 
-def _zip_masks(zip_path: Path, png_dir: Path, rle_json: Path) -> None:
-    """``masks/<frame>.png`` for every PNG in ``png_dir`` plus the RLE JSON, written atomically."""
+def _zip_masks(zip_path: Path, png_dir: Path, frame_names: Sequence[str], rle_json: Path) -> None:
+    """``masks/<frame>.png`` for every frame plus the RLE JSON, written atomically."""
     with atomic_path(zip_path) as temp_path, zipfile.ZipFile(temp_path, "w", zipfile.ZIP_DEFLATED) as archive:
-        for png in sorted(png_dir.glob("*.png")):
-            archive.write(png, f"masks/{png.name}")
+        for name in frame_names:
+            archive.write(png_dir / f"{name}.png", f"masks/{name}.png")
         archive.write(rle_json, rle_json.name)
+
+
+def _write_outputs(
+    predictor: "VideoLisaPredictor",
+    reader: VideoReader,
+    instruction: str,
+    settings: DemoSettings,
+    key_indices: set[int],
+    paths: dict[str, Path],
+    progress: Callable[[int, int], None] | None,
+) -> list[tuple[np.ndarray, str]]:
+    """Stream the masks into a MaskWriter (``paths``: png_dir, rle_path, overlay_path) in one pass over the
+    video; returns the tinted key frames ``(image [H, W, 3] uint8, caption)`` in frame order."""
+    key_frames = []
+    with MaskWriter(reader.frame_names, reader.height, reader.width, instruction=instruction, fps=reader.fps,
+                    overlay_color=settings.overlay_color, overlay_alpha=settings.overlay_alpha, **paths) as writer:
+        for item in predictor.iter_segment(
+            reader, [instruction], frames_sparse=settings.frames_sparse, frames_dense=settings.frames_dense,
+            threshold=settings.threshold, return_frames=True, progress=progress or False,
+        ):
+            writer.write(item.masks[:1], item.frame[None])
+            if item.index in key_indices:
+                image = make_overlay_image(item.frame, item.masks[0], settings.overlay_color, settings.overlay_alpha)
+                key_frames.append((image, f"frame {item.index}"))
+    return key_frames
 
 
 def segment_for_demo(
@@ -254,45 +277,25 @@ def segment_for_demo(
     instruction = (instruction or "").strip()
     if not instruction:
         raise InvalidInputError("the instruction is empty: type what to segment, e.g. 'the red square moving left'")
-    path = Path(video)
+    path, out = Path(video), Path(out_dir)
     _check_upload(path, limits)
-    reader = open_video(path)
-    _check_length(path.name, reader.num_frames, reader.fps, limits)
-    sparse, dense = predictor.sample_frames(reader.num_frames, settings.frames_sparse, settings.frames_dense)
-    key_indices = sorted(set(dense))
-    out = Path(out_dir)
     stem = _file_stem(path)
-    overlay_video, png_dir, rle_json = out / f"{stem}_overlay.mp4", out / "masks", out / "masks.json"
-    key_frames: list[tuple[np.ndarray, str]] = []
-    first_masks_seconds = None
-    with MaskWriter(reader.frame_names, reader.height, reader.width, png_dir=png_dir, rle_path=rle_json,
-                    overlay_path=overlay_video, instruction=instruction, fps=reader.fps,
-                    overlay_color=settings.overlay_color, overlay_alpha=settings.overlay_alpha) as writer:
-        for item in predictor.iter_segment(
-            reader, [instruction], frames_sparse=settings.frames_sparse, frames_dense=settings.frames_dense,
-            threshold=settings.threshold, return_frames=True, progress=progress or False,
-        ):
-            if first_masks_seconds is None:
-                first_masks_seconds = time.perf_counter() - start
-            writer.write(item.masks[:1], item.frame[None])
-            if item.index in key_indices:
-                image = make_overlay_image(item.frame, item.masks[0], settings.overlay_color, settings.overlay_alpha)
-                key_frames.append((image, f"frame {item.index}"))
+    paths = {"png_dir": out / "masks", "rle_path": out / "masks.json", "overlay_path": out / f"{stem}_overlay.mp4"}
+    with open_video(path) as reader:
+        _check_length(path.name, reader.num_frames, reader.fps, limits)
+        sparse, dense = predictor.sample_frames(reader.num_frames, settings.frames_sparse, settings.frames_dense)
+        key_frames = _write_outputs(predictor, reader, instruction, settings, set(dense), paths, progress)
+        frame_names, num_frames = reader.frame_names, reader.num_frames
     masks_zip = out / f"{stem}_masks.zip"
-    _zip_masks(masks_zip, png_dir, rle_json)
+    _zip_masks(masks_zip, paths["png_dir"], frame_names, paths["rle_path"])
     total = time.perf_counter() - start
     return DemoResult(
-        overlay_video=overlay_video,
+        overlay_video=paths["overlay_path"],
         masks_zip=masks_zip,
-        rle_json=rle_json,
+        rle_json=paths["rle_path"],
         key_frames=key_frames,
         frame_indices={"sparse": sparse, "dense": dense},
-        timings={
-            "frames": reader.num_frames,
-            "seconds_to_first_masks": round(first_masks_seconds or total, 3),
-            "seconds_total": round(total, 3),
-            "frames_per_second": round(reader.num_frames / total, 2),
-        },
+        timings={"frames": num_frames, "seconds": round(total, 3), "frames_per_second": round(num_frames / total, 2)},
     )
 
 
@@ -353,8 +356,18 @@ def build_demo(
     config = predictor.model.config
     red, green, blue = DEFAULT_OVERLAY_COLOR
 
-    def segment(video, instruction, frames_sparse, frames_dense, threshold, overlay_color, overlay_opacity,
-                progress=gr.Progress()):
+    def segment(
+        video: str | None,
+        instruction: str,
+        frames_sparse: float,
+        frames_dense: float,
+        threshold: float,
+        overlay_color: str,
+        overlay_opacity: float,
+        progress: gr.Progress = gr.Progress(),
+    ) -> tuple[str, list[tuple[np.ndarray, str]], str, dict[str, list[int]], dict[str, float]]:
+        """Segment the video from the instruction; returns the overlay video, key frames, masks zip, sampled
+        frame indices and timings."""
         if not video:
             raise gr.Error("No video: upload one or pick an example below.", print_exception=False)
         settings = DemoSettings(int(frames_sparse), int(frames_dense), float(threshold),
@@ -384,7 +397,7 @@ def build_demo(
                 instruction = gr.Textbox(label="Instruction", placeholder="e.g. the red square moving to the left",
                                          lines=2, elem_id="instruction")
                 run_button = gr.Button("Segment", variant="primary", elem_id="segment-button")
-                with gr.Accordion("Advanced settings", open=False):
+                with gr.Accordion("Advanced settings", open=False, elem_id="advanced-settings"):
                     frames_sparse = gr.Slider(1, 2 * config.num_frames_sparse, value=config.num_frames_sparse,
                                               step=1, label="Sparse frames (read by the LLM)")
                     frames_dense = gr.Slider(1, 2 * config.num_frames_dense, value=config.num_frames_dense,
@@ -401,14 +414,15 @@ def build_demo(
             with gr.Column():
                 overlay = gr.Video(label="Segmented video", autoplay=True, loop=True, interactive=False,
                                    elem_id="overlay-video")
+                # PNG, not Gradio's default lossy webp, which smears thin masks.
                 key_frames = gr.Gallery(label="Key frames", columns=4, rows=1, height=220, object_fit="contain",
-                                        elem_id="key-frames")
+                                        format="png", elem_id="key-frames")
                 masks_zip = gr.File(label="Download masks", elem_id="masks-zip")
                 with gr.Row():
                     indices = gr.JSON(label="Sampled frames", max_height=260, elem_id="frame-indices")
                     timings = gr.JSON(label="Timings", max_height=260, elem_id="timings")
         if model_name:
-            gr.Markdown(f"Model: `{html.escape(model_name)}`")
+            gr.Markdown(f"Model: `{model_name}`")
         gr.on(
             [run_button.click, instruction.submit],
             segment,

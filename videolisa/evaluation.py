@@ -210,7 +210,8 @@ def predict_shard(
         # Any error of one video (not only bad input: a decoder or runtime error too) is recorded and the
         # shard goes on: raising here would leave the other ranks waiting for this one in the gather.
         except Exception as error:
-            logger.exception("video %s failed", video_id)
+            # A traceback only for unexpected errors: bad input is explained by its message.
+            logger.error("video %s failed: %s", video_id, error, exc_info=not isinstance(error, VideoLisaError))
             summary.failed.update({item.key: f"{type(error).__name__}: {error}" for item in pending})
         done_videos += 1
     summary.seconds = time.perf_counter() - start
@@ -260,8 +261,7 @@ def score_predictions(
         gt_root = write_image_ground_truth(benchmark, items, settings.out)
         return score_benchmark("refseg", gt_root / "all", pred_root, workers=settings.workers)
     if name == "refdavis":
-        if settings.davis_root is None:
-            raise InvalidInputError("scoring refdavis needs --davis-root (DAVIS-2017 with Annotations_unsupervised)")
+        _require_refdavis_scorable(settings)
         return score_benchmark("refdavis", settings.davis_root, pred_root, workers=settings.workers,
                                meta=_scoring_meta(benchmark, items, settings))
     if not benchmark.has_ground_truth:
@@ -358,7 +358,8 @@ def write_submission_zip(benchmark: Benchmark, items: Sequence[BenchmarkItem], o
 # ============================================================================ report
 def markdown_report(result: dict[str, Any]) -> str:
     """A human-readable summary table of the evaluation result."""
-    lines = [f"# {result['benchmark']} ({result['split']}) — {result['model']}", ""]
+    split = f" ({result['split']})" if result["split"] is not None else ""
+    lines = [f"# {result['benchmark']}{split} — {result['model']}", ""]
     score = result.get("score")
     if score:
         names = list(score["overall"])
@@ -426,7 +427,7 @@ def run_evaluation(
     return result
 
 
-def _require_refdavis_scorable(settings: EvaluationSettings, cut_by_limit: bool) -> None:
+def _require_refdavis_scorable(settings: EvaluationSettings, cut_by_limit: bool = False) -> None:
     """Ref-DAVIS17 is scored against DAVIS-2017 (``--davis-root``) on every sequence of its image set, with
     the expressions of each object taken four by four, so a ``--limit`` that cuts the item list cannot be
     scored."""
@@ -478,6 +479,13 @@ def _finish(
     runtime: dict[str, Any],
 ) -> dict[str, Any]:
     failed = {key: error for summary in summaries for key, error in summary.failed.items()}
+    # Every item is now written, failed, or was done before; one that rank 0 cannot see was written by a rank
+    # on another node into an --out that is not shared with this one.
+    failed.update({
+        item.key: f"no predictions in {prediction_dir(settings.out, item)} after the run (is --out on a "
+                  "filesystem shared by every node?)"
+        for item in items if item.key not in failed and not is_complete(settings.out, item)
+    })
     seconds = max((summary.seconds for summary in summaries), default=0.0)
     frames = sum(summary.frames for summary in summaries)
     videos = sum(summary.videos for summary in summaries)
@@ -499,8 +507,7 @@ def _finish(
         "runtime": runtime,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    complete = [item for item in items if is_complete(settings.out, item)]
-    if settings.score and not failed and len(complete) == len(items):
+    if settings.score and not failed:
         report = score_predictions(benchmark, items, settings)
         if report is not None:
             from videolisa.metrics import write_report

@@ -28,6 +28,7 @@ import torch
 
 from videolisa.constants import DEFAULT_ANSWER, MASK_LOGIT_THRESHOLD
 from videolisa.errors import InvalidInputError, MissingFilesError
+from videolisa.modeling.sam_fast import configure_fast_sam
 from videolisa.modeling.sparse_dense import assemble_video_tokens
 from videolisa.processing.processor import VideoLisaProcessor
 from videolisa.processing.sampling import dense_frame_indices
@@ -122,6 +123,8 @@ class VideoLisaPredictor:
         device / dtype: where and how to run (``"auto"``: CUDA + bf16 if available, else CPU + fp32).
         chunk_size: frames per SAM batch; results do not depend on it, peak memory does.
         prefetch: decode and preprocess the next chunk in a background thread.
+        fast_sam: run SAM on the fast path of :mod:`videolisa.modeling.sam_fast` (fused attention, batched
+            mask decoding, bf16 autocast with float32 weights on GPU); False runs the stock modules.
     """
 
     def __init__(
@@ -132,12 +135,14 @@ class VideoLisaPredictor:
         dtype: str | torch.dtype | None = "auto",
         chunk_size: int = 8,
         prefetch: bool = True,
+        fast_sam: bool = True,
     ) -> None:
         if not isinstance(chunk_size, int) or chunk_size < 1:
             raise InvalidInputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        configure_fast_sam(self.model.sam, fast_sam, self.dtype)
         self.processor = VideoLisaProcessor(tokenizer, model.config)
         self.chunk_size = chunk_size
         self.prefetch = prefetch

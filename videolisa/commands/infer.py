@@ -8,12 +8,16 @@ import os
 import sys
 import tempfile
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable, Iterable, TypeVar
 
 from videolisa.errors import InvalidInputError
 
 FORMATS = ("png", "rle")
 DEFAULT_MODEL = "builtin:synthetic"
+T = TypeVar("T")
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +32,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
                         help="auto: bf16 on CUDA, fp32 on CPU")
     parser.add_argument("--chunk-size", type=int, default=8, help="frames per SAM batch (memory vs speed)")
+    parser.add_argument("--no-fast-sam", dest="fast_sam", action="store_false",
+                        help="run the stock SAM modules (per-frame decoding, no fused attention or autocast)")
     parser.add_argument("--frames-sparse", type=int, default=None, help="sparse frames (default: model config)")
     parser.add_argument("--frames-dense", type=int, default=None, help="dense frames (default: model config)")
     parser.add_argument("--vision-tower", default=None, help="CLIP id or directory for checkpoints without CLIP")
@@ -56,6 +62,26 @@ def ensure_writable_dir(path: Path) -> Path:
     return path
 
 
+def write_in_background(items: Iterable[T], write: Callable[[T], None], max_pending: int) -> None:
+    """Call ``write(item)`` for every item, in order, in one worker thread while this thread produces the next.
+
+    At most ``max_pending`` items wait for their write (bounded memory: each holds one frame's masks). The
+    first error of a write is re-raised here unchanged, and the writes queued after it are cancelled.
+    """
+    pending: deque[Future[None]] = deque()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="videolisa-write") as pool:
+        try:
+            for item in items:
+                pending.append(pool.submit(write, item))
+                while len(pending) > max_pending or (pending and pending[0].done()):
+                    pending.popleft().result()
+            while pending:
+                pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
 def run(args: argparse.Namespace) -> int:
     """Segment, stream masks to the writers, print a summary."""
     from videolisa.outputs import MaskWriter
@@ -69,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     reader = open_video(args.video)
     start = time.perf_counter()
     predictor = VideoLisaPredictor.from_pretrained(
-        args.model, device=args.device, dtype=args.dtype, vision_tower=args.vision_tower, chunk_size=args.chunk_size
+        args.model, device=args.device, dtype=args.dtype, vision_tower=args.vision_tower, chunk_size=args.chunk_size,
+        fast_sam=args.fast_sam,
     )
     load_seconds = time.perf_counter() - start
     paths = {
@@ -80,11 +107,15 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     with MaskWriter(reader.frame_names, reader.height, reader.width, instruction=args.prompt, fps=reader.fps,
                     **paths) as writer:
-        for item in predictor.iter_segment(
+        items = predictor.iter_segment(
             reader, [args.prompt], frames_sparse=args.frames_sparse, frames_dense=args.frames_dense,
             threshold=args.threshold, return_frames=args.save_overlay, progress=sys.stderr.isatty(),
-        ):
-            writer.write(item.masks[:1], item.frame[None] if item.frame is not None else None)
+        )
+        write_in_background(
+            items,
+            lambda item: writer.write(item.masks[:1], item.frame[None] if item.frame is not None else None),
+            max_pending=2 * args.chunk_size,
+        )
     seconds = time.perf_counter() - start
     sparse, dense = predictor.sample_frames(reader.num_frames, args.frames_sparse, args.frames_dense)
     summary = {

@@ -37,10 +37,6 @@ from videolisa.metrics.sequences import BinaryItem, BinaryTask, ItemScores, scor
 BENCHMARKS = ("mevis", "reasonvos", "davis-semi", "davis-unsup", "refdavis", "refseg", "folders")
 
 
-# ---------------------------------------------------------------------------------------------
-# Binary-mask benchmarks: MeViS, ReasonVOS, folders
-
-
 def mevis_tasks(gt_root: Path, pred_root: Path, meta_path: Path | None, missing: MissingPredictions) -> list[BinaryTask]:
     """One task per MeViS video: ``<gt>/meta_expressions.json`` + ``<gt>/mask_dict.json``."""
     videos = load_json(meta_path or gt_root / "meta_expressions.json", "MeViS meta_expressions.json")["videos"]
@@ -120,10 +116,6 @@ def binary_report(benchmark: str, scores: Sequence[ItemScores], notes: list[str]
     return ScoreReport(benchmark, {"J": region, "F": boundary, "JF": (region + boundary) / 2}, sequences, notes=notes)
 
 
-# ---------------------------------------------------------------------------------------------
-# Entry point
-
-
 def score_benchmark(
     benchmark: str,
     gt_root: str | os.PathLike,
@@ -161,14 +153,19 @@ def score_benchmark(
     if benchmark == "refseg":
         return score_refseg(gt_root, pred_root, workers=workers, missing=missing)
     tracker = MissingPredictions(missing)
-    if benchmark == "mevis":
-        tasks = mevis_tasks(gt_root, pred_root, meta_path, tracker)
-    elif benchmark == "reasonvos":
-        tasks = reasonvos_tasks(gt_root, pred_root, meta_path, tracker)
-    elif benchmark == "folders":
-        tasks = folder_tasks(gt_root, pred_root, tracker)
-    else:
-        raise InvalidInputError(f"unknown benchmark {benchmark!r}; expected one of {', '.join(BENCHMARKS)}")
+    try:
+        if benchmark == "mevis":
+            tasks = mevis_tasks(gt_root, pred_root, meta_path, tracker)
+        elif benchmark == "reasonvos":
+            tasks = reasonvos_tasks(gt_root, pred_root, meta_path, tracker)
+        elif benchmark == "folders":
+            tasks = folder_tasks(gt_root, pred_root, tracker)
+        else:
+            raise InvalidInputError(f"unknown benchmark {benchmark!r}; expected one of {', '.join(BENCHMARKS)}")
+    except (KeyError, TypeError) as error:
+        raise InvalidInputError(f"{benchmark}: meta_expressions.json is not in the expected layout ({error!r})") from error
+    if not tasks:
+        raise InvalidInputError(f"{benchmark}: the meta_expressions.json under {gt_root} lists no expressions")
     notes = tracker.check()
     results = run_tasks(score_binary_task, tasks, workers, f"{benchmark} videos")
     return binary_report(benchmark, [item for task in results for item in task], notes)

@@ -93,11 +93,12 @@ def boundary_bits(mask: np.ndarray) -> np.ndarray:
     return edges
 
 
-def _count_matched(points: np.ndarray, target: np.ndarray, radius: int) -> int:
+def _count_matched(points: np.ndarray, n_points: int, target: np.ndarray, radius: int) -> int:
     """Number of ``points`` pixels that have a ``target`` pixel within ``disk(radius)``.
 
     Args:
         points: ``[h, w] uint8`` 0/1 boundary map whose pixels are tested.
+        n_points: its number of non-zero pixels.
         target: ``[h, w] uint8`` 0/1 boundary map of the same crop (the one dilated officially).
         radius: disk radius in pixels.
     """
@@ -107,7 +108,7 @@ def _count_matched(points: np.ndarray, target: np.ndarray, radius: int) -> int:
     near = cv2.dilate(target, _rectangle(half_height, half_width))
     unmatched = cv2.subtract(points, near)
     n_unmatched = cv2.countNonZero(unmatched)
-    matched = cv2.countNonZero(points) - n_unmatched
+    matched = n_points - n_unmatched
     if n_unmatched == 0:
         return matched
     return matched + _count_matched_exactly(unmatched, target, radius, rectangles[1:])
@@ -197,13 +198,16 @@ def frame_jf(pred: np.ndarray, gt: np.ndarray, radius: int | None = None) -> tup
     """J and F of one frame.
 
     Args:
-        pred: ``[H, W] uint8`` 0/1 predicted mask (void pixels already set to 0).
-        gt: ``[H, W] uint8`` 0/1 ground-truth mask (void pixels already set to 0).
+        pred: ``[H, W]`` predicted mask, ``uint8`` 0/1 or ``bool`` (void pixels already cleared).
+        gt: ``[H, W]`` ground-truth mask, ``uint8`` 0/1 or ``bool`` (void pixels already cleared).
         radius: boundary tolerance in pixels; default :func:`boundary_tolerance` of the frame size.
 
     Returns:
         ``(J, F)`` as Python floats, identical to ``db_eval_iou`` and ``f_measure``.
     """
+    # A bool array is 0/1 bytes already; OpenCV only needs to see it as uint8.
+    pred = pred.view(np.uint8) if pred.dtype == np.bool_ else pred
+    gt = gt.view(np.uint8) if gt.dtype == np.bool_ else gt
     if pred.shape != gt.shape:
         raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} differ in size")
     crop = _union_crop(pred, gt)
@@ -219,15 +223,15 @@ def frame_jf(pred: np.ndarray, gt: np.ndarray, radius: int | None = None) -> tup
     region = intersection / (n_pred_pixels + n_gt_pixels - intersection)
 
     # Both boundary maps at once: bit 0 carries the prediction, bit 1 the ground truth.
-    edges = boundary_bits(cv2.bitwise_or(pred_crop, cv2.add(gt_crop, gt_crop)))
+    edges = boundary_bits(cv2.scaleAdd(gt_crop, 2.0, pred_crop))
     pred_boundary = cv2.bitwise_and(edges, 1)
     gt_boundary = cv2.threshold(edges, 1, 1, cv2.THRESH_BINARY)[1]
     n_pred = cv2.countNonZero(pred_boundary)
     n_gt = cv2.countNonZero(gt_boundary)
     if n_pred == 0 or n_gt == 0:
         return region, f_from_counts(n_pred, n_gt, 0, 0)
-    pred_matched = _count_matched(pred_boundary, gt_boundary, radius)
-    gt_matched = _count_matched(gt_boundary, pred_boundary, radius)
+    pred_matched = _count_matched(pred_boundary, n_pred, gt_boundary, radius)
+    gt_matched = _count_matched(gt_boundary, n_gt, pred_boundary, radius)
     return region, f_from_counts(n_pred, n_gt, pred_matched, gt_matched)
 
 

@@ -28,6 +28,19 @@ def _initialise_worker() -> None:
     cv2.setNumThreads(1)
 
 
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """forkserver where available, its server having imported the scoring code once.
+
+    Plain fork is not safe here: once OpenCV has run in this process its worker threads exist, and
+    a forked child can deadlock on a lock one of them held.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["videolisa.metrics"])
+    return context
+
+
 def run_tasks(
     function: Callable[[TaskT], ResultT], tasks: Sequence[TaskT], workers: int | None, description: str
 ) -> list[ResultT]:
@@ -41,11 +54,8 @@ def run_tasks(
         raise ValueError(f"workers must be at least 1, got {workers}")
     if workers == 1 or len(tasks) <= 1:
         return [function(task) for task in tqdm(tasks, desc=description, unit="seq", leave=False)]
-    # fork starts workers in milliseconds and shares the already imported modules.
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else None)
     with ProcessPoolExecutor(
-        max_workers=min(workers, len(tasks)), mp_context=context, initializer=_initialise_worker
+        max_workers=min(workers, len(tasks)), mp_context=_pool_context(), initializer=_initialise_worker
     ) as pool:
         futures = [pool.submit(function, task) for task in tasks]
         with tqdm(total=len(futures), desc=description, unit="seq", leave=False) as progress:

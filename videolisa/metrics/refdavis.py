@@ -50,13 +50,8 @@ class MergeTask:
     out_root: str
 
 
-def read_expression_mask(path: str | None, shape: tuple[int, int] | None) -> np.ndarray | None:
-    """Grey values of one expression mask as the original reads them (``cv2.IMREAD_GRAYSCALE``).
-
-    A missing mask (``path`` None) is all zeros of ``shape`` (None when the shape is not known yet).
-    """
-    if path is None:
-        return None if shape is None else np.zeros(shape, np.uint8)
+def read_expression_mask(path: str) -> np.ndarray:
+    """``[H, W] uint8`` grey values of one expression mask, read as the original does (grayscale)."""
     values = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
     if values is None:
         raise VideoReadError(f"cannot read expression mask {path}")
@@ -93,7 +88,7 @@ def _merge_video(task: MergeTask) -> None:
         folder = Path(task.out_root) / f"anno_{annotator}" / task.video
         folder.mkdir(parents=True, exist_ok=True)
         for frame in range(num_frames):
-            values = [read_expression_mask(paths[frame], None) for paths in objects]
+            values = [None if paths[frame] is None else read_expression_mask(paths[frame]) for paths in objects]
             shape = next((mask.shape for mask in values if mask is not None), None)
             if shape is None:
                 raise InvalidInputError(f"video {task.video} frame {frame}: every expression mask is missing")

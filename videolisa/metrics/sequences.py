@@ -256,9 +256,11 @@ def score_davis_task(task: DavisTask) -> list[DavisObjectScores]:
             continue  # missing frame, scored 0 (only reachable with missing="zero")
         gt = gt_labels[frame]
         void = None if task.semi_supervised else _binary(gt, DAVIS_VOID_LABEL)
+        objects = [remove_void(_binary(gt, obj + 1), void) for obj in range(num_objects)]
+        proposals = [remove_void(_binary(pred, proposal + 1), void) for proposal in range(num_proposals)]
         for proposal, obj in pairs:
             region[proposal, obj, column], boundary[proposal, obj, column] = frame_jf(
-                remove_void(_binary(pred, proposal + 1), void), remove_void(_binary(gt, obj + 1), void), radius
+                proposals[proposal], objects[obj], radius
             )
     if task.semi_supervised:
         matched = [(obj, obj) for obj in range(num_objects)]

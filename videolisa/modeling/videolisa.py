@@ -20,7 +20,8 @@ from transformers import AutoModelForCausalLM, CLIPVisionModel, PreTrainedModel
 from videolisa.config import VideoLisaConfig
 from videolisa.losses import language_model_loss, mask_losses
 from videolisa.modeling.batch import PromptOutput, VideoLisaBatch, VideoLisaOutput
-from videolisa.modeling.sam import build_sam, decode_low_res_logits, upscale_mask_logits
+from videolisa.modeling.sam import build_sam, upscale_mask_logits
+from videolisa.modeling.sam_fast import decode_low_res_logits_auto
 from videolisa.modeling.sparse_dense import assemble_video_tokens, splice_video_tokens
 from videolisa.modeling.trk import build_prompt_head, extract_trk_embeddings, find_seg_read_positions
 from videolisa.modeling.vision import build_projector, extract_clip_features
@@ -148,7 +149,7 @@ class VideoLisaForSegmentation(PreTrainedModel):
         Returns:
             ``[F, K, H, W]`` logits; a pixel belongs to the mask where the logit is > 0.
         """
-        low_res = decode_low_res_logits(self.sam, image_embeddings, prompt_embeddings)
+        low_res = decode_low_res_logits_auto(self.sam, image_embeddings, prompt_embeddings)
         return upscale_mask_logits(self.sam, low_res, resized_hw, original_hw)
 
     # ------------------------------------------------------------------ training

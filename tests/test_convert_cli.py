@@ -1,0 +1,96 @@
+"""Tests of ``videolisa convert`` (videolisa.commands.convert): an original-layout checkpoint (the parity weights)
+becomes a self-contained model of this package's format that behaves exactly like loading the original."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from videolisa.cli import main
+from videolisa.modeling.videolisa import VideoLisaForSegmentation
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def original_model(parity_original_layout) -> VideoLisaForSegmentation:
+    checkpoint, clip = parity_original_layout
+    return VideoLisaForSegmentation.from_pretrained(checkpoint, vision_tower=clip, dtype=torch.float32)
+
+
+@torch.no_grad()
+def prompt_embedding(model: VideoLisaForSegmentation, input_ids: torch.Tensor) -> torch.Tensor:
+    """Prompt embedding ``[1, 256]`` of the parity prompt for fixed random CLIP pixels."""
+    pixels = torch.randn(1, 32, 3, 336, 336, generator=torch.Generator().manual_seed(0))
+    video_tokens = model.build_video_tokens(pixels, torch.tensor([[3, 10, 18, 26]]))
+    return model.compute_prompts(input_ids, video_tokens).prompt_embeddings
+
+
+def parity_input_ids(parity_dir: Path) -> torch.Tensor:
+    import numpy as np
+
+    return torch.from_numpy(np.load(parity_dir / "input_ids.npy"))
+
+
+@pytest.mark.slow  # a fresh interpreter imports torch + transformers (~10-20 s on 2 busy cores)
+def test_convert_command_writes_an_equivalent_model(tmp_path, parity_dir, parity_original_layout, original_model):
+    checkpoint, clip = parity_original_layout
+    out = tmp_path / "converted"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run(
+        [sys.executable, "-m", "videolisa.cli", "convert", str(checkpoint), str(out), "--vision-tower", str(clip),
+         "--dtype", "fp32"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"-> {out} (fp32" in result.stdout
+    assert "model.safetensors" in result.stdout and "config.json" in result.stdout
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "videolisa"
+    assert config["text_config"]["sliding_window"] == 2048
+    assert config["sam_config"]["encoder_embed_dim"] == 32
+
+    converted = VideoLisaForSegmentation.from_pretrained(out)  # no vision_tower needed: CLIP is inside
+    converted_state, original_state = converted.state_dict(), original_model.state_dict()
+    assert converted_state.keys() == original_state.keys()
+    for name, tensor in original_state.items():
+        assert torch.equal(converted_state[name], tensor), name
+    input_ids = parity_input_ids(parity_dir)
+    assert torch.equal(prompt_embedding(converted, input_ids), prompt_embedding(original_model, input_ids))
+
+
+def test_convert_in_bf16_by_default(tmp_path, parity_original_layout, original_model, capsys):
+    checkpoint, clip = parity_original_layout
+    out = tmp_path / "converted-bf16"
+    assert main(["convert", str(checkpoint), str(out), "--vision-tower", str(clip)]) == 0
+    assert "(bf16" in capsys.readouterr().out
+    with safe_open(str(out / "model.safetensors"), framework="pt") as handle:
+        dtypes = {handle.get_slice(name).get_dtype() for name in handle.keys()}
+    assert dtypes == {"BF16"}
+    converted = VideoLisaForSegmentation.from_pretrained(out, dtype=torch.float32)
+    # The original weights are bf16 values, so everything but the float32 CLIP survives bf16 storage exactly.
+    for name, tensor in original_model.state_dict().items():
+        if not name.startswith("vision_tower."):
+            assert torch.equal(converted.state_dict()[name], tensor), name
+
+
+def test_convert_refuses_to_write_into_the_original_directory(parity_original_layout, capsys):
+    checkpoint, clip = parity_original_layout
+    assert main(["convert", str(checkpoint), str(checkpoint), "--vision-tower", str(clip)]) == 2
+    assert "is the original checkpoint directory" in capsys.readouterr().err
+
+
+def test_convert_rejects_a_checkpoint_that_is_not_original(tmp_path, tiny_model, capsys):
+    source = tmp_path / "package-format"
+    tiny_model.save_pretrained(source)
+    assert main(["convert", str(source), str(tmp_path / "out")]) == 2
+    assert "is not an original VideoLISA config" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

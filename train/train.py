@@ -1,0 +1,53 @@
+"""Train VideoLISA with DeepSpeed (the original recipe, spec §4).
+
+    deepspeed --num_gpus 8 train/train.py --config train/configs/videolisa_3.8b.yaml model.sam_checkpoint=... ...
+    deepspeed --hostfile hostfile train/train.py --config train/configs/videolisa_3.8b.yaml ...   # many nodes
+    deepspeed --num_gpus 1 train/train.py --resume runs/videolisa_3.8b                           # continue
+    deepspeed --num_gpus 2 train/train.py --config train/configs/tiny_cpu.yaml data.roots.mevis=DATA  # CPU
+
+``key=value`` arguments override the YAML (``train.total_steps=100``, ``data.rates.custom=1``,
+``data.custom_files=[my.jsonl]``); they are checked against :class:`videolisa.training.TrainingConfig`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from videolisa.errors import VideoLisaError
+from videolisa.training import prepare_run, run_training
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """``--config`` or ``--resume``, then ``key=value`` overrides."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, help="training YAML (train/configs/*.yaml)")
+    parser.add_argument("--resume", type=Path, help="run directory to continue from its last checkpoint")
+    parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # set by the launcher
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Prepare the run (config, resume checks), train on this process, report."""
+    args = parse_args(argv)
+    rank = int(os.environ.get("RANK", 0))
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s")
+    try:
+        run = prepare_run(args.config, args.resume, args.overrides)
+        summary = run_training(run)
+    except VideoLisaError as error:
+        logging.getLogger("train").error("%s", error)
+        return 2
+    if rank == 0:
+        logging.getLogger("train").info("finished at step %d; best: %s; run folder %s",
+                                        summary["step"], summary["best"], run.run_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""Your own training data: a JSONL file of (video, instruction, masks) records.
+
+Each line of the file is one JSON object; relative paths are relative to the folder of the JSONL file::
+
+    {"video": "videos/dog.mp4", "instruction": "dog jumping over the fence", "masks": "masks/dog"}
+    {"video": "frames/cat", "instruction": "Which animal hides first? Segment it.", "is_sentence": true,
+     "masks": {"rle": [{"size": [480, 640], "counts": "..."}, null, ...]}}
+    {"video": "images/street.jpg", "instruction": "red car", "masks": "images/street_car.png"}
+    {"video": "frames/kitchen", "instruction": "two cups", "masks": "masks/kitchen", "mask_value": 3}
+    {"video": "frames/cat", "instruction": "What is the cat doing?", "answer": "It is sleeping on a sofa."}
+
+Fields:
+
+* ``video`` (required): a video file (``.mp4 .avi .mov .webm .mkv``), a folder of frames (``.jpg``/``.png``,
+  natural order: ``2.jpg`` before ``10.jpg``) or a single image (trained as a pseudo-video, like the image
+  datasets).
+* ``instruction`` (required): what to segment. A phrase (default) is lower-cased into a SHORT question
+  (``"Please segment the {instruction} in this image."`` and the other original templates); with
+  ``"is_sentence": true`` it is a reasoning sentence kept as written in a LONG question
+  (``"{instruction} Please output segmentation mask."``).
+* ``masks``: the target, one of
+
+  - a folder of PNGs named after the frames (``<frame name>.png``; frame names are the file stems of a frame
+    folder, ``00000``, ``00001``, ... for a video file). Frames without a PNG are unannotated: training
+    clips are drawn among the annotated frames only (as YouTube-VOS is annotated every 5th frame);
+  - a PNG file, for a single image;
+  - ``{"rle": [...]}``: one COCO RLE (``{"size": [h, w], "counts": str}``, as ``pycocotools`` writes) or
+    ``null`` (empty mask) per frame of the video.
+
+  A pixel belongs to the target where the PNG is non-zero, or where it equals ``mask_value`` (an object id
+  of a palette or grayscale PNG that holds several objects). Without ``masks`` the record is a text-only
+  exchange and needs an ``answer``.
+* ``answer`` (optional): the assistant's reply. Default: one of the original answers (``"Sure, [SEG]."``,
+  ...). With masks it must contain the segmentation token ``[SEG]`` exactly once.
+
+Use it with ``data.custom_files=[/path/a.jsonl, ...]`` and a rate ``data.rates.custom`` (e.g. the only rate
+for a custom-only fine-tune). Every record's files are checked when training starts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from videolisa.benchmarks.layout import require_field
+from videolisa.constants import DEFAULT_SEG_TOKEN
+from videolisa.data.base import TrainingDataset, draw_index
+from videolisa.data.prompts import long_question, seg_answer, short_question, single_turn
+from videolisa.data.sample import SampleSettings, TrainingSample, build_image_sample, build_video_sample
+from videolisa.errors import InvalidInputError, MissingFilesError
+from videolisa.processing.sampling import sample_training_dense_positions, sample_training_frames
+from videolisa.processing.video_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+
+RECORD_FIELDS = ("video", "instruction", "is_sentence", "masks", "mask_value", "answer")
+
+
+@dataclass(frozen=True)
+class CustomRecord:
+    """One parsed line of a custom JSONL file."""
+
+    where: str  # "<file>:<line>" for error messages
+    video: Path
+    instruction: str
+    is_sentence: bool
+    mask_png: Path | None  # a PNG file or a folder of PNGs
+    mask_rles: tuple[dict[str, Any] | None, ...] | None
+    mask_value: int | None
+    answer: str | None
+
+    @property
+    def has_masks(self) -> bool:
+        """Whether the record has a target (otherwise it is text-only)."""
+        return self.mask_png is not None or self.mask_rles is not None
+
+
+def _resolve(base: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _parse_masks(record: dict[str, Any], base: Path, where: str) -> tuple[Path | None, tuple | None]:
+    masks = record.get("masks")
+    if masks is None:
+        return None, None
+    if isinstance(masks, str):
+        path = _resolve(base, masks)
+        if not path.exists():
+            raise MissingFilesError(f"{where}: masks {path} does not exist")
+        if path.is_file() and path.suffix.lower() != ".png":
+            raise InvalidInputError(f"{where}: masks {path} must be a .png file or a folder of .png files")
+        return path, None
+    rles = require_field(masks, "rle", list, f"{where}: masks")
+    for index, rle in enumerate(rles):
+        if rle is not None:
+            require_field(rle, "size", list, f"{where}: masks.rle[{index}]")
+            require_field(rle, "counts", (str, list), f"{where}: masks.rle[{index}]")
+    return None, tuple(rles)
+
+
+def parse_custom_record(record: Any, base: Path, where: str, seg_token: str = DEFAULT_SEG_TOKEN) -> CustomRecord:
+    """Validate one JSON record (see the module docstring) and resolve its paths against ``base``."""
+    if not isinstance(record, dict):
+        raise InvalidInputError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    unknown = sorted(set(record) - set(RECORD_FIELDS))
+    if unknown:
+        raise InvalidInputError(f"{where}: unknown fields {unknown}; allowed: {list(RECORD_FIELDS)}")
+    video = _resolve(base, require_field(record, "video", str, where))
+    if not video.exists():
+        raise MissingFilesError(f"{where}: video {video} does not exist")
+    if video.is_file() and video.suffix.lower() not in VIDEO_EXTENSIONS + IMAGE_EXTENSIONS:
+        raise InvalidInputError(f"{where}: video {video} is neither a video file nor an image")
+    instruction = require_field(record, "instruction", str, where).strip()
+    if not instruction:
+        raise InvalidInputError(f"{where}: 'instruction' is empty")
+    mask_png, mask_rles = _parse_masks(record, base, where)
+    mask_value = record.get("mask_value")
+    if mask_value is not None and (isinstance(mask_value, bool) or not isinstance(mask_value, int)):
+        raise InvalidInputError(f"{where}: 'mask_value' must be an integer object id, got {mask_value!r}")
+    answer = record.get("answer")
+    if answer is not None and not isinstance(answer, str):
+        raise InvalidInputError(f"{where}: 'answer' must be a string")
+    parsed = CustomRecord(
+        where, video, instruction, bool(record.get("is_sentence", False)), mask_png, mask_rles, mask_value, answer
+    )
+    if parsed.has_masks and answer is not None and answer.count(seg_token) != 1:
+        raise InvalidInputError(f"{where}: an answer with masks must contain {seg_token!r} exactly once")
+    if not parsed.has_masks and (answer is None or seg_token in answer):
+        raise InvalidInputError(f"{where}: a record without masks needs an 'answer' without {seg_token!r}")
+    return parsed
+
+
+def read_custom_file(path: Path, seg_token: str = DEFAULT_SEG_TOKEN) -> list[CustomRecord]:
+    """All records of a JSONL file; blank lines are allowed, anything else must be a valid record."""
+    if not path.is_file():
+        raise MissingFilesError(f"custom data file {path} does not exist (data.custom_files)")
+    records = []
+    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{line_number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise InvalidInputError(f"{where}: not valid JSON: {error}") from error
+        records.append(parse_custom_record(record, path.parent, where, seg_token))
+    if not records:
+        raise InvalidInputError(f"custom data file {path} has no record")
+    return records
+
+
+class CustomDataset(TrainingDataset):
+    """The records of one or more custom JSONL files, uniformly."""
+
+    name = "custom"
+
+    def __init__(self, settings: SampleSettings, files: Sequence[str | Path]) -> None:
+        super().__init__(settings)
+        if not files:
+            raise InvalidInputError("data.custom_files is empty, but the mixture has a 'custom' rate")
+        self.records = [record for file in files for record in read_custom_file(Path(file), settings.seg_token)]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _conversation(self, record: CustomRecord, rng: np.random.Generator) -> list[tuple[str, str]]:
+        if record.is_sentence:
+            question = long_question(record.instruction, rng)
+        else:
+            question = short_question(record.instruction.lower(), rng)
+        answer = record.answer if record.answer is not None else seg_answer(rng, self.settings.seg_token)
+        return single_turn(question, answer)
+
+    def _read_mask(self, record: CustomRecord, frame_index: int, frame_name: str, frame_hw: tuple[int, int]) -> np.ndarray:
+        """``[H, W]`` bool target of one annotated frame."""
+        from videolisa.metrics.io import decode_rle, read_label_png, read_mask
+
+        if record.mask_rles is not None:
+            rle = record.mask_rles[frame_index]
+            return np.zeros(frame_hw, dtype=bool) if rle is None else decode_rle(rle).astype(bool)
+        path = record.mask_png if record.mask_png.is_file() else record.mask_png / f"{frame_name}.png"
+        if record.mask_value is None:
+            return read_mask(path).astype(bool)
+        return read_label_png(path) == record.mask_value
+
+    def _annotated_frames(self, record: CustomRecord, frame_names: Sequence[str]) -> list[int]:
+        """Video frame indices with a target (all frames for RLEs and single PNG files)."""
+        if record.mask_rles is not None:
+            if len(record.mask_rles) != len(frame_names):
+                raise InvalidInputError(
+                    f"{record.where}: masks.rle has {len(record.mask_rles)} entries for {len(frame_names)} frames"
+                )
+            return list(range(len(frame_names)))
+        if record.mask_png is None or record.mask_png.is_file():
+            return list(range(len(frame_names)))
+        present = {path.stem for path in record.mask_png.glob("*.png")}
+        annotated = [index for index, name in enumerate(frame_names) if name in present]
+        if not annotated:
+            raise InvalidInputError(
+                f"{record.where}: no PNG in {record.mask_png} is named after a frame (frame names: "
+                f"{list(frame_names[:3])}...)"
+            )
+        return annotated
+
+    def build_sample(self, index: int, rng: np.random.Generator) -> TrainingSample:
+        from videolisa.processing.video_io import open_video
+
+        record = self.records[index]
+        conversation = self._conversation(record, rng)
+        metadata = {"dataset": self.name, "record": record.where}
+        with open_video(record.video) as reader:
+            frame_names = list(reader.frame_names)
+            frame_hw = (reader.height, reader.width)
+            if record.mask_png is not None and record.mask_png.is_file() and reader.num_frames != 1:
+                raise InvalidInputError(f"{record.where}: a single mask PNG needs a single image as 'video'")
+            annotated = self._annotated_frames(record, frame_names)
+            if reader.num_frames == 1:
+                masks = [self._read_mask(record, 0, frame_names[0], frame_hw)] if record.has_masks else []
+                image = reader.get_frames([0])[0]
+                return build_image_sample(image, np.array(masks, dtype=np.uint8).reshape(-1, *frame_hw),
+                                          conversation, self.settings, metadata)
+            settings = self.settings
+            anchor = draw_index(len(annotated), rng)
+            positions = sample_training_frames(len(annotated), settings.num_frames_sparse, anchor, rng)
+            sparse = [annotated[position] for position in positions]
+            dense_positions = sample_training_dense_positions(settings.num_frames_sparse, settings.num_frames_dense, rng)
+            dense = [sparse[position] for position in dense_positions]
+            unique = sorted(set(sparse))
+            frames = dict(zip(unique, reader.get_frames(unique)))
+        if record.has_masks:
+            masks = np.stack([self._read_mask(record, i, frame_names[i], frame_hw) for i in dense])[None]
+        else:
+            masks = np.zeros((0, len(dense), *frame_hw), dtype=np.uint8)
+        metadata.update(frames=sparse, dense=dense)
+        return build_video_sample(frames, sparse, dense_positions, masks, conversation, self.settings, metadata)
