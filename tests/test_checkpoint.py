@@ -287,7 +287,8 @@ def test_infer_sam_config_reads_the_parity_checkpoint(parity_dir):
     assert config.decoder_mlp_dim == decoder["transformer_mlp_dim"]
     assert config.decoder_num_heads == decoder["transformer_num_heads"]
     assert config.num_multimask_outputs == decoder["num_multimask_outputs"]
-    assert (config.iou_head_depth, config.iou_head_hidden_dim) == (decoder["iou_head_depth"], decoder["iou_head_hidden_dim"])
+    assert config.iou_head_depth == decoder["iou_head_depth"]
+    assert config.iou_head_hidden_dim == decoder["iou_head_hidden_dim"]
 
 
 def test_infer_sam_config_names_a_missing_tensor():

@@ -43,7 +43,8 @@ def parity_input_ids(parity_dir: Path) -> torch.Tensor:
 def test_convert_command_writes_an_equivalent_model(tmp_path, parity_dir, parity_original_layout, original_model):
     checkpoint, clip = parity_original_layout
     out = tmp_path / "converted"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": python_path}
     result = subprocess.run(
         [sys.executable, "-m", "videolisa.cli", "convert", str(checkpoint), str(out), "--vision-tower", str(clip),
          "--dtype", "fp32"],

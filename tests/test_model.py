@@ -43,7 +43,8 @@ def frozen_step(batch, tiny_model_factory):
 # ---------------------------------------------------------------------------------------------- forward
 def test_forward_gives_finite_losses_and_dense_frame_logits(frozen_step, batch):
     _, _, output = frozen_step
-    for name in ("loss", "ce_loss", "bce_loss", "dice_loss", "mask_loss", "bce_loss_unweighted", "dice_loss_unweighted"):
+    names = ("loss", "ce_loss", "bce_loss", "dice_loss", "mask_loss", "bce_loss_unweighted", "dice_loss_unweighted")
+    for name in names:
         value = getattr(output, name)
         assert value.shape == () and torch.isfinite(value), name
     assert output.ce_loss > 0 and output.bce_loss > 0 and output.dice_loss > 0
@@ -278,7 +279,9 @@ def test_decode_masks_returns_logits_at_the_original_frame_size(tiny_model, fram
         assert logits.shape == (3, 2, *ORIGINAL_HW)  # [F, K, H, W]
         for frame in range(3):
             for k in range(2):
-                expected = reference_mask_logits(tiny_model, image_embeddings[frame], prompts[k], resized_hw, ORIGINAL_HW)
+                expected = reference_mask_logits(
+                    tiny_model, image_embeddings[frame], prompts[k], resized_hw, ORIGINAL_HW
+                )
                 torch.testing.assert_close(logits[frame, k], expected, rtol=1e-5, atol=1e-5)
     assert not torch.equal(logits[:, 0], logits[:, 1])  # each prompt gives its own masks
 

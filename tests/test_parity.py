@@ -136,7 +136,9 @@ def test_low_res_logits_of_frame_0_match(model, outputs, parity_dir):
 
     with torch.inference_mode():
         low_res = decode_low_res_logits(
-            model.sam, torch.from_numpy(outputs["sam_image_embedding_f0"]), torch.from_numpy(outputs["prompt_embedding"])
+            model.sam,
+            torch.from_numpy(outputs["sam_image_embedding_f0"]),
+            torch.from_numpy(outputs["prompt_embedding"]),
         )
     assert_within(low_res.numpy(), reference(parity_dir, "low_res_logits_f0"), atol=2e-4)
 

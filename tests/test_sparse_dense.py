@@ -104,7 +104,8 @@ def test_splice_attention_mask_keeps_right_padding():
 
 def test_splice_defaults_to_full_attention_and_no_labels():
     text = torch.zeros(1, 3, 2)
-    spliced = splice_video_tokens(torch.tensor([[1, IMAGE_TOKEN_INDEX, 2]]), text, torch.ones(1, 5, 2), IMAGE_TOKEN_INDEX)
+    input_ids = torch.tensor([[1, IMAGE_TOKEN_INDEX, 2]])
+    spliced = splice_video_tokens(input_ids, text, torch.ones(1, 5, 2), IMAGE_TOKEN_INDEX)
     assert spliced.labels is None
     assert spliced.attention_mask.tolist() == [[1] * 7]
 

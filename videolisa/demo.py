@@ -27,12 +27,13 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
+from videolisa.constants import MASK_LOGIT_THRESHOLD
 from videolisa.errors import InvalidInputError, VideoLisaError
 from videolisa.outputs import DEFAULT_OVERLAY_ALPHA, DEFAULT_OVERLAY_COLOR, MaskWriter, atomic_path, make_overlay_image
 from videolisa.processing.video_io import VIDEO_EXTENSIONS, VideoReader, open_video
@@ -88,7 +89,7 @@ class DemoSettings:
 
     frames_sparse: int | None = None
     frames_dense: int | None = None
-    threshold: float = 0.0
+    threshold: float = MASK_LOGIT_THRESHOLD
     overlay_color: tuple[int, int, int] = DEFAULT_OVERLAY_COLOR
     overlay_alpha: float = DEFAULT_OVERLAY_ALPHA
 
@@ -111,7 +112,7 @@ class DemoResult:
     rle_json: Path
     key_frames: list[tuple[np.ndarray, str]]
     frame_indices: dict[str, list[int]]
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -402,7 +403,8 @@ def build_demo(
                                               step=1, label="Sparse frames (read by the LLM)")
                     frames_dense = gr.Slider(1, 2 * config.num_frames_dense, value=config.num_frames_dense,
                                              step=1, label="Dense frames (full resolution, at most the sparse ones)")
-                    threshold = gr.Slider(*_THRESHOLD_RANGE, value=0.0, step=0.1, label="Mask logit threshold")
+                    threshold = gr.Slider(*_THRESHOLD_RANGE, value=MASK_LOGIT_THRESHOLD, step=0.1,
+                                          label="Mask logit threshold")
                     overlay_color = gr.ColorPicker(value=f"#{red:02x}{green:02x}{blue:02x}", label="Overlay colour")
                     overlay_opacity = gr.Slider(0.0, 1.0, value=DEFAULT_OVERLAY_ALPHA, step=0.05,
                                                 label="Overlay opacity")

@@ -8,13 +8,14 @@ number of worker processes:
   decoding included); the baseline reads PNGs with ``cv2.imread`` as the official MeViS / ReasonVOS
   scripts do and computes J and F with :mod:`videolisa.metrics.reference` (full frame, the official
   boundary map and ``cv2.dilate`` with a disk -- about as fast as the official code);
+* PNG decode: every PNG once, one process -- the part of end to end that no scorer avoids;
 * metric only: the same masks already in memory, one process.
 
 It also checks that both sides give identical per-sequence J and F. Prints a table and, as its last
 line, ``RATIO name=value ...`` (baseline time / videolisa time), each time the best of ``--repeats``
 runs. Runs in about a minute on 2 idle cores.
 
-Usage: ``python eval/perf/scoring.py [--workers N] [--frames-480p 40] [--frames-1080p 12]``
+Usage: ``python eval/perf/scoring.py [--workers N] [--frames-480p 100] [--frames-1080p 20]``
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from videolisa.metrics import compute_jf
+from videolisa.metrics import compute_jf, read_mask
 from videolisa.metrics.parallel import default_workers
 from videolisa.metrics.reference import reference_jf
 
@@ -141,6 +142,19 @@ def end_to_end(root: Path, workers: int, repeats: int) -> tuple[float, float, bo
     return baseline, ours, identical
 
 
+def decode_only(root: Path) -> tuple[float, float, bool]:
+    """Seconds to decode every ground-truth and prediction PNG once with ``cv2.imread`` (the
+    baseline) and with :func:`videolisa.metrics.read_mask`, one process; and pixel agreement."""
+    paths = sorted(str(path) for path in root.rglob("*.png"))
+    start = time.perf_counter()
+    expected = [cv2.imread(path, cv2.IMREAD_GRAYSCALE) for path in paths]
+    baseline = time.perf_counter() - start
+    start = time.perf_counter()
+    actual = [read_mask(path) for path in paths]
+    ours = time.perf_counter() - start
+    return baseline, ours, all(np.array_equal(a > 0, b > 0) for a, b in zip(expected, actual))
+
+
 def metric_only(sequences: list[tuple[np.ndarray, np.ndarray]], repeats: int) -> tuple[float, float, bool]:
     """Best-of-``repeats`` seconds of full-frame and of fast J / F over in-memory masks (one
     process), and whether they agree."""
@@ -161,8 +175,8 @@ def metric_only(sequences: list[tuple[np.ndarray, np.ndarray]], repeats: int) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=min(default_workers(), 2))
-    parser.add_argument("--frames-480p", type=int, default=40)
-    parser.add_argument("--frames-1080p", type=int, default=12)
+    parser.add_argument("--frames-480p", type=int, default=100)
+    parser.add_argument("--frames-1080p", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=2, help="best of this many runs per side")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -176,8 +190,11 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix=f"scoring-{name}-") as folder:
             write_folders(Path(folder), sequences)
             baseline, ours, identical = end_to_end(Path(folder), args.workers, args.repeats)
-        rows.append((f"{name} end to end ({args.workers} workers)", total, baseline, ours, identical))
-        ratios[f"e2e_{name}"] = baseline / ours
+            rows.append((f"{name} end to end ({args.workers} workers)", total, baseline, ours, identical))
+            ratios[f"e2e_{name}"] = baseline / ours
+            baseline, ours, identical = decode_only(Path(folder))
+            rows.append((f"{name} PNG decode, 2 per frame", total, baseline, ours, identical))
+            ratios[f"decode_{name}"] = baseline / ours
         baseline, ours, identical = metric_only(sequences, args.repeats)
         rows.append((f"{name} metric only (1 process)", total, baseline, ours, identical))
         ratios[f"metric_{name}"] = baseline / ours

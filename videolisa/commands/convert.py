@@ -14,7 +14,8 @@ DTYPES = ("bf16", "fp32")
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``videolisa convert``."""
     parser.add_argument("original", metavar="ORIGINAL_DIR",
-                        help="original checkpoint: a directory or a Hugging Face id (config.json with model_type llava_phi)")
+                        help="original checkpoint: a directory or a Hugging Face id (config.json of model_type "
+                             "llava_phi)")
     parser.add_argument("out", metavar="OUT_DIR", type=Path, help="where to write the converted model")
     parser.add_argument("--vision-tower", default=None, metavar="ID_OR_DIR",
                         help="CLIP vision tower (HF id or directory); default: the one the original config names")

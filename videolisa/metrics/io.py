@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -31,7 +32,6 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_BIT_DEPTH_OFFSET = 24
 _PNG_COLOUR_TYPE_OFFSET = 25
 _PNG_GRAYSCALE = 0
-_PNG_PALETTE = 3
 
 
 def _read_bytes(path: str | os.PathLike) -> bytes:
@@ -144,8 +144,9 @@ def list_pngs(folder: str | os.PathLike) -> list[str]:
     return sorted(name for name in os.listdir(folder) if name.endswith(".png"))
 
 
-def davis_palette() -> list[int]:
-    """The DAVIS / PASCAL VOC colour map as a flat ``[256·3]`` list for ``Image.putpalette``."""
+@lru_cache(maxsize=1)
+def davis_palette() -> tuple[int, ...]:
+    """The DAVIS / PASCAL VOC colour map as a flat ``[256·3]`` tuple for ``Image.putpalette``."""
     palette = np.zeros((256, 3), np.uint8)
     for index in range(256):
         value, red, green, blue = index, 0, 0, 0
@@ -155,20 +156,27 @@ def davis_palette() -> list[int]:
             blue |= ((value >> 2) & 1) << (7 - bit)
             value >>= 3
         palette[index] = (red, green, blue)
-    return palette.ravel().tolist()
+    return tuple(palette.ravel().tolist())
+
+
+def write_atomically(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to a temporary name in the same folder, then ``os.replace`` it onto ``path``."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
 
 
 def write_indexed_png(labels: np.ndarray, path: str | os.PathLike, palette: Sequence[int] | None = None) -> None:
-    """Write ``[H, W] uint8`` object ids as a palette PNG, atomically (temp file + ``os.replace``).
+    """Write ``[H, W] uint8`` object ids as a palette PNG (DAVIS colours by default), atomically.
 
     ``putpalette`` turns the grayscale image into a palette image whose indices are the ids.
     """
     image = Image.fromarray(np.ascontiguousarray(labels, np.uint8))
-    image.putpalette(list(palette) if palette is not None else davis_palette())
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    image.save(temporary, format="PNG")
-    os.replace(temporary, path)
+    image.putpalette(list(palette if palette is not None else davis_palette()))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    write_atomically(path, buffer.getvalue())
 
 
 class MissingPredictions:

@@ -19,6 +19,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from videolisa.metrics.io import write_atomically
+
 # Metric shown in the per-sequence plot, by preference; plot size and axes box (left, top, right, bottom).
 _PLOT_METRICS = ("JF", "IoU")
 _PLOT_SIZE = (1000, 450)
@@ -79,12 +81,6 @@ def format_table(report: ScoreReport) -> str:
     ]
     lines += [f"note: {note}" for note in report.notes]
     return "\n".join(lines)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
 
 
 def _csv_bytes(report: ScoreReport) -> bytes:
@@ -163,14 +159,14 @@ def write_report(report: ScoreReport, out_path: str | os.PathLike) -> list[Path]
     """
     json_path = Path(out_path)
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(json_path, json.dumps(report.to_dict(), indent=2, allow_nan=False).encode() + b"\n")
+    write_atomically(json_path, json.dumps(report.to_dict(), indent=2, allow_nan=False).encode() + b"\n")
     written = [json_path]
     csv_path = json_path.with_suffix(".csv")
-    _write_atomically(csv_path, _csv_bytes(report))
+    write_atomically(csv_path, _csv_bytes(report))
     written.append(csv_path)
     plot = _plot_bytes(report)
     if plot is not None:
         plot_path = json_path.with_suffix(".png")
-        _write_atomically(plot_path, plot)
+        write_atomically(plot_path, plot)
         written.append(plot_path)
     return written
