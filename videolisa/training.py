@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence, Union
 import numpy as np
 import torch
 
+from videolisa.constants import DEFAULT_SEG_TOKEN
 from videolisa.data.mixture import DataConfig
 from videolisa.errors import CheckpointError, InvalidInputError, MissingFilesError
 
@@ -459,8 +460,13 @@ def load_llava_phi3_base(
     clip_source = vision_tower or config_dict.get("mm_vision_tower") or config_dict.get("vision_tower")
     if not clip_source:
         raise CheckpointError(f"{model_dir}/config.json names no vision tower; set model.vision_tower")
+    tokenizer = load_tokenizer(model_dir)
+    if tokenizer is None:
+        raise MissingFilesError(f"{model_dir} has no tokenizer files")
+    # The id [SEG] has (or will get when prepare_tokenizer_and_embeddings adds it): 32011 for Phi-3.
+    seg_id = tokenizer.get_vocab().get(DEFAULT_SEG_TOKEN, len(tokenizer))
     config = convert_original_config(
-        config_dict, load_vision_config(clip_source), infer_sam_config(sam_shapes), str(clip_source)
+        config_dict, load_vision_config(clip_source), infer_sam_config(sam_shapes), str(clip_source), seg_id
     )
     model = build_empty_model(config)
     paths = weight_files(model_dir)
@@ -476,9 +482,6 @@ def load_llava_phi3_base(
     load_sam_checkpoint(model, sam_path)
     initialise_prompt_head(model)
     model.to(dtype)
-    tokenizer = load_tokenizer(model_dir)
-    if tokenizer is None:
-        raise MissingFilesError(f"{model_dir} has no tokenizer files")
     prepare_tokenizer_and_embeddings(model, tokenizer)
     return model, tokenizer
 

@@ -240,7 +240,8 @@ def decode_low_res_logits_batched(
 
     The stock ``MaskDecoder.predict_masks`` handles one image with many prompts; ``torch.func.vmap`` over
     the frame axis runs it for every frame in one batched call (same per-frame arithmetic, one kernel
-    launch per op instead of one per op and frame). Runs under the fast path's autocast, if any.
+    launch per op instead of one per op and frame). No autocast: the decoder costs about 0.06% of the
+    ViT-H encoder's FLOPs (3.6 GFLOPs per frame and prompt), so it keeps the weights' precision.
 
     Args:
         image_embeddings: ``[F, C, h, w]`` SAM image-encoder outputs.
@@ -256,9 +257,7 @@ def decode_low_res_logits_batched(
         masks, _ = sam.mask_decoder.predict_masks(frame_embedding[None], image_pe, sparse, dense)
         return masks[:, 0]
 
-    with autocast_for(image_embeddings.device, fast_sam_settings(sam)):
-        logits = torch.func.vmap(decode_frame)(image_embeddings.to(sparse.dtype))
-    return logits.float()
+    return torch.func.vmap(decode_frame)(image_embeddings.to(sparse.dtype)).float()
 
 
 def decode_low_res_logits_auto(sam: Sam, image_embeddings: torch.Tensor, prompt_embeddings: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,293 @@
+"""The training library: config parsing, DeepSpeed config, LoRA / freezing, LLaVA-Phi-3 base loading, resume
+rules, checkpoint bookkeeping. The launcher runs are in test_training_launcher.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from videolisa.checkpoint import build_empty_model
+from videolisa.config import SamConfig, VideoLisaConfig
+from videolisa.errors import CheckpointError, InvalidInputError, MissingFilesError
+from videolisa.training import (
+    CHECKPOINT_DIR,
+    LoraSection,
+    ModelConfig,
+    TrainingConfig,
+    apply_freezing_and_lora,
+    build_deepspeed_config,
+    build_model_and_tokenizer,
+    check_resume_changes,
+    default_metric,
+    gradient_accumulation_steps,
+    load_llava_phi3_base,
+    load_training_config,
+    lora_target_pattern,
+    micro_batch_seed,
+    prepare_run,
+    remove_old_checkpoints,
+    resolve_export_tag,
+    trainable_parameter_count,
+    unwrap_model,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "train" / "configs"
+
+
+# ============================================================================================ config
+def test_tiny_config_with_overrides():
+    config = load_training_config(
+        CONFIGS / "tiny_cpu.yaml",
+        ["data.roots.mevis=/data/mevis", "train.total_steps=9", "optim.lr=3e-4", "data.mevis_splits=[train, valid_u]"],
+    )
+    assert config.model.source == "scratch" and config.model.preset == "tiny"
+    assert config.data.roots["mevis"] == "/data/mevis"
+    assert config.data.roots["ade20k"] is None  # dicts merge onto the defaults
+    assert config.train.total_steps == 9 and config.optim.lr == pytest.approx(3e-4)
+    assert config.data.mevis_splits == ["train", "valid_u"]
+    assert config.train.deepspeed_config == str(CONFIGS / "ds_zero2.json")
+
+
+def test_original_recipe_config_matches_the_spec():
+    config = load_training_config(CONFIGS / "videolisa_3.8b.yaml", ["model.sam_checkpoint=/ckpt/sam_vit_h_4b8939.pth",
+                                                                      "validation.root=/data/ReasonSeg"])
+    assert config.model.source == "llava_phi3" and config.model.path == "MBZUAI/LLaVA-Phi-3-mini-4k-instruct"
+    assert (config.lora.r, config.lora.alpha, config.lora.dropout, config.lora.target_modules) == (8, 16, 0.05, ["qkv_proj"])
+    assert (config.optim.lr, config.optim.betas, config.optim.weight_decay) == (3e-4, [0.9, 0.95], 0.0)
+    assert (config.optim.warmup_steps, config.optim.gradient_clipping) == (100, 1.0)
+    assert (config.train.total_steps, config.train.global_batch_size, config.train.micro_batch_size) == (6000, 128, 2)
+    assert config.data.rates == {"sem_seg": 8, "refer_seg": 4, "reason_seg": 3, "ytvos": 4, "refytvos": 6, "mevis": 6,
+                                 "refdavis": 1, "vqa": 0, "custom": 0}
+    assert config.data.explanatory == 0.1 and config.data.mevis_splits == ["train", "valid_u"]
+    assert (config.validation.benchmark, config.validation.split, config.validation.metric) == ("reasonseg", "val", "gIoU")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["train.total_step=3"], r"train has unknown keys \['total_step'\]"),
+        (["train.total_steps=many"], "train.total_steps must be int, got 'many'"),
+        (["train.total_steps=true"], "train.total_steps must be int"),
+        (["lora.target_modules=qkv_proj"], "lora.target_modules must be a list"),
+        (["train.global_batch_size=3", "train.micro_batch_size=2"], "must be a multiple of train.micro_batch_size"),
+        (["model.source=llava_phi3", "model.path=/x"], "model.sam_checkpoint"),
+        (["optim.warmup_steps=100"], r"optim.warmup_steps \(100\) must be in \[0, train.total_steps=6\]"),
+        (["validation.benchmark=mevis"], "validation.root must be set"),
+        (["data.rates.kinetics=1"], r"data.rates has unknown entries \['kinetics'\]"),
+        (["train"], "must look like section.key=value"),
+    ],
+)
+def test_config_errors_name_the_key(overrides, message):
+    with pytest.raises(InvalidInputError, match=message):
+        load_training_config(CONFIGS / "tiny_cpu.yaml", overrides)
+
+
+def test_resume_may_only_change_safe_keys():
+    saved = load_training_config(CONFIGS / "tiny_cpu.yaml")
+    check_resume_changes(saved, load_training_config(CONFIGS / "tiny_cpu.yaml", ["train.save_every=1",
+                                                                                  "validation.limit=3"]))
+    with pytest.raises(InvalidInputError, match=r"cannot change \['optim.lr', 'train.seed'\]"):
+        check_resume_changes(saved, load_training_config(CONFIGS / "tiny_cpu.yaml", ["optim.lr=0.1", "train.seed=5"]))
+
+
+def test_prepare_run_checks_the_resume_folder(tmp_path):
+    with pytest.raises(InvalidInputError, match="--config"):
+        prepare_run(None, None, [])
+    with pytest.raises(MissingFilesError, match="train_config.yaml not found"):
+        prepare_run(None, tmp_path, [])
+    (tmp_path / "train_config.yaml").write_text("{}")
+    with pytest.raises(MissingFilesError, match="no checkpoint"):
+        prepare_run(None, tmp_path, [])
+
+
+# ============================================================================================ DeepSpeed config
+@pytest.mark.parametrize(("world_size", "accumulation"), [(1, 64), (8, 8), (64, 1)])
+def test_deepspeed_config_is_filled_from_the_yaml(world_size, accumulation):
+    config = load_training_config(CONFIGS / "videolisa_3.8b.yaml", ["model.sam_checkpoint=/s.pth", "validation.root=/r"])
+    ds = build_deepspeed_config(CONFIGS / "ds_zero2.json", config, world_size, "bf16")
+    assert (ds["train_batch_size"], ds["train_micro_batch_size_per_gpu"]) == (128, 2)
+    assert ds["gradient_accumulation_steps"] == accumulation
+    assert ds["optimizer"]["params"] == {"lr": 3e-4, "betas": [0.9, 0.95], "weight_decay": 0.0, "torch_adam": True}
+    assert ds["scheduler"] == {"type": "WarmupDecayLR", "params": {
+        "total_num_steps": 6000, "warmup_min_lr": 0, "warmup_max_lr": 3e-4, "warmup_num_steps": 100,
+        "warmup_type": "linear"}}
+    assert ds["bf16"] == {"enabled": True} and ds["gradient_clipping"] == 1.0
+    assert ds["zero_optimization"]["stage"] == 2
+    assert "auto" not in json.dumps(ds)
+
+
+def test_deepspeed_values_may_not_be_stated_twice(tmp_path):
+    config = load_training_config(CONFIGS / "tiny_cpu.yaml")
+    template = json.loads((CONFIGS / "ds_zero2.json").read_text())
+    template["optimizer"]["params"]["lr"] = 0.01
+    (tmp_path / "ds.json").write_text(json.dumps(template))
+    with pytest.raises(InvalidInputError, match=r'optimizer.params.lr must be "auto"'):
+        build_deepspeed_config(tmp_path / "ds.json", config, 1, "fp32")
+    template["optimizer"]["params"]["lr"] = "auto"
+    template["zero_optimization"]["reduce_bucket_size"] = "auto"
+    (tmp_path / "ds.json").write_text(json.dumps(template))
+    with pytest.raises(InvalidInputError, match=r"'auto' at \['zero_optimization.reduce_bucket_size'\]"):
+        build_deepspeed_config(tmp_path / "ds.json", config, 1, "fp32")
+
+
+def test_accumulation_must_divide():
+    config = load_training_config(CONFIGS / "tiny_cpu.yaml")
+    assert gradient_accumulation_steps(config.train, 2) == 1
+    with pytest.raises(InvalidInputError, match="multiple of train.micro_batch_size x processes"):
+        gradient_accumulation_steps(config.train, 3)
+
+
+# ============================================================================================ LoRA and freezing
+def test_lora_pattern_matches_only_llm_modules():
+    import re
+
+    pattern = re.compile(lora_target_pattern(["qkv_proj"]))
+    assert pattern.fullmatch("llm.model.layers.31.self_attn.qkv_proj")
+    assert not pattern.fullmatch("llm.model.layers.0.self_attn.o_proj")
+    assert not pattern.fullmatch("sam.mask_decoder.transformer.layers.0.self_attn.q_proj")
+    assert not re.compile(lora_target_pattern(["q_proj"])).fullmatch("vision_tower.vision_model.encoder.layers.0.self_attn.q_proj")
+
+
+def tiny_model_and_tokenizer():
+    torch.manual_seed(0)
+    return build_model_and_tokenizer(ModelConfig(source="scratch", preset="tiny", tokenizer="tiny"), torch.float32)
+
+
+def test_freezing_and_lora_on_the_tiny_model():
+    model, tokenizer = tiny_model_and_tokenizer()
+    assert model.config.seg_token_id == tokenizer.convert_tokens_to_ids("[SEG]") == len(tokenizer) - 1
+    wrapped = apply_freezing_and_lora(model, LoraSection())
+    trainable = {name.removeprefix("base_model.model.") for name, p in wrapped.named_parameters() if p.requires_grad}
+    lora = sorted(name for name in trainable if "lora_" in name)
+    assert lora == [f"llm.model.layers.{i}.self_attn.qkv_proj.lora_{ab}.default.weight" for i in range(2) for ab in "AB"]
+    others = trainable - set(lora)
+    assert all(name.startswith(("llm.model.embed_tokens.", "llm.lm_head.", "sam.mask_decoder.", "prompt_head."))
+               for name in others)
+    assert any(name.startswith("sam.mask_decoder.") for name in others) and "llm.lm_head.weight" in others
+    assert unwrap_model(wrapped) is model
+    other_targets = apply_freezing_and_lora(tiny_model_and_tokenizer()[0], LoraSection(target_modules=["o_proj", "down_proj"]))
+    assert sum("lora_A" in name for name, _ in other_targets.named_parameters()) == 4
+    with pytest.raises(InvalidInputError, match="matches no LLM module"):
+        apply_freezing_and_lora(tiny_model_and_tokenizer()[0], LoraSection(target_modules=["nothing_here"]))
+    no_lora = apply_freezing_and_lora(tiny_model_and_tokenizer()[0], LoraSection(r=0))
+    assert not any("lora" in name for name, _ in no_lora.named_parameters())
+
+
+def test_original_trainable_parameter_count_on_the_meta_device():
+    """Spec §1.8: 214,112,740 trainable parameters (LoRA r 8 on 32 fused qkv_proj, embeddings and LM head of
+    32012 rows, SAM mask decoder, prompt head)."""
+    model = build_empty_model(VideoLisaConfig.from_preset("videolisa-3.8b"))
+    wrapped = apply_freezing_and_lora(model, LoraSection())
+    assert trainable_parameter_count(wrapped)[0] == 214_112_740
+    qkv = unwrap_model(wrapped).llm.model.layers[0].self_attn.qkv_proj
+    assert qkv.lora_A["default"].weight.shape == (8, 3072) and qkv.lora_B["default"].weight.shape == (9216, 8)
+    assert qkv.scaling["default"] == 2.0
+
+
+# ============================================================================================ LLaVA-Phi-3 base
+def write_fake_llava_phi3(root: Path, extra_key: bool = False) -> dict[str, torch.Tensor]:
+    """A tiny LLaVA-Phi-3 folder (config, LLM + mm_projector weights, tokenizer without [SEG]) and its CLIP."""
+    from safetensors.torch import save_file
+    from transformers import AutoConfig, AutoModelForCausalLM, CLIPVisionModel
+
+    from videolisa.modeling.vision import build_projector
+    from videolisa.tokenization import build_tiny_tokenizer
+
+    tiny = VideoLisaConfig.from_preset("tiny")
+    torch.manual_seed(1)
+    CLIPVisionModel(tiny.vision_config).save_pretrained(root / "clip")
+    phi3 = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                vocab_size=512, max_position_embeddings=4096, original_max_position_embeddings=4096, rms_norm_eps=1e-5,
+                rope_theta=10000.0, sliding_window=95, hidden_act="silu", tie_word_embeddings=False, bos_token_id=1,
+                eos_token_id=2, pad_token_id=0, attention_dropout=0.0, embd_pdrop=0.0, resid_pdrop=0.0, use_cache=False)
+    llm = AutoModelForCausalLM.from_config(AutoConfig.for_model("phi3", **phi3))
+    tensors = {name: tensor.contiguous() for name, tensor in llm.state_dict().items()}
+    projector = build_projector("mlp2x_gelu", 32, 64)
+    tensors.update({f"model.mm_projector.{name}": tensor for name, tensor in projector.state_dict().items()})
+    if extra_key:
+        tensors["model.unrelated_head.weight"] = torch.zeros(2)
+    save_file(tensors, str(root / "model.safetensors"))
+    config = {**phi3, "architectures": ["LlavaPhiForCausalLM"], "model_type": "llava_phi", "rope_scaling": None,
+              "torch_dtype": "bfloat16", "mm_vision_tower": str(root / "clip"), "mm_hidden_size": 32,
+              "mm_projector_type": "mlp2x_gelu", "mm_vision_select_layer": -2, "mm_vision_select_feature": "patch",
+              "mm_patch_merge_type": "flat", "mm_use_im_start_end": False, "mm_use_im_patch_token": False,
+              "image_aspect_ratio": "square", "tokenizer_model_max_length": 512, "tokenizer_padding_side": "right",
+              "use_mm_proj": True, "tune_mm_mlp_adapter": False, "freeze_mm_mlp_adapter": False}
+    (root / "config.json").write_text(json.dumps(config))
+    build_tiny_tokenizer(seg_token="<unused>").save_pretrained(root)  # 481 tokens, no [SEG]
+    from videolisa.modeling.sam import build_sam
+
+    torch.save(build_sam(SamConfig.from_variant("tiny")).state_dict(), root / "sam_tiny.pth")
+    return tensors
+
+
+def test_llava_phi3_base_loads_every_piece(tmp_path):
+    from safetensors.torch import load_file
+
+    tensors = write_fake_llava_phi3(tmp_path)
+    model, tokenizer = load_llava_phi3_base(tmp_path, tmp_path / "sam_tiny.pth", None, torch.float32)
+    assert len(tokenizer) == 482 and model.config.seg_token_id == tokenizer.convert_tokens_to_ids("[SEG]") == 481
+    state = model.state_dict()
+    # [SEG] reuses the padded row 481 of the base model: the 512 rows shrink to 482.
+    torch.testing.assert_close(state["llm.model.embed_tokens.weight"], tensors["model.embed_tokens.weight"][:482])
+    torch.testing.assert_close(state["llm.lm_head.weight"], tensors["lm_head.weight"][:482])
+    torch.testing.assert_close(state["llm.model.layers.1.self_attn.qkv_proj.weight"],
+                               tensors["model.layers.1.self_attn.qkv_proj.weight"])
+    torch.testing.assert_close(state["projector.2.weight"], tensors["model.mm_projector.2.weight"])
+    clip = load_file(str(tmp_path / "clip" / "model.safetensors"))
+    (clip_key,) = [name for name in clip if name.endswith("post_layernorm.weight")]
+    torch.testing.assert_close(state["vision_tower.post_layernorm.weight"], clip[clip_key])
+    sam = torch.load(tmp_path / "sam_tiny.pth", weights_only=True)
+    torch.testing.assert_close(state["sam.mask_decoder.iou_token.weight"], sam["mask_decoder.iou_token.weight"])
+    assert model.config.sam.variant == "tiny"
+    assert model.config.text_config.sliding_window == 96  # transformers-5 semantics of the original 95
+    assert all(not p.is_meta and torch.isfinite(p).all() for p in model.prompt_head.parameters())
+
+
+def test_llava_phi3_base_rejects_unknown_keys(tmp_path):
+    write_fake_llava_phi3(tmp_path, extra_key=True)
+    with pytest.raises(CheckpointError, match="model.unrelated_head.weight"):
+        load_llava_phi3_base(tmp_path, tmp_path / "sam_tiny.pth", None, torch.float32)
+    with pytest.raises(MissingFilesError, match="model.sam_checkpoint"):
+        load_llava_phi3_base(tmp_path, tmp_path / "missing.pth", None, torch.float32)
+
+
+# ============================================================================================ bookkeeping
+def write_checkpoint_dirs(run_dir: Path, tags: list[str], best: str | None = None, latest: str | None = None) -> None:
+    checkpoints = run_dir / CHECKPOINT_DIR
+    for tag in tags:
+        (checkpoints / tag).mkdir(parents=True)
+    if latest:
+        (checkpoints / "latest").write_text(latest)
+    if best:
+        (checkpoints / "best.json").write_text(json.dumps({"tag": best, "step": 1, "metric": "JF", "score": 0.5}))
+
+
+def test_rotation_keeps_the_newest_and_the_best(tmp_path):
+    write_checkpoint_dirs(tmp_path, ["step_000001", "step_000002", "step_000003", "step_000004"], best="step_000001")
+    assert remove_old_checkpoints(tmp_path, keep_last=2) == ["step_000002"]
+    assert sorted(p.name for p in (tmp_path / CHECKPOINT_DIR).glob("step_*")) == ["step_000001", "step_000003", "step_000004"]
+
+
+def test_export_tag_resolution(tmp_path):
+    write_checkpoint_dirs(tmp_path, ["step_000002", "step_000004"], latest="step_000004")
+    assert resolve_export_tag(tmp_path, None) == "step_000004"
+    assert resolve_export_tag(tmp_path, "step_000002") == "step_000002"
+    with pytest.raises(MissingFilesError, match="no validated best"):
+        resolve_export_tag(tmp_path, "best")
+    with pytest.raises(MissingFilesError, match="step_000003"):
+        resolve_export_tag(tmp_path, "step_000003")
+    (tmp_path / CHECKPOINT_DIR / "best.json").write_text(json.dumps({"tag": "step_000002"}))
+    assert resolve_export_tag(tmp_path, None) == resolve_export_tag(tmp_path, "best") == "step_000002"
+    assert resolve_export_tag(tmp_path, "latest") == "step_000004"
+
+
+def test_micro_batch_seeds_and_metrics():
+    seeds = {micro_batch_seed(0, step, slot) for step in range(4) for slot in range(4)}
+    assert len(seeds) == 16 and micro_batch_seed(0, 1, 1) == micro_batch_seed(0, 1, 1)
+    assert default_metric("reasonseg") == "gIoU" and default_metric("mevis") == "JF"
+    assert TrainingConfig().train.precision == "auto"
