@@ -9,6 +9,8 @@ Presets:
   vocab 32012; CLIP ViT-L/14-336; SAM ViT-H).
 * ``"tiny"``: the same architecture and code paths at toy sizes (seconds per forward+backward on CPU),
   for tests; it pairs with the in-memory tokenizer of :mod:`videolisa.tokenization`.
+* ``"synthetic"``: a small model for CPU training from scratch on synthetic shapes (``builtin:synthetic``);
+  same tokenizer as ``"tiny"``.
 """
 
 from __future__ import annotations
@@ -364,6 +366,30 @@ PRESETS: dict[str, dict[str, Any]] = {
         ),
         sam_config={"variant": "tiny"},
         vision_tower_name="",
+        seg_token_id=480,
+        model_max_length=512,
+    ),
+    # The small model trained from scratch on synthetic shapes (train/configs/synthetic_cpu.yaml, shipped as
+    # builtin:synthetic): sizes chosen so that training fits in ~30 minutes on 2 CPU cores. 16 sparse + 4 dense
+    # frames of 16 CLIP tokens; SAM at 128 px with patch 8 (a 16x16 embedding grid, 64x64 low-res masks).
+    "synthetic": dict(
+        text_config=dict(
+            _PHI3_MINI, hidden_size=128, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4,
+            num_key_value_heads=4, vocab_size=512, sliding_window=4096, eos_token_id=2,
+        ),
+        vision_config=dict(
+            _CLIP_VIT_L_336, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            image_size=64, patch_size=16, projection_dim=64,
+        ),
+        sam_config=dict(
+            variant="custom", image_size=128, patch_size=8, encoder_embed_dim=64, encoder_depth=4,
+            encoder_num_heads=4, encoder_global_attn_indexes=[1, 3], encoder_window_size=8, prompt_embed_dim=64,
+            decoder_mlp_dim=256, decoder_num_heads=4, iou_head_hidden_dim=64,
+        ),
+        vision_tower_name="",
+        vision_feature_layer=-1,
+        num_frames_sparse=16,
+        num_frames_dense=4,
         seg_token_id=480,
         model_max_length=512,
     ),
