@@ -135,3 +135,12 @@ def test_data_config_validation():
         DataConfig(sem_seg=["mapillary"]).validate()
     with pytest.raises(InvalidInputError, match=r"data.roots has unknown entries \['kinetics'\]"):
         DataConfig(roots={"kinetics": "/x"}).validate()
+
+
+def test_importing_the_data_package_loads_neither_deepspeed_nor_peft():
+    import subprocess
+    import sys
+
+    code = "import sys, videolisa.data; print(sorted({'deepspeed', 'peft'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

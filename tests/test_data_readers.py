@@ -399,7 +399,6 @@ def write_mp4(path: Path, num_frames: int) -> None:
 
 def test_custom_jsonl_all_mask_kinds(tmp_path):
     labels = moving_object_labels(8)
-    names = [f"{i:05d}" for i in range(8)]
     write_video_frames(tmp_path / "frames/clip", [f"{i}" for i in range(8)])  # natural order 0..7
     for index in (1, 3, 4, 6):  # sparse annotation
         write_labels(tmp_path / f"masks/clip/{index}.png", labels[index], palette=True)

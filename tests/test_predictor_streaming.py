@@ -5,6 +5,7 @@ thread surfaces exactly like the same error in the foreground path."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +144,68 @@ def test_decoding_error_surfaces_the_same_in_background_and_foreground(
     with pytest.raises(VideoReadError) as raised_other:
         list(other.iter_segment(folder, [INSTRUCTION], frames_sparse=4, frames_dense=1))
     assert str(raised_other.value) == message
+
+
+def test_background_writes_run_in_order_with_a_bounded_queue():
+    from videolisa.commands.infer import write_in_background
+
+    produced, written, lags = [], [], []
+
+    def items():
+        for index in range(20):
+            produced.append(index)
+            yield index
+
+    def slow_write(index: int) -> None:
+        lags.append(len(produced) - index - 1)  # items produced beyond the one being written
+        time.sleep(0.002)
+        written.append((index, threading.current_thread().name))
+
+    write_in_background(items(), slow_write, max_pending=3)
+    assert [index for index, _ in written] == list(range(20))
+    assert all(name.startswith("videolisa-write") for _, name in written)
+    assert max(lags) <= 3 + 1  # the queue, plus the item the producer holds
+    assert max(lags) >= 1  # the producer did run ahead of the writer
+
+
+def test_a_failing_background_write_raises_its_error_and_stops_writing():
+    from videolisa.commands.infer import write_in_background
+
+    written = []
+
+    def write(index: int) -> None:
+        if index == 3:
+            raise OSError("disk full")
+        written.append(index)
+
+    with pytest.raises(OSError, match="disk full"):
+        write_in_background(iter(range(10)), write, max_pending=4)
+    assert written == [0, 1, 2]
+
+
+def test_a_producer_error_propagates_through_the_background_writer():
+    from videolisa.commands.infer import write_in_background
+
+    def items():
+        yield from range(2)
+        raise VideoReadError("frame 2 of video.mp4 could not be decoded")
+
+    written = []
+    with pytest.raises(VideoReadError, match="frame 2"):
+        write_in_background(items(), written.append, max_pending=4)
+    assert written in ([], [0], [0, 1])  # never a write after the error
+
+
+def test_infer_writes_the_same_masks_with_and_without_the_fast_path(tiny_model_dir, video_dir, tmp_path):
+    from videolisa.cli import main
+    from videolisa.outputs import read_png_masks
+
+    outputs = {}
+    for name, flags in {"fast": [], "stock": ["--no-fast-sam"]}.items():
+        out = tmp_path / name
+        status = main(["infer", "--model", str(tiny_model_dir), "--video", str(video_dir), "--prompt", INSTRUCTION,
+                       "--out", str(out), "--device", "cpu", "--chunk-size", "3", "--format", "png", *flags])
+        assert status == 0
+        outputs[name] = read_png_masks(out / "masks")
+    assert outputs["fast"].shape == (NUM_FRAMES, 40, 56)
+    assert (outputs["fast"] == outputs["stock"]).mean() > 0.999

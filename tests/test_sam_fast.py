@@ -116,16 +116,16 @@ def test_switch_is_reversible_and_keeps_the_weights():
     sam_fast.disable_fast_sam(sam)  # a no-op when already off
 
 
-def test_configure_keeps_float32_weights_under_autocast_and_restores_stock():
-    sam = noisy_sam()
+def test_configure_keeps_float32_weights_and_autocasts_only_the_fast_path():
+    sam = noisy_sam().to(torch.bfloat16)
     sam_fast.configure_fast_sam(sam, True, torch.bfloat16)
     assert sam_fast.fast_sam_settings(sam).autocast_dtype == torch.bfloat16
     assert {p.dtype for p in sam.parameters()} == {torch.float32}
     sam_fast.configure_fast_sam(sam, True, torch.float32)
     assert sam_fast.fast_sam_settings(sam).autocast_dtype is None
-    sam_fast.configure_fast_sam(sam, False, torch.bfloat16)
+    sam_fast.configure_fast_sam(sam.to(torch.bfloat16), False, torch.bfloat16)
     assert sam_fast.fast_sam_settings(sam) is None
-    assert {p.dtype for p in sam.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in sam.parameters()} == {torch.float32}
 
 
 def test_rejects_an_unsupported_autocast_dtype():

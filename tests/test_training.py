@@ -291,3 +291,66 @@ def test_micro_batch_seeds_and_metrics():
     assert len(seeds) == 16 and micro_batch_seed(0, 1, 1) == micro_batch_seed(0, 1, 1)
     assert default_metric("reasonseg") == "gIoU" and default_metric("mevis") == "JF"
     assert TrainingConfig().train.precision == "auto"
+
+
+def test_pretrained_source_loads_a_saved_model_and_its_tokenizer(tmp_path):
+    model, tokenizer = tiny_model_and_tokenizer()
+    model.save_pretrained(tmp_path / "saved", tokenizer=tokenizer)
+    loaded, loaded_tokenizer = build_model_and_tokenizer(ModelConfig(source="pretrained", path=str(tmp_path / "saved")),
+                                                         torch.float32)
+    assert len(loaded_tokenizer) == len(tokenizer) and loaded.config.seg_token_id == model.config.seg_token_id
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+    assert loaded.training
+
+
+def test_bf16_layout_keeps_buffers_in_float32():
+    from videolisa.training import cast_parameters
+
+    model, _ = tiny_model_and_tokenizer()
+    cast_parameters(model, torch.bfloat16)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    gaussian = model.sam.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix
+    assert gaussian.dtype == torch.float32
+
+
+def test_validation_leaves_the_trained_model_untouched(tmp_path):
+    """In-training validation runs the predictor on the model being trained: afterwards its parameters are
+    the same tensors, its buffers the same dtype, and its gradients bit-identical to before."""
+    from videolisa.data import MixtureDataset, SampleSettings, VideoLisaCollator, build_dataset_groups
+    from videolisa.synthetic import SyntheticConfig, write_synthetic_dataset
+    from videolisa.training import ValidationSection, validate
+
+    small = SyntheticConfig(min_frames=8, max_frames=8, sizes=((48, 64),))
+    write_synthetic_dataset(tmp_path / "train", num_videos=1, seed=0, split="train", config=small, progress=False)
+    write_synthetic_dataset(tmp_path / "val", num_videos=1, seed=1, split="valid_u", config=small, progress=False)
+    config = load_training_config(CONFIGS / "tiny_cpu.yaml", [f"data.roots.mevis={tmp_path / 'train'}"])
+    model, tokenizer = tiny_model_and_tokenizer()
+    wrapped = apply_freezing_and_lora(model, config.lora)
+    settings = SampleSettings.from_model_config(model.config)
+    dataset = MixtureDataset(build_dataset_groups(config.data, settings), config.data.rates, seed=0, length=1)
+    batch = VideoLisaCollator(tokenizer, model.config)([dataset[0]])
+
+    def gradients() -> dict[str, torch.Tensor]:
+        wrapped.zero_grad(set_to_none=True)
+        torch.manual_seed(0)
+        wrapped(batch).loss.backward()
+        return {name: p.grad.clone() for name, p in wrapped.named_parameters() if p.grad is not None}
+
+    before = gradients()
+    storage = {name: p.data_ptr() for name, p in wrapped.named_parameters()}
+    section = ValidationSection(benchmark="synthetic", root=str(tmp_path / "val"), limit=1)
+    score = validate(model, tokenizer, section, tmp_path / "out", torch.device("cpu"), torch.float32)
+    assert 0.0 <= score <= 1.0 and (tmp_path / "out" / "results.json").is_file()
+    assert model.training
+    assert storage == {name: p.data_ptr() for name, p in wrapped.named_parameters()}
+    after = gradients()
+    assert all(torch.equal(before[name], after[name]) for name in before)
+
+
+def test_a_new_run_refuses_an_existing_run_folder(tmp_path):
+    (tmp_path / "train_config.yaml").write_text("{}")
+    with pytest.raises(InvalidInputError, match="already holds a run; continue it with --resume"):
+        prepare_run(CONFIGS / "tiny_cpu.yaml", None, [f"train.output_dir={tmp_path}"])
+    run = prepare_run(CONFIGS / "tiny_cpu.yaml", None, [f"train.output_dir={tmp_path / 'new'}"])
+    assert run.run_dir == tmp_path / "new" and not run.resume

@@ -124,7 +124,8 @@ class VideoLisaPredictor:
         chunk_size: frames per SAM batch; results do not depend on it, peak memory does.
         prefetch: decode and preprocess the next chunk in a background thread.
         fast_sam: run SAM on the fast path of :mod:`videolisa.modeling.sam_fast` (fused attention, batched
-            mask decoding, bf16 autocast with float32 weights on GPU); False runs the stock modules.
+            mask decoding, autocast to ``dtype`` when it is bf16/fp16); False runs the stock modules. SAM's
+            weights are kept in float32 either way.
     """
 
     def __init__(

@@ -19,7 +19,8 @@ A run directory holds ``train_config.yaml`` (the resolved config), ``deepspeed_c
 Determinism (what makes kill-and-resume equal an uninterrupted run): sample ``i`` depends only on
 ``(train.seed, i)`` (:class:`~videolisa.data.mixture.MixtureDataset`), the step-``s`` samples are fixed by
 :class:`~videolisa.data.mixture.StepSampler`, and the torch RNG (LoRA dropout) is reseeded from
-``(seed, step, micro-batch slot)`` before every micro-batch; the checkpoint holds weights, optimizer and scheduler state.
+``(seed, step, micro-batch slot)`` before every micro-batch; the checkpoint holds weights, optimizer and scheduler
+state.
 """
 
 from __future__ import annotations
@@ -171,7 +172,9 @@ class TrainingConfig:
         if model.source in ("llava_phi3", "pretrained") and not model.path:
             raise InvalidInputError(f"model.path must be set for model.source={model.source}")
         if model.source == "llava_phi3" and not model.sam_checkpoint:
-            raise InvalidInputError("model.sam_checkpoint (e.g. sam_vit_h_4b8939.pth) must be set for model.source=llava_phi3")
+            raise InvalidInputError(
+                "model.sam_checkpoint (e.g. sam_vit_h_4b8939.pth) must be set for model.source=llava_phi3"
+            )
         if model.source == "scratch" and not model.tokenizer:
             raise InvalidInputError("model.tokenizer must be set for model.source=scratch ('tiny' or a folder)")
         _require_choice("train.precision", train.precision, PRECISIONS)
@@ -321,17 +324,12 @@ def load_training_config(path: Path | None, overrides: Sequence[str] = ()) -> Tr
     return config
 
 
-def config_to_dict(config: TrainingConfig) -> dict[str, Any]:
-    """Plain data of a config (for YAML)."""
-    return asdict(config)
-
-
 def flatten_config(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists and non-section values are leaves)."""
     flat = {}
     for key, value in values.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict) and value and key not in ("config_overrides",):
+        if isinstance(value, dict) and value:
             flat.update(flatten_config(value, f"{name}."))
         else:
             flat[name] = value
@@ -340,7 +338,7 @@ def flatten_config(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def check_resume_changes(saved: TrainingConfig, requested: TrainingConfig) -> None:
     """A resumed run may only change logging, checkpointing, workers, micro-batch and validation keys."""
-    before, after = flatten_config(config_to_dict(saved)), flatten_config(config_to_dict(requested))
+    before, after = flatten_config(asdict(saved)), flatten_config(asdict(requested))
     changed = sorted(
         key for key in set(before) | set(after)
         if before.get(key) != after.get(key) and not key.startswith(RESUMABLE_KEYS)
@@ -365,6 +363,25 @@ def precision_dtype(precision: str) -> torch.dtype:
     return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
+def cast_parameters(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """Floating parameters in ``dtype``, floating buffers in float32: the layout DeepSpeed's bf16 mode
+    trains (it casts parameters only). Stock ``segment_anything`` needs it: its positional encoding
+    multiplies a float32 grid with its Gaussian-matrix buffer."""
+    for parameter in model.parameters():
+        if parameter.is_floating_point():
+            parameter.data = parameter.data.to(dtype)
+    for buffer in model.buffers():
+        if buffer.is_floating_point():
+            buffer.data = buffer.data.float()
+    return model
+
+
+def autocast_context(device: torch.device, precision: str) -> Any:
+    """``torch.autocast`` in bf16 runs (mixes the float32 buffers' outputs, e.g. SAM's positional encoding,
+    with bf16 weights); a no-op context in fp32 runs."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 # ============================================================================================ model
 def load_tokenizer_source(source: str, seg_token: str) -> "PreTrainedTokenizerBase":
     """``"tiny"`` -> the in-memory test tokenizer; otherwise a tokenizer folder."""
@@ -380,9 +397,11 @@ def load_tokenizer_source(source: str, seg_token: str) -> "PreTrainedTokenizerBa
 
 
 def _ensure_pad_token(tokenizer: "PreTrainedTokenizerBase") -> None:
-    """The original pads with ``<unk>`` (LLaVA-Phi-3 has no pad token)."""
-    if tokenizer.pad_token is None:
+    """Pad with ``<unk>`` (id 0 for Phi-3) as the original does (spec §4.7, §7.4)."""
+    if tokenizer.unk_token is not None:
         tokenizer.pad_token = tokenizer.unk_token
+    elif tokenizer.pad_token is None:
+        raise InvalidInputError("the tokenizer has neither an unk nor a pad token to pad batches with")
 
 
 def allocate_meta_parameters(model: torch.nn.Module, dtype: torch.dtype) -> None:
@@ -455,7 +474,8 @@ def load_llava_phi3_base(
     if not sam_path.is_file():
         raise MissingFilesError(f"model.sam_checkpoint={sam_path} does not exist")
     sam_shapes = {
-        map_key(name, SAM_CHECKPOINT_KEY_MAP): tuple(tensor.shape) for name, tensor in iter_checkpoint_tensors([sam_path])
+        map_key(name, SAM_CHECKPOINT_KEY_MAP): tuple(tensor.shape)
+        for name, tensor in iter_checkpoint_tensors([sam_path])
     }
     clip_source = vision_tower or config_dict.get("mm_vision_tower") or config_dict.get("vision_tower")
     if not clip_source:
@@ -481,7 +501,7 @@ def load_llava_phi3_base(
         load_clip_weights(model, clip_source, dtype)
     load_sam_checkpoint(model, sam_path)
     initialise_prompt_head(model)
-    model.to(dtype)
+    cast_parameters(model, dtype)
     prepare_tokenizer_and_embeddings(model, tokenizer)
     return model, tokenizer
 
@@ -490,15 +510,23 @@ def build_model_and_tokenizer(
     config: ModelConfig, dtype: torch.dtype
 ) -> tuple["VideoLisaForSegmentation", "PreTrainedTokenizerBase"]:
     """The model to train and its tokenizer, from ``model.source`` (weights in ``dtype``)."""
-    from videolisa.checkpoint import load_clip_weights, load_model, load_sam_checkpoint, prepare_tokenizer_and_embeddings
+    from videolisa.checkpoint import (
+        load_clip_weights,
+        load_model,
+        load_sam_checkpoint,
+        prepare_tokenizer_and_embeddings,
+    )
     from videolisa.config import VideoLisaConfig
     from videolisa.modeling.videolisa import VideoLisaForSegmentation
 
     if config.source == "llava_phi3":
         model, tokenizer = load_llava_phi3_base(config.path, config.sam_checkpoint, config.vision_tower, dtype)
     elif config.source == "pretrained":
-        model = load_model(config.path, dtype=dtype, vision_tower=config.vision_tower)
-        tokenizer = load_tokenizer_source(config.tokenizer or config.path, model.config.seg_token)
+        from videolisa.predictor import resolve_model_source
+
+        path = resolve_model_source(config.path)  # also "builtin:<name>"
+        model = load_model(path, dtype=dtype, vision_tower=config.vision_tower)
+        tokenizer = load_tokenizer_source(config.tokenizer or str(path), model.config.seg_token)
         prepare_tokenizer_and_embeddings(model, tokenizer)
     else:
         model_config = VideoLisaConfig.from_preset(config.preset, **config.config_overrides)
@@ -509,9 +537,8 @@ def build_model_and_tokenizer(
             load_clip_weights(model, config.vision_tower)
         tokenizer = load_tokenizer_source(config.tokenizer, model_config.seg_token)
         prepare_tokenizer_and_embeddings(model, tokenizer)
-        model.to(dtype)
     _ensure_pad_token(tokenizer)
-    return model.train(), tokenizer
+    return cast_parameters(model, dtype).train(), tokenizer
 
 
 def build_model_skeleton(model_dir: Path, dtype: torch.dtype) -> "VideoLisaForSegmentation":
@@ -522,7 +549,7 @@ def build_model_skeleton(model_dir: Path, dtype: torch.dtype) -> "VideoLisaForSe
 
     model = build_empty_model(VideoLisaConfig.from_pretrained(model_dir))
     allocate_meta_parameters(model, dtype)
-    return model
+    return cast_parameters(model, dtype)
 
 
 # ============================================================================================ LoRA
@@ -692,7 +719,7 @@ def save_run_files(run_dir: Path, config: TrainingConfig, ds_config: dict[str, A
     """``train_config.yaml``, ``deepspeed_config.json`` and ``model/`` (config + tokenizer, no weights)."""
     import yaml
 
-    write_text_atomic(run_dir / RUN_CONFIG_FILE, yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    write_text_atomic(run_dir / RUN_CONFIG_FILE, yaml.safe_dump(asdict(config), sort_keys=False))
     write_text_atomic(run_dir / RUN_DEEPSPEED_FILE, json.dumps(ds_config, indent=2))
     model_dir = run_dir / RUN_MODEL_DIR
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -758,16 +785,35 @@ def validate(
     dtype: torch.dtype,
 ) -> float | None:
     """Evaluate the model on ``section.benchmark`` with the batch-evaluation code (all ranks share the
-    videos); returns ``section.metric`` on rank 0, None on the other ranks. Leaves the model in eval mode."""
+    videos); returns ``section.metric`` on rank 0, None on the other ranks.
+
+    The model under training is evaluated in place and left exactly as it was: the predictor runs the stock
+    SAM modules (its fast path re-classes the SAM encoder and, in bf16, casts SAM to float32, which would
+    detach the parameters from DeepSpeed's flat buffers), the buffers it casts are restored, and the
+    parameters are checked to still be the tensors the optimizer updates. Training mode is restored.
+    """
     from videolisa.evaluation import EvaluationSettings, run_evaluation
     from videolisa.predictor import VideoLisaPredictor
 
-    predictor = VideoLisaPredictor(model, tokenizer, device=device, dtype=dtype, chunk_size=section.chunk_size)
-    settings = EvaluationSettings(
-        benchmark=section.benchmark, data_root=Path(section.root).expanduser(), model="in-training model",
-        out=out_dir, split=section.split, limit=section.limit, chunk_size=section.chunk_size,
-    )
-    result = run_evaluation(settings, predictor)
+    buffers = {(module, name): buffer for module in model.modules() for name, buffer in module._buffers.items()}
+    storage = {name: (parameter.data_ptr(), parameter.dtype) for name, parameter in model.named_parameters()}
+    was_training = model.training
+    try:
+        predictor = VideoLisaPredictor(model, tokenizer, device=device, dtype=dtype, chunk_size=section.chunk_size,
+                                       fast_sam=False)
+        settings = EvaluationSettings(
+            benchmark=section.benchmark, data_root=Path(section.root).expanduser(), model="in-training model",
+            out=out_dir, split=section.split, limit=section.limit, chunk_size=section.chunk_size,
+        )
+        result = run_evaluation(settings, predictor)
+    finally:
+        for (module, name), buffer in buffers.items():
+            module._buffers[name] = buffer
+        model.train(was_training)
+    moved = [name for name, parameter in model.named_parameters()
+             if (parameter.data_ptr(), parameter.dtype) != storage[name]]
+    if moved:
+        raise RuntimeError(f"validation replaced the storage of trained parameters {moved[:5]}")
     if not result:
         return None
     metric = section.metric or default_metric(section.benchmark)
@@ -825,7 +871,13 @@ def prepare_run(config_path: Path | None, resume_dir: Path | None, overrides: Se
         if config_path is None:
             raise InvalidInputError("give --config CONFIG.yaml for a new run, or --resume RUN_DIR")
         config = load_training_config(config_path, overrides)
-        return TrainingRun(config, Path(config.train.output_dir).expanduser().resolve(), resume=False)
+        run_dir = Path(config.train.output_dir).expanduser().resolve()
+        if (run_dir / RUN_CONFIG_FILE).exists():
+            raise InvalidInputError(
+                f"train.output_dir={run_dir} already holds a run; continue it with --resume {run_dir} or choose "
+                "another train.output_dir"
+            )
+        return TrainingRun(config, run_dir, resume=False)
     if config_path is not None:
         raise InvalidInputError("--resume uses the run's saved train_config.yaml; do not pass --config too")
     resume_dir = resume_dir.expanduser().resolve()
@@ -850,7 +902,8 @@ class Trainer:
         self.rank, self.world_size = init_distributed()
         self.precision = resolve_precision(self.config.train.precision)
         self.dtype = precision_dtype(self.precision)
-        self.device = torch.device(f"cuda:{torch.cuda.current_device()}") if torch.cuda.is_available() else torch.device("cpu")
+        cuda = torch.cuda.is_available()
+        self.device = torch.device(f"cuda:{torch.cuda.current_device()}" if cuda else "cpu")
         self.accumulation = gradient_accumulation_steps(self.config.train, self.world_size)
         self.step = 0
         self.best: dict[str, Any] | None = None
@@ -872,10 +925,9 @@ class Trainer:
         return apply_freezing_and_lora(model, self.config.lora), tokenizer
 
     def _build_data(self, model_config: "VideoLisaConfig") -> None:
-        from videolisa.data import DataConfig, MixtureDataset, SampleSettings, VideoLisaCollator, build_dataset_groups
+        from videolisa.data import MixtureDataset, SampleSettings, VideoLisaCollator, build_dataset_groups
 
-        train = self.config.train
-        data: DataConfig = self.config.data
+        train, data = self.config.train, self.config.data
         groups = build_dataset_groups(data, SampleSettings.from_model_config(model_config))
         self.dataset = MixtureDataset(groups, data.rates, train.seed, train.total_steps * train.global_batch_size)
         self.collator = VideoLisaCollator(self.tokenizer, model_config, train.max_text_tokens)
@@ -888,7 +940,7 @@ class Trainer:
                               self.world_size, self.rank)
         return torch.utils.data.DataLoader(
             self.dataset, batch_size=train.micro_batch_size, sampler=sampler, collate_fn=self.collator,
-            num_workers=train.num_workers, pin_memory=self.device.type == "cuda",
+            num_workers=train.num_workers,
         )
 
     def setup(self) -> None:
@@ -929,9 +981,11 @@ class Trainer:
         start = time.perf_counter()
         totals = torch.zeros(4, dtype=torch.float64)
         for micro_step in range(self.accumulation):
-            torch.manual_seed(micro_batch_seed(self.config.train.seed, self.step, micro_step * self.world_size + self.rank))
+            slot = micro_step * self.world_size + self.rank
+            torch.manual_seed(micro_batch_seed(self.config.train.seed, self.step, slot))
             batch = next(batches).to(self.device, dtype=self.dtype)
-            output = self.engine(batch)
+            with autocast_context(self.device, self.precision):
+                output = self.engine(batch)
             self.engine.backward(output.loss)
             self.engine.step()
             losses = (output.loss, output.ce_loss, output.bce_loss, output.dice_loss)
@@ -975,18 +1029,22 @@ class Trainer:
         self.engine.save_checkpoint(str(self.run_dir / CHECKPOINT_DIR), tag=tag, client_state={"step": self.step})
         dist.barrier()
         if self.rank == 0:
+            # best.json only ever names a complete checkpoint, and the rotation below spares it.
+            if self.best is not None and self.best["step"] == self.step:
+                write_text_atomic(self.run_dir / CHECKPOINT_DIR / BEST_FILE, json.dumps(self.best, indent=2))
             removed = remove_old_checkpoints(self.run_dir, self.config.train.keep_last)
             logger.info("saved checkpoint %s%s", tag, f"; removed {removed}" if removed else "")
         dist.barrier()
 
     def run_validation(self) -> None:
-        """Validate, record the best score (its checkpoint is kept by the rotation)."""
+        """Validate and remember the best score (written with the checkpoint of this step)."""
         import torch.distributed as dist
 
         section = self.config.validation
         out_dir = self.run_dir / "validation" / checkpoint_tag(self.step)
-        score = validate(unwrap_model(self.engine.module), self.tokenizer, section, out_dir, self.device, self.dtype)
-        self.engine.module.train()
+        with autocast_context(self.device, self.precision):
+            model = unwrap_model(self.engine.module)
+            score = validate(model, self.tokenizer, section, out_dir, self.device, self.dtype)
         shared = [score]
         dist.broadcast_object_list(shared, src=0)
         score = shared[0]
@@ -996,8 +1054,6 @@ class Trainer:
             logger.info("validation step %d: %s %.4f", self.step, metric, score)
         if self.best is None or score > self.best["score"]:
             self.best = {"tag": checkpoint_tag(self.step), "step": self.step, "metric": metric, "score": score}
-            if self.rank == 0:
-                write_text_atomic(self.run_dir / CHECKPOINT_DIR / BEST_FILE, json.dumps(self.best, indent=2))
 
     # ------------------------------------------------------------------ loop
     def train(self) -> dict[str, Any]:
@@ -1048,7 +1104,9 @@ def resolve_export_tag(run_dir: Path, tag: str | None) -> str:
     return tag
 
 
-def export_checkpoint(run_dir: Path, out_dir: Path, tag: str | None = None, dtype: torch.dtype = torch.bfloat16) -> Path:
+def export_checkpoint(
+    run_dir: Path, out_dir: Path, tag: str | None = None, dtype: torch.dtype = torch.bfloat16
+) -> Path:
     """DeepSpeed checkpoint -> fp32 state dict -> LoRA merged -> a folder :meth:`from_pretrained` loads
     (``config.json``, safetensors, tokenizer). Returns ``out_dir``."""
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -66,13 +67,24 @@ def write_in_background(items: Iterable[T], write: Callable[[T], None], max_pend
     """Call ``write(item)`` for every item, in order, in one worker thread while this thread produces the next.
 
     At most ``max_pending`` items wait for their write (bounded memory: each holds one frame's masks). The
-    first error of a write is re-raised here unchanged, and the writes queued after it are cancelled.
+    first error of a write is re-raised here unchanged, and no later write runs.
     """
+    failed = threading.Event()
+
+    def guarded_write(item: T) -> None:
+        if failed.is_set():  # an earlier write failed; its error is raised in the producing thread
+            return
+        try:
+            write(item)
+        except BaseException:
+            failed.set()
+            raise
+
     pending: deque[Future[None]] = deque()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="videolisa-write") as pool:
         try:
             for item in items:
-                pending.append(pool.submit(write, item))
+                pending.append(pool.submit(guarded_write, item))
                 while len(pending) > max_pending or (pending and pending[0].done()):
                     pending.popleft().result()
             while pending:

@@ -50,9 +50,14 @@ from videolisa.benchmarks.layout import require_field
 from videolisa.constants import DEFAULT_SEG_TOKEN
 from videolisa.data.base import TrainingDataset, draw_index
 from videolisa.data.prompts import long_question, seg_answer, short_question, single_turn
-from videolisa.data.sample import SampleSettings, TrainingSample, build_image_sample, build_video_sample
+from videolisa.data.sample import (
+    SampleSettings,
+    TrainingSample,
+    build_image_sample,
+    build_video_sample,
+    draw_clip_frames,
+)
 from videolisa.errors import InvalidInputError, MissingFilesError
-from videolisa.processing.sampling import sample_training_dense_positions, sample_training_frames
 from videolisa.processing.video_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
 RECORD_FIELDS = ("video", "instruction", "is_sentence", "masks", "mask_value", "answer")
@@ -174,7 +179,9 @@ class CustomDataset(TrainingDataset):
         answer = record.answer if record.answer is not None else seg_answer(rng, self.settings.seg_token)
         return single_turn(question, answer)
 
-    def _read_mask(self, record: CustomRecord, frame_index: int, frame_name: str, frame_hw: tuple[int, int]) -> np.ndarray:
+    def _read_mask(
+        self, record: CustomRecord, frame_index: int, frame_name: str, frame_hw: tuple[int, int]
+    ) -> np.ndarray:
         """``[H, W]`` bool target of one annotated frame."""
         from videolisa.metrics.io import decode_rle, read_label_png, read_mask
 
@@ -222,11 +229,10 @@ class CustomDataset(TrainingDataset):
                 image = reader.get_frames([0])[0]
                 return build_image_sample(image, np.array(masks, dtype=np.uint8).reshape(-1, *frame_hw),
                                           conversation, self.settings, metadata)
-            settings = self.settings
-            anchor = draw_index(len(annotated), rng)
-            positions = sample_training_frames(len(annotated), settings.num_frames_sparse, anchor, rng)
+            positions, dense_positions = draw_clip_frames(
+                len(annotated), draw_index(len(annotated), rng), self.settings, rng
+            )
             sparse = [annotated[position] for position in positions]
-            dense_positions = sample_training_dense_positions(settings.num_frames_sparse, settings.num_frames_dense, rng)
             dense = [sparse[position] for position in dense_positions]
             unique = sorted(set(sparse))
             frames = dict(zip(unique, reader.get_frames(unique)))

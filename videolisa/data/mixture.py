@@ -186,7 +186,8 @@ class MixtureDataset(torch.utils.data.Dataset):
         self.names = list(self.groups)
         weights = np.array([float(rates[name]) for name in self.names])
         if (weights <= 0).any():
-            raise InvalidInputError(f"every built data group needs a positive rate, got {dict(zip(self.names, weights))}")
+            rates_given = dict(zip(self.names, weights.tolist()))
+            raise InvalidInputError(f"every built data group needs a positive rate, got {rates_given}")
         self.probabilities = weights / weights.sum()
         self.seed = seed
         self.length = length
@@ -254,7 +255,8 @@ class StepSampler(torch.utils.data.Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         for step in range(self.start_step, self.total_steps):
             for micro_step in range(self.accumulation_steps):
-                first = step * self.global_batch_size + (micro_step * self.world_size + self.rank) * self.micro_batch_size
+                slot = micro_step * self.world_size + self.rank
+                first = step * self.global_batch_size + slot * self.micro_batch_size
                 yield from range(first, first + self.micro_batch_size)
 
     def __len__(self) -> int:

@@ -48,6 +48,8 @@ def single_turn(question: str, answer: str) -> Conversation:
     return [("user", question), ("assistant", answer)]
 
 
-def segmentation_conversation(question: str, rng: np.random.Generator, seg_token: str = DEFAULT_SEG_TOKEN) -> Conversation:
+def segmentation_conversation(
+    question: str, rng: np.random.Generator, seg_token: str = DEFAULT_SEG_TOKEN
+) -> Conversation:
     """A question followed by a random segmentation answer."""
     return single_turn(question, seg_answer(rng, seg_token))

@@ -24,7 +24,7 @@ from videolisa.benchmarks.reasonseg import LabelmeShape, _parse_shapes, rasteris
 from videolisa.constants import VIDEO_PLACEHOLDER
 from videolisa.data.base import DataRoot, TrainingDataset, draw_index
 from videolisa.data.prompts import explanatory_question, long_question, seg_answer, short_question, single_turn
-from videolisa.data.sample import SampleSettings, TrainingSample, build_image_sample, read_rgb_image
+from videolisa.data.sample import Conversation, SampleSettings, TrainingSample, build_image_sample, read_rgb_image
 from videolisa.errors import InvalidInputError
 
 TARGET_VALUE = 1
@@ -84,7 +84,9 @@ class ReasonSegDataset(TrainingDataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def _conversation(self, entry: _ReasonImage, text: str, rng: np.random.Generator) -> tuple[list[tuple[str, str]], bool]:
+    def _conversation(
+        self, entry: _ReasonImage, text: str, rng: np.random.Generator
+    ) -> tuple[Conversation, bool]:
         """The conversation and whether it asks for a mask."""
         if entry.is_sentence:
             question = long_question(text, rng)

@@ -61,7 +61,8 @@ class ReferSegDataset(TrainingDataset):
             int(annotation["id"]): annotation
             for annotation in require_field(instances, "annotations", list, str(instances_path))
         }
-        image_infos = {int(image["id"]): image for image in require_field(instances, "images", list, str(instances_path))}
+        images = require_field(instances, "images", list, str(instances_path))
+        image_infos = {int(image["id"]): image for image in images}
         self.images = self._collect_images(load_container_pickle(refs_path), image_infos, images_dir, refs_path)
 
     def _collect_images(

@@ -26,7 +26,11 @@ from videolisa.constants import (
     SAM_PIXEL_STD,
 )
 from videolisa.errors import InvalidInputError
-from videolisa.processing.sampling import sample_image_pseudo_video
+from videolisa.processing.sampling import (
+    sample_image_pseudo_video,
+    sample_training_dense_positions,
+    sample_training_frames,
+)
 from videolisa.processing.transforms import preprocess_clip, preprocess_sam, resized_hw_for
 
 if TYPE_CHECKING:
@@ -130,6 +134,16 @@ def _blank_sam_inputs(original_hw: tuple[int, int], settings: SampleSettings) ->
     size = settings.sam_image_size
     pixels = torch.zeros((settings.num_frames_dense, 3, size, size), dtype=torch.float32)
     return pixels, resized_hw_for(original_hw, size)
+
+
+def draw_clip_frames(
+    num_frames: int, anchor: int, settings: SampleSettings, rng: np.random.Generator
+) -> tuple[list[int], list[int]]:
+    """The training frames of a clip (spec §2.3): ``T_s`` sorted frame indices around ``anchor`` and ``T_d``
+    random dense positions among them. The dense frames are ``sparse[p]`` for each position ``p``."""
+    sparse = sample_training_frames(num_frames, settings.num_frames_sparse, anchor, rng)
+    dense_positions = sample_training_dense_positions(settings.num_frames_sparse, settings.num_frames_dense, rng)
+    return sparse, dense_positions
 
 
 def build_image_sample(

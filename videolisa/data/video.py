@@ -47,9 +47,15 @@ from videolisa.benchmarks.layout import (
 )
 from videolisa.data.base import DataRoot, TrainingDataset, draw_index
 from videolisa.data.prompts import segmentation_conversation, short_question
-from videolisa.data.sample import NoTargetError, SampleSettings, TrainingSample, build_video_sample, read_rgb_frames
+from videolisa.data.sample import (
+    NoTargetError,
+    SampleSettings,
+    TrainingSample,
+    build_video_sample,
+    draw_clip_frames,
+    read_rgb_frames,
+)
 from videolisa.errors import InvalidInputError, MissingFilesError
-from videolisa.processing.sampling import sample_training_dense_positions, sample_training_frames
 
 FRAME_SUFFIX = ".jpg"
 MASK_SUFFIX = ".png"
@@ -111,8 +117,7 @@ class VideoClipDataset(TrainingDataset):
         clip = self.clips[index]
         num_frames = len(clip.frame_names)
         anchor = clip.anchor if clip.anchor is not None else draw_index(num_frames, rng)
-        sparse = sample_training_frames(num_frames, settings.num_frames_sparse, anchor, rng)
-        dense_positions = sample_training_dense_positions(settings.num_frames_sparse, settings.num_frames_dense, rng)
+        sparse, dense_positions = draw_clip_frames(num_frames, anchor, settings, rng)
         dense = [sparse[position] for position in dense_positions]
         text, masks = self.clip_text_and_masks(clip, sparse, dense, rng)
         conversation = segmentation_conversation(short_question(text, rng), rng, settings.seg_token)

@@ -218,19 +218,15 @@ def fast_sam_settings(sam: Sam) -> FastSamSettings | None:
 
 
 def configure_fast_sam(sam: Sam, enabled: bool, compute_dtype: torch.dtype) -> None:
-    """Predictor switch: the fast path computing in ``compute_dtype``, or the stock modules in it.
-
-    Enabled with a reduced ``compute_dtype`` (bf16/fp16), SAM's weights are kept in float32 and the
-    encoder and decoder run under autocast; enabled in float32, only the kernels and batching change.
-    Disabled, SAM runs the stock modules with weights in ``compute_dtype`` (the original's behaviour).
-    """
+    """Predictor switch: SAM's weights stay in float32 (the rest of the model may be bf16) and ``sam`` runs
+    either the fast path, under autocast to ``compute_dtype`` when that is bf16/fp16, or the stock modules
+    in float32 (what the original's per-frame loop computes; stock ``segment_anything`` cannot decode masks
+    with bf16 weights: its positional encoding multiplies a float32 grid by the weights' matrix)."""
+    sam.float()
     if not enabled:
         disable_fast_sam(sam)
-        sam.to(compute_dtype)
         return
-    autocast_dtype = compute_dtype if compute_dtype in AUTOCAST_DTYPES else None
-    sam.float()
-    enable_fast_sam(sam, autocast_dtype=autocast_dtype)
+    enable_fast_sam(sam, autocast_dtype=compute_dtype if compute_dtype in AUTOCAST_DTYPES else None)
 
 
 def decode_low_res_logits_batched(
