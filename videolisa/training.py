@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MODEL_SOURCES = ("llava_phi3", "pretrained", "scratch")
+TRAINABLE_SETS = ("original", "all")
 PRECISIONS = ("auto", "bf16", "fp32")
 RUN_CONFIG_FILE = "train_config.yaml"
 RUN_DEEPSPEED_FILE = "deepspeed_config.json"
@@ -81,6 +82,8 @@ class ModelConfig:
             optionally SAM / CLIP weights).
         tokenizer: ``tiny`` (the in-memory test tokenizer), a tokenizer folder, or None (the one in ``path``).
         gradient_checkpointing: recompute LLM activations in the backward pass (saves memory).
+        trainable: ``original`` (spec §1.8: embeddings, LM head, SAM mask decoder, prompt head, + LoRA) or
+            ``all`` (every parameter, for a model trained from scratch, where nothing is pretrained; no LoRA).
     """
 
     source: str = "llava_phi3"
@@ -91,6 +94,7 @@ class ModelConfig:
     config_overrides: dict[str, Any] = field(default_factory=dict)
     tokenizer: str | None = None
     gradient_checkpointing: bool = True
+    trainable: str = "original"
 
 
 @dataclass
@@ -175,6 +179,9 @@ class TrainingConfig:
             raise InvalidInputError(
                 "model.sam_checkpoint (e.g. sam_vit_h_4b8939.pth) must be set for model.source=llava_phi3"
             )
+        _require_choice("model.trainable", model.trainable, TRAINABLE_SETS)
+        if model.trainable == "all" and self.lora.r > 0:
+            raise InvalidInputError("model.trainable=all trains every weight: set lora.r=0 (LoRA would be redundant)")
         if model.source == "scratch" and not model.tokenizer:
             raise InvalidInputError("model.tokenizer must be set for model.source=scratch ('tiny' or a folder)")
         _require_choice("train.precision", train.precision, PRECISIONS)
@@ -560,13 +567,19 @@ def lora_target_pattern(target_modules: Sequence[str]) -> str:
     return rf"llm\.(?:.*\.)?(?:{names})"
 
 
-def apply_freezing_and_lora(model: "VideoLisaForSegmentation", lora: LoraSection) -> torch.nn.Module:
+def apply_freezing_and_lora(
+    model: "VideoLisaForSegmentation", lora: LoraSection, trainable: str = "original"
+) -> torch.nn.Module:
     """The original's trainable set (spec §4.2): LoRA adapters (when ``lora.r > 0``) plus the fully trained
-    embeddings, LM head, SAM mask decoder and prompt head. Returns the (peft-wrapped) model."""
+    embeddings, LM head, SAM mask decoder and prompt head; or, with ``trainable="all"``, every parameter.
+    Returns the (peft-wrapped) model."""
     from peft import LoraConfig, get_peft_model
 
     from videolisa.modeling.videolisa import TRAINABLE_PREFIXES
 
+    if trainable == "all":
+        model.requires_grad_(True)
+        return model
     model.apply_freezing_policy()
     if lora.r == 0:
         return model
@@ -922,7 +935,7 @@ class Trainer:
             model, tokenizer = build_model_and_tokenizer(self.config.model, self.dtype)
         if self.config.model.gradient_checkpointing:
             model.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        return apply_freezing_and_lora(model, self.config.lora), tokenizer
+        return apply_freezing_and_lora(model, self.config.lora, self.config.model.trainable), tokenizer
 
     def _build_data(self, model_config: "VideoLisaConfig") -> None:
         from videolisa.data import MixtureDataset, SampleSettings, VideoLisaCollator, build_dataset_groups
@@ -1119,7 +1132,7 @@ def export_checkpoint(
     tag = resolve_export_tag(run_dir, tag)
     state_dict = get_fp32_state_dict_from_zero_checkpoint(str(run_dir / CHECKPOINT_DIR), tag=tag)
     model = apply_freezing_and_lora(build_empty_model(VideoLisaConfig.from_pretrained(run_dir / RUN_MODEL_DIR)),
-                                    config.lora)
+                                    config.lora, config.model.trainable)
     # The trainable weights are views into ZeRO's flat buffers: give each its own storage (safetensors needs it).
     state_dict = {name: tensor.clone() for name, tensor in state_dict.items()}
     try:

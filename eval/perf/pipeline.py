@@ -132,6 +132,30 @@ def measure_segment_many(model: str, video: str, device: str, repeats: int) -> d
     }
 
 
+def measure_model(
+    name: str, model: str, videos: dict[int, Path], workdir: Path, args: argparse.Namespace
+) -> tuple[list[list[object]], dict[str, float]]:
+    """Table rows and ratios of one model: ``videolisa infer`` on every video, segment vs segment_many on the
+    shortest one."""
+    short, long = min(videos), max(videos)
+    infer = {n: run_infer(model, video, workdir / f"out-{name}-{n}", args.device) for n, video in videos.items()}
+    many = json.loads(run_measured(python_command(
+        Path(__file__), "--segment-many-worker", model, str(videos[short]), "--device", args.device,
+        "--repeats", str(args.repeats),
+    )).stdout.strip().splitlines()[-1])
+    rows: list[list[object]] = [
+        [name, "infer", n, f"{r['wall']:.1f}", f"{r['load']:.1f}", f"{r['fps']:.1f}", f"{r['rss']:.0f}"]
+        for n, r in infer.items()
+    ]
+    for label, seconds in (("segment x1", many["one"]), ("segment_many x8", many["many"])):
+        rows.append([name, label, short, f"{seconds:.2f}", "-", f"{short / seconds:.1f}", "-"])
+    ratios = {
+        f"peak_memory_{long}_vs_{short}_{name}": infer[long]["rss"] / infer[short]["rss"],
+        f"segment_many_8_vs_1_{name}": many["many"] / many["one"],
+    }
+    return rows, ratios
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -149,18 +173,9 @@ def main() -> None:
         workdir = Path(tmp)
         videos = {n: write_video(workdir / f"video{n}.mp4", n) for n in (short, long)}
         for name, model in models_to_measure(workdir).items():
-            infer = {n: run_infer(model, videos[n], workdir / f"out-{name}-{n}", args.device) for n in videos}
-            many = json.loads(run_measured(python_command(
-                Path(__file__), "--segment-many-worker", model, str(videos[short]), "--device", args.device,
-                "--repeats", str(args.repeats),
-            )).stdout.strip().splitlines()[-1])
-            for n, result in infer.items():
-                rows.append([name, "infer", n, f"{result['wall']:.1f}", f"{result['load']:.1f}",
-                             f"{result['fps']:.1f}", f"{result['rss']:.0f}"])
-            rows.append([name, "segment x1", short, f"{many['one']:.2f}", "-", f"{short / many['one']:.1f}", "-"])
-            rows.append([name, "segment_many x8", short, f"{many['many']:.2f}", "-", f"{short / many['many']:.1f}", "-"])
-            ratios[f"peak_memory_{long}_vs_{short}_{name}"] = infer[long]["rss"] / infer[short]["rss"]
-            ratios[f"segment_many_8_vs_1_{name}"] = many["many"] / many["one"]
+            model_rows, model_ratios = measure_model(name, model, videos, workdir, args)
+            rows += model_rows
+            ratios.update(model_ratios)
     clock = "CPU s (1 thread)" if args.device == "cpu" else "wall s"
     print(f"videolisa pipeline on {args.device}, {HEIGHT}p videos ({WIDTH}x{HEIGHT}); infer: wall s of the process "
           f"(start + load + segmentation), load s, segmentation frames/s, peak RSS; segment rows: {clock} on the "

@@ -21,7 +21,8 @@ from typing import Any
 
 from videolisa.benchmarks.base import ExpressionDictBenchmark, VideoEntry
 from videolisa.benchmarks.layout import image_size, read_json, require_field, require_flag, require_id_list
-from videolisa.benchmarks.reasonvos import reasonvos_query
+from videolisa.constants import VIDEO_PLACEHOLDER
+from videolisa.processing.conversation import LONG_QUESTION_TEMPLATES
 from videolisa.errors import InvalidInputError
 
 # The split scored on the online server only: no mask_dict.json.
@@ -96,7 +97,10 @@ class MeViSBenchmark(ExpressionDictBenchmark):
 class SyntheticBenchmark(MeViSBenchmark):
     """Videos written by ``videolisa synth --layout mevis``: MeViS layout plus ``kind`` and ``is_sent`` fields.
 
-    Queries use the ReasonVOS templates (phrases vs. reasoning sentences); subsets are the instruction kinds.
+    Queries use the original training templates the synthetic model was trained with (the benchmark is this
+    package's own, so there is no official template): a phrase in the MeViS/SHORT template "Please segment the
+    {phrase} in this image.", a reasoning sentence in the LONG template "{sentence} Please output segmentation
+    mask.". Subsets are the instruction kinds.
     """
 
     name = "synthetic"
@@ -107,8 +111,10 @@ class SyntheticBenchmark(MeViSBenchmark):
         self.has_ground_truth = True
 
     def _query(self, expression: dict[str, Any], where: str) -> str:
-        text = require_field(expression, "exp", str, where)
-        return reasonvos_query(text, require_flag(expression, "is_sent", where))
+        if require_flag(expression, "is_sent", where):
+            sentence = " ".join(require_field(expression, "exp", str, where).split())
+            return LONG_QUESTION_TEMPLATES[1].format(sent=sentence).removeprefix(VIDEO_PLACEHOLDER + "\n")
+        return super()._query(expression, where)
 
     def _subset(self, position: int, expression: dict[str, Any], where: str) -> str | None:
         return require_field(expression, "kind", str, where)

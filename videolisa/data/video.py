@@ -46,7 +46,7 @@ from videolisa.benchmarks.layout import (
     require_string_list,
 )
 from videolisa.data.base import DataRoot, TrainingDataset, draw_index
-from videolisa.data.prompts import segmentation_conversation, short_question
+from videolisa.data.prompts import long_question, segmentation_conversation, short_question
 from videolisa.data.sample import (
     NoTargetError,
     SampleSettings,
@@ -78,6 +78,7 @@ class VideoClip:
     text: str
     anchor: int | None
     target: tuple[Any, ...]
+    is_sentence: bool = False
 
 
 def normalize_expression(text: str) -> str:
@@ -120,7 +121,8 @@ class VideoClipDataset(TrainingDataset):
         sparse, dense_positions = draw_clip_frames(num_frames, anchor, settings, rng)
         dense = [sparse[position] for position in dense_positions]
         text, masks = self.clip_text_and_masks(clip, sparse, dense, rng)
-        conversation = segmentation_conversation(short_question(text, rng), rng, settings.seg_token)
+        question = long_question(text, rng) if clip.is_sentence else short_question(text, rng)
+        conversation = segmentation_conversation(question, rng, settings.seg_token)
         unique = sorted(set(sparse))
         decoded = read_rgb_frames([clip.frames_dir / f"{clip.frame_names[i]}{FRAME_SUFFIX}" for i in unique])
         metadata = {"dataset": self.name, "video": clip.video, "text": text, "frames": sparse, "dense": dense}
@@ -258,14 +260,19 @@ class MeViSDataset(ExpressionClipDataset):
                 expressions = expressions[:MEVIS_VALID_U_EXPRESSIONS]
             for exp_id, expression in expressions:
                 exp_where = f"{where}, expression {exp_id!r}"
-                text = normalize_expression(require_field(expression, "exp", str, exp_where))
+                # Official MeViS has phrases only; synthetic MeViS-layout data marks reasoning sentences with
+                # "is_sent", which go into a LONG question with their casing kept, as ReasonSeg sentences do.
+                is_sentence = bool(expression.get("is_sent", False))
+                raw_text = require_field(expression, "exp", str, exp_where)
+                text = " ".join(raw_text.split()) if is_sentence else normalize_expression(raw_text)
                 anno_ids = require_id_list(expression, "anno_id", exp_where)
                 anchors = (
                     [0] if split == MEVIS_VALID_U_SPLIT
                     else anchors_every(len(frame_names), self.settings.num_frames_sparse)
                 )
                 clips.extend(
-                    VideoClip(video, frames_dir, frame_names, text, anchor, (split, anno_ids)) for anchor in anchors
+                    VideoClip(video, frames_dir, frame_names, text, anchor, (split, anno_ids), is_sentence)
+                    for anchor in anchors
                 )
         return clips
 

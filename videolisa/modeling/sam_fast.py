@@ -1,6 +1,6 @@
 """Fast path for the stock ``segment_anything`` SAM: fused attention, autocast, batched mask decoding.
 
-The SAM image encoder runs on every frame and dominates inference (ViT-H: about 3 TFLOPs per 1024x1024
+The SAM image encoder runs on every frame and dominates inference (ViT-H: 3 TMACs, 6 TFLOPs per 1024x1024
 frame). The stock ``segment_anything`` attention materialises the ``[B*heads, N, N]`` score matrix, adds the
 decomposed relative-position terms in two more full-size passes and softmaxes a fourth copy. This module
 switches a given :class:`~segment_anything.modeling.Sam` instance to a fast path *without forking it*:
@@ -9,9 +9,10 @@ switches a given :class:`~segment_anything.modeling.Sam` instance to a fast path
   :func:`torch.nn.functional.scaled_dot_product_attention` with the decomposed relative-position bias
   (the stock ``add_decomposed_rel_pos`` terms) as the additive attention mask; windowing and
   un-windowing stay the stock ``Block`` code;
-* the image encoder runs under ``torch.autocast`` in a reduced precision (bf16 on GPU) while its weights,
-  the residual stream, LayerNorms and softmax statistics stay in float32 (autocast's float32 op list and
-  the SDPA kernels' float32 accumulators); optionally the encoder body is ``torch.compile``-d;
+* the image encoder runs under ``torch.autocast`` in a reduced precision (bf16 on GPU): linear layers,
+  convolutions and attention in bf16, while the weights, the residual stream between blocks, the
+  LayerNorms and the softmax statistics stay float32 (autocast's float32 op list, the SDPA kernels'
+  float32 accumulators); optionally the encoder body is ``torch.compile``-d;
 * the mask decoder runs once per chunk of frames instead of once per frame, by ``torch.func.vmap`` over
   the frame axis of the stock ``MaskDecoder.predict_masks`` (same arithmetic per frame).
 
@@ -104,9 +105,9 @@ class FusedRelPosAttention(Attention):
 
 
 def attention_bias_budget(device: torch.device) -> int:
-    """Bytes of relative-position bias materialised per SDPA call: large on GPUs (few, big kernels), about
-    half a CPU's last-level cache on CPUs (the block is still cached when the SDPA kernel reads it, and is
-    recycled by the allocator instead of page-faulting a fresh ``[B, heads, N, N]`` tensor)."""
+    """Bytes of relative-position bias materialised per SDPA call: 1 GiB on GPUs (few, big kernels); 16 MiB
+    on CPUs, about half a server CPU's last-level cache (the block is still cached when the SDPA kernel
+    reads it, and the allocator recycles it instead of page-faulting a fresh ``[B, heads, N, N]`` tensor)."""
     return 1 << 30 if device.type == "cuda" else 16 << 20
 
 
@@ -182,9 +183,9 @@ def enable_fast_sam(sam: Sam, autocast_dtype: torch.dtype | None = None, compile
 
     Args:
         sam: a stock ``segment_anything`` ``Sam`` (e.g. from :func:`videolisa.modeling.sam.build_sam`).
-        autocast_dtype: ``torch.bfloat16`` / ``torch.float16`` to run the encoder and decoder under
-            autocast (keep the weights in float32 so that LayerNorms and the residual stream stay float32),
-            or None for the weights' dtype.
+        autocast_dtype: ``torch.bfloat16`` / ``torch.float16`` to run the image encoder under autocast
+            (keep the weights in float32 so that LayerNorms and the residual stream stay float32), or None
+            for the weights' dtype.
         compile: ``torch.compile`` the image-encoder body (first call compiles: minutes for ViT-H).
     """
     if autocast_dtype is not None and autocast_dtype not in AUTOCAST_DTYPES:
@@ -256,7 +257,9 @@ def decode_low_res_logits_batched(
     return torch.func.vmap(decode_frame)(image_embeddings.to(sparse.dtype)).float()
 
 
-def decode_low_res_logits_auto(sam: Sam, image_embeddings: torch.Tensor, prompt_embeddings: torch.Tensor) -> torch.Tensor:
+def decode_low_res_logits_auto(
+    sam: Sam, image_embeddings: torch.Tensor, prompt_embeddings: torch.Tensor
+) -> torch.Tensor:
     """The batched decoder when ``sam`` is on the fast path, else the stock per-frame loop (same shapes as
     :func:`decode_low_res_logits`)."""
     if fast_sam_settings(sam) is None:
