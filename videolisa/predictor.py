@@ -333,7 +333,7 @@ class VideoLisaPredictor:
 
     def _prepare_chunk(self, chunk: tuple[int, np.ndarray]) -> tuple[int, np.ndarray, torch.Tensor, tuple[int, int]]:
         start, frames = chunk
-        pixels, resized = self.processor.sam_pixels(frames)
+        pixels, resized = self.processor.sam_pixels(frames, device=self.device)
         return start, frames, pixels, resized
 
     def _prepared_chunks(self, reader: VideoReader) -> Iterator[tuple[int, np.ndarray, torch.Tensor, tuple[int, int]]]:
@@ -376,7 +376,10 @@ class VideoLisaPredictor:
             for start, frames, pixels, resized in self._prepared_chunks(reader):
                 embeddings = self.model.encode_images(pixels.to(self.device, non_blocking=True))
                 logits = self.model.decode_masks(embeddings, prompts.embeddings, resized, original_hw).float()
-                per_instruction = torch.stack([logits[:, group].amax(dim=1) for group in prompts.groups], dim=1)
+                single_seg = len(prompts.groups) == logits.shape[1]
+                per_instruction = logits if single_seg else torch.stack(
+                    [logits[:, group].amax(dim=1) for group in prompts.groups], dim=1
+                )
                 masks = (per_instruction > threshold).cpu().numpy()
                 logits_np = per_instruction.cpu().numpy() if return_logits else None
                 for offset in range(frames.shape[0]):

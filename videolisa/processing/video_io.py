@@ -523,16 +523,14 @@ class _DecordVideo(VideoReader):
         self._reader = None
 
     def iter_chunks(self, chunk_size: int, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(start_index, frames [k, H, W, 3] uint8)`` chunks; continues with PyAV if decord fails."""
+        """Yield ``(start_index, frames [k, H, W, 3] uint8)`` chunks, decoded sequentially with PyAV.
+
+        A full pass is sequential, which PyAV does at constant memory; decord 0.6 keeps decoding ahead in its
+        own thread without bound when the consumer is slower (dmlc/decord#157, #208), so peak memory would
+        grow with the video length. decord keeps serving random access (:meth:`get_frames`).
+        """
         self._check_chunking(chunk_size, start)
-        chunk_start = start
-        while chunk_start < self._num_frames:
-            frames = self._decode_with_decord(self._chunk_indices(chunk_start, chunk_size))
-            if frames is None:
-                yield from self._pyav.iter_chunks(chunk_size, chunk_start)
-                return
-            yield chunk_start, frames
-            chunk_start += chunk_size
+        yield from self._pyav.iter_chunks(chunk_size, start)
 
     def _decode_sorted(self, indices: list[int]) -> np.ndarray:
         frames = self._decode_with_decord(indices)
@@ -544,6 +542,8 @@ class _DecordVideo(VideoReader):
             return None
         try:
             frames = self._reader.get_batch(indices).asnumpy()  # type: ignore[attr-defined]
+            # Stop decord's read-ahead thread from buffering frames past this batch (see iter_chunks).
+            self._reader.seek(0)  # type: ignore[attr-defined]
         except self._decord.DECORDError as err:
             logger.warning(
                 "decord failed on %s frames %d..%d (%s); decoding it with PyAV from now on",
