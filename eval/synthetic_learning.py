@@ -2,7 +2,8 @@
 
     python eval/synthetic_learning.py --out outputs/synthetic_learning [--run-dir runs/synthetic_cpu]
 
-The held-out split is generated with a different seed than the training data (seed 2 vs 1), evaluated with the
+The held-out split is generated with a different seed than the training data (seed 2 vs 1) and the same
+generator settings as train/configs/synthetic_cpu.yaml (16-32 frames, 2-3 objects), evaluated with the
 batch evaluation (``videolisa.evaluation``, the ``synthetic`` benchmark) and the exact metrics; J&F is reported
 overall and per instruction kind. With ``--run-dir`` (the training run of ``train/configs/synthetic_cpu.yaml``)
 it also plots the training loss and the held-out J&F over steps.
@@ -42,7 +43,7 @@ def heldout_data(args: argparse.Namespace) -> Path:
     if not (target / "valid_u" / "meta_expressions.json").is_file():
         write_synthetic_dataset(
             target, layout="mevis", num_videos=args.videos, seed=HELDOUT_SEED, split="valid_u",
-            config=SyntheticConfig(min_frames=16, max_frames=32), overwrite=True,
+            config=SyntheticConfig(min_frames=16, max_frames=32, min_objects=2, max_objects=3), overwrite=True,
         )
     return target
 
