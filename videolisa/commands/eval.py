@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from videolisa.evaluation import EvaluationSettings
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +40,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
 
 
-def settings_from_args(args: argparse.Namespace):
+def settings_from_args(args: argparse.Namespace) -> "EvaluationSettings":
     """The parsed arguments as :class:`videolisa.evaluation.EvaluationSettings`."""
     from videolisa.evaluation import EvaluationSettings
 
