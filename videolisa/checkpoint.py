@@ -47,6 +47,8 @@ ORIGINAL_KEY_MAP: tuple[tuple[str, str], ...] = (
     ("model.text_hidden_fcs.0.", "prompt_head."),
     ("model.vision_tower.vision_tower.vision_model.", "vision_tower."),
 )
+# This package's own format: names are used as they are.
+IDENTITY_KEY_MAP: tuple[tuple[str, str], ...] = (("", ""),)
 # Stock SAM checkpoints (sam_vit_h_4b8939.pth, ...) hold the bare Sam state dict.
 SAM_CHECKPOINT_KEY_MAP: tuple[tuple[str, str], ...] = (("", "sam."),)
 
@@ -352,8 +354,11 @@ def _tensor_shapes(paths: list[Path], key_map: tuple[tuple[str, str], ...]) -> d
     shapes = {}
     for path in paths:
         if path.suffix == ".safetensors":
-            with safe_open(str(path), framework="pt") as handle:
-                names = [(name, tuple(handle.get_slice(name).get_shape())) for name in handle.keys()]
+            try:
+                with safe_open(str(path), framework="pt") as handle:
+                    names = [(name, tuple(handle.get_slice(name).get_shape())) for name in handle.keys()]
+            except Exception as error:  # safetensors raises its own error types for truncated/corrupt files
+                raise CheckpointError(f"cannot read {path} as safetensors: {error}") from error
         else:
             names = [(name, tuple(tensor.shape)) for name, tensor in iter_checkpoint_tensors([path])]
         for name, shape in names:
@@ -433,10 +438,17 @@ def load_model(
     config_dict = read_config_json(model_dir)
     paths = weight_files(model_dir)
     dtype = dtype or torch.float32
-    if is_original_config(config_dict):
-        key_map = ORIGINAL_KEY_MAP
+    original = is_original_config(config_dict)
+    if not original and config_dict.get("model_type") != VideoLisaConfig.model_type:
+        raise CheckpointError(
+            f"{model_dir}/config.json has model_type {config_dict.get('model_type')!r}; expected "
+            f"'videolisa' (this package) or one of {list(ORIGINAL_MODEL_TYPES)} (original VideoLISA)"
+        )
+    key_map = ORIGINAL_KEY_MAP if original else IDENTITY_KEY_MAP
+    shapes = _tensor_shapes(paths, key_map)  # headers only for safetensors; read once
+    if original:
         if sam_config is None:
-            sam_config = infer_sam_config(_tensor_shapes(paths, key_map))
+            sam_config = infer_sam_config(shapes)
         elif isinstance(sam_config, dict):
             sam_config = SamConfig.from_dict(sam_config)
         clip_source = vision_tower or config_dict.get("mm_vision_tower") or config_dict.get("vision_tower")
@@ -447,17 +459,11 @@ def load_model(
         config = convert_original_config(
             config_dict, load_vision_config(clip_source), sam_config, str(clip_source), token_id
         )
-    elif config_dict.get("model_type") == VideoLisaConfig.model_type:
-        key_map = None
+    else:
         config = VideoLisaConfig.from_pretrained(model_dir)
         clip_source = vision_tower
-    else:
-        raise CheckpointError(
-            f"{model_dir}/config.json has model_type {config_dict.get('model_type')!r}; expected "
-            f"'videolisa' (this package) or one of {list(ORIGINAL_MODEL_TYPES)} (original VideoLISA)"
-        )
     model = build_empty_model(config)
-    has_clip = any(_is_clip_key(name) for name in _tensor_shapes(paths, key_map or (("", ""),)))
+    has_clip = any(_is_clip_key(name) for name in shapes)
     if not has_clip:
         load_clip_weights(model, clip_source or config.vision_tower_name, dtype)
     load_state_dict_strict(

@@ -187,11 +187,11 @@ class VideoLisaPredictor:
         """Segment ``video`` (path, frame folder, image, ``[T, H, W, 3] uint8`` RGB array, or an opened
         reader) from ``instruction`` — or from ``prompt_ids``, an already tokenized conversation (1-D ids in
         which ``config.image_token_index`` (-200) marks the video, the original's convention)."""
-        if (instruction is None) == (prompt_ids is None):
-            raise InvalidInputError("give exactly one of instruction or prompt_ids")
-        ids = [self.processor.validate_input_ids(prompt_ids)] if prompt_ids is not None else None
+        input_ids = self._input_ids(
+            None if instruction is None else [instruction], None if prompt_ids is None else [prompt_ids], answer
+        )
         return self._segment_all(
-            video, [instruction], ids, answer, frames_sparse, frames_dense, threshold, return_logits, progress
+            video, [instruction], input_ids, frames_sparse, frames_dense, threshold, return_logits, progress
         )[0]
 
     def segment_many(
@@ -211,7 +211,8 @@ class VideoLisaPredictor:
         if isinstance(instructions, str) or not instructions:
             raise InvalidInputError("instructions must be a non-empty list of strings")
         return self._segment_all(
-            video, list(instructions), None, answer, frames_sparse, frames_dense, threshold, return_logits, progress
+            video, list(instructions), self._input_ids(instructions, None, answer), frames_sparse, frames_dense,
+            threshold, return_logits, progress,
         )
 
     def iter_segment(
@@ -261,8 +262,7 @@ class VideoLisaPredictor:
         self,
         video: Any,
         instructions: list[str | None],
-        input_ids: list[torch.Tensor] | None,
-        answer: str,
+        input_ids: list[torch.Tensor],
         frames_sparse: int | None,
         frames_dense: int | None,
         threshold: float,
@@ -271,8 +271,6 @@ class VideoLisaPredictor:
     ) -> list[SegmentationResult]:
         start = time.perf_counter()
         reader = open_video(video)
-        if input_ids is None:
-            input_ids = self._input_ids(instructions, None, answer)
         prompts = self._compute_prompts(reader, input_ids, frames_sparse, frames_dense)
         shape = (len(input_ids), reader.num_frames, reader.height, reader.width)
         masks = np.zeros(shape, dtype=bool)

@@ -53,8 +53,8 @@ class VideoLisaProcessor:
     def validate_input_ids(self, input_ids: Sequence[int] | torch.Tensor | np.ndarray) -> torch.Tensor:
         """Check a tokenized conversation ``[L]`` (or ``[1, L]``): one video placeholder, at least one
         segmentation token after it, and a length that fits the model's context. Returns ``[L]`` int64."""
-        ids = torch.as_tensor(np.asarray(input_ids), dtype=torch.long).reshape(-1) if not isinstance(
-            input_ids, torch.Tensor) else input_ids.reshape(-1).long()
+        ids = torch.as_tensor(input_ids if isinstance(input_ids, torch.Tensor) else np.asarray(input_ids))
+        ids = ids.reshape(-1).long()
         config = self.config
         placeholders = torch.nonzero(ids == config.image_token_index).flatten()
         if placeholders.numel() != 1:
