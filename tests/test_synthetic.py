@@ -247,6 +247,28 @@ def test_reasonvos_layout_round_trip(tmp_path: Path) -> None:
         assert len(list((out / "JPEGImages" / video.name).glob("*.jpg"))) == video.num_frames
 
 
+def test_custom_layout_is_read_by_the_custom_data_reader(tmp_path: Path) -> None:
+    from videolisa.data.custom import CustomDataset
+    from videolisa.data.sample import SampleSettings
+
+    out = write_synthetic_dataset(tmp_path / "custom", layout="custom", num_videos=2, seed=5, config=SMALL, progress=False)
+    expected = list(generate_videos(5, 2, SMALL))
+    settings = SampleSettings(num_frames_sparse=6, num_frames_dense=2, clip_image_size=28, sam_image_size=64)
+    dataset = CustomDataset(settings, [out / synthetic.CUSTOM_FILE])
+    pairs = [(video, expression) for video in expected for expression in video.expressions]
+    assert len(dataset) == len(pairs)
+    rng = np.random.default_rng(0)
+    for index, (video, expression) in enumerate(pairs):
+        record = dataset.records[index]
+        referent = video.objects[expression.object_index]
+        assert (record.instruction, record.is_sentence) == (expression.text, expression.is_sentence)
+        assert record.answer == f"Sure, [SEG] {referent.color} {referent.size} {referent.shape}."
+        sample = dataset.build_sample(index, rng)
+        dense = sample.metadata["dense"]
+        assert sample.conversation[-1] == ("assistant", record.answer)
+        assert np.array_equal(sample.target_masks[0].numpy().astype(bool), video.masks[expression.object_index][dense])
+
+
 def test_mp4_layout(tmp_path: Path) -> None:
     import av
 

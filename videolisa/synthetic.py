@@ -13,7 +13,8 @@ video; a scene where some kind has no such instruction is drawn again. Phrases c
 that the benchmark templates ("Please segment the {phrase} in this scene.") read naturally.
 
 Generation is deterministic per seed (numpy ``Generator``). Writers produce the MeViS layout, the ReasonVOS
-layout and H.264 mp4 files with PNG masks; :func:`write_synthetic_dataset` writes any of them atomically.
+layout, a custom-data JSONL (:mod:`videolisa.data.custom`, with answers that name the referent) and H.264 mp4
+files with PNG masks; :func:`write_synthetic_dataset` writes any of them atomically.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from videolisa.constants import DEFAULT_SEG_TOKEN
 from videolisa.errors import InvalidInputError
 from videolisa.processing.video_io import default_frame_names
 
@@ -48,7 +50,7 @@ COLORS: dict[str, tuple[int, int, int]] = {
 OBJECT_SIZES = ("small", "large")
 MOTIONS = ("static", "linear", "stops", "enters", "leaves")
 EXPRESSION_KINDS = ("attribute", "motion", "temporal", "reasoning")
-LAYOUTS = ("mevis", "reasonvos", "mp4")
+LAYOUTS = ("mevis", "reasonvos", "custom", "mp4")
 # ReasonVOS names an object's mask folder "<source>_<video>_<obj_id>"; this is the source of synthetic videos.
 SYNTHETIC_SOURCE = "synthetic"
 DEFAULT_SIZES = ((128, 128), (160, 224), (192, 256))
@@ -839,6 +841,45 @@ def write_mevis_layout(videos: Iterable[SyntheticVideo], root: Path, split: str 
     _write_json(mask_dict, split_dir / "mask_dict.json")
 
 
+CUSTOM_FILE = "annotations.jsonl"
+
+
+def describing_answer(obj: SyntheticObject, seg_token: str = DEFAULT_SEG_TOKEN) -> str:
+    """``"Sure, [SEG] red small triangle."``: the original's ``"Sure, [SEG]."`` followed by what the object looks
+    like, colour first.
+
+    A model that reads the hidden state *at* ``[SEG]`` (``seg_hidden_offset=0``) is then taught by the
+    language-model loss to put the referent's appearance into exactly the state that prompts SAM, whatever
+    the kind of instruction; inference still teacher-forces ``"Sure, [SEG]."`` and a causal model never sees
+    the words after ``[SEG]`` there.
+    """
+    return f"Sure, {seg_token} {obj.color} {obj.size} {obj.shape}."
+
+
+def write_custom_layout(videos: Iterable[SyntheticVideo], root: Path) -> None:
+    """Write videos as custom training data (:mod:`videolisa.data.custom`) under ``root``.
+
+    ``JPEGImages/<video>/<frame>.jpg`` and ``annotations.jsonl`` with one record per expression:
+    ``{"video": "JPEGImages/<video>", "instruction", "is_sentence", "masks": {"rle": [per-frame RLE or
+    null]}, "answer": describing_answer(referent)}``. Writes in place.
+    """
+    root = Path(root)
+    lines = []
+    for video in videos:
+        _write_jpeg_frames(video.frames, video.frame_names, root / "JPEGImages" / video.name)
+        rles = [[_encode_rle(mask) for mask in masks] for masks in video.masks]
+        for expression in video.expressions:
+            record = {
+                "video": f"JPEGImages/{video.name}",
+                "instruction": expression.text,
+                "is_sentence": expression.is_sentence,
+                "masks": {"rle": rles[expression.object_index]},
+                "answer": describing_answer(video.objects[expression.object_index]),
+            }
+            lines.append(json.dumps(record))
+    (root / CUSTOM_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 def reasonvos_mask_folder(video: str, object_index: int) -> str:
     """ReasonVOS mask folder name of an object: ``<source>_<video>_<obj_id>``."""
     return f"{SYNTHETIC_SOURCE}_{video}_{object_index}"
@@ -993,6 +1034,8 @@ def write_synthetic_dataset(
             write_mevis_layout(videos, staging, split)
         elif layout == "reasonvos":
             write_reasonvos_layout(videos, staging)
+        elif layout == "custom":
+            write_custom_layout(videos, staging)
         else:
             write_mp4_layout(videos, staging, fps)
     return out_dir
