@@ -269,6 +269,33 @@ def test_custom_layout_is_read_by_the_custom_data_reader(tmp_path: Path) -> None
         assert np.array_equal(sample.target_masks[0].numpy().astype(bool), video.masks[expression.object_index][dense])
 
 
+def test_custom_samples_can_ask_about_several_targets_of_one_video(tmp_path: Path) -> None:
+    from videolisa.constants import VIDEO_PLACEHOLDER
+    from videolisa.data.custom import CustomDataset
+    from videolisa.data.sample import SampleSettings
+
+    out = write_synthetic_dataset(tmp_path / "custom", layout="custom", num_videos=2, seed=6, config=SMALL, progress=False)
+    expected = {video.name: video for video in generate_videos(6, 2, SMALL)}
+    settings = SampleSettings(num_frames_sparse=6, num_frames_dense=2, clip_image_size=28, sam_image_size=64)
+    dataset = CustomDataset(settings, [out / synthetic.CUSTOM_FILE], targets_per_sample=3)
+    sample = dataset.build_sample(0, np.random.default_rng(1))
+    lines = {f"{out / synthetic.CUSTOM_FILE}:{number}": number - 1 for number in range(1, len(dataset) + 1)}
+    targets = [dataset.records[lines[where]] for where in sample.metadata["records"]]
+    assert len(targets) == 3 and len(set(sample.metadata["records"])) == 3
+    assert len({target.video for target in targets}) == 1
+    video = expected[targets[0].video.name]
+    questions = [message for role, message in sample.conversation if role == "user"]
+    answers = [message for role, message in sample.conversation if role == "assistant"]
+    assert questions[0].startswith(VIDEO_PLACEHOLDER) and not any(VIDEO_PLACEHOLDER in q for q in questions[1:])
+    assert answers == [target.answer for target in targets]
+    by_text = {expression.text: expression for expression in video.expressions}
+    for row, target in enumerate(targets):
+        expected_masks = video.masks[by_text[target.instruction].object_index][sample.metadata["dense"]]
+        assert np.array_equal(sample.target_masks[row].numpy().astype(bool), expected_masks)
+    with pytest.raises(InvalidInputError, match="custom_targets"):
+        CustomDataset(settings, [out / synthetic.CUSTOM_FILE], targets_per_sample=0)
+
+
 def test_mp4_layout(tmp_path: Path) -> None:
     import av
 

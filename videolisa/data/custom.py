@@ -35,6 +35,12 @@ Fields:
 
 Use it with ``data.custom_files=[/path/a.jsonl, ...]`` and a rate ``data.rates.custom`` (e.g. the only rate
 for a custom-only fine-tune). Every record's files are checked when training starts.
+
+With ``data.custom_targets: N`` (default 1) a sample about a video with masks also asks about up to ``N - 1``
+other records of the same video (same frames), as further question/answer turns of one conversation with
+one ``[SEG]`` each -- the original's ``num_classes_per_sample`` for image data. Seeing several targets of
+the same frames in one step is what teaches a model trained from scratch that the prompt, not the image
+alone, decides the mask.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from videolisa.benchmarks.layout import require_field
-from videolisa.constants import DEFAULT_SEG_TOKEN
+from videolisa.constants import DEFAULT_SEG_TOKEN, VIDEO_PLACEHOLDER
 from videolisa.data.base import TrainingDataset, draw_index
 from videolisa.data.prompts import long_question, seg_answer, short_question, single_turn
 from videolisa.data.sample import (
@@ -162,22 +168,48 @@ class CustomDataset(TrainingDataset):
 
     name = "custom"
 
-    def __init__(self, settings: SampleSettings, files: Sequence[str | Path]) -> None:
+    def __init__(self, settings: SampleSettings, files: Sequence[str | Path], targets_per_sample: int = 1) -> None:
         super().__init__(settings)
         if not files:
             raise InvalidInputError("data.custom_files is empty, but the mixture has a 'custom' rate")
+        if targets_per_sample < 1:
+            raise InvalidInputError(f"data.custom_targets must be >= 1, got {targets_per_sample}")
         self.records = [record for file in files for record in read_custom_file(Path(file), settings.seg_token)]
+        self.targets_per_sample = targets_per_sample
+        self._records_of_video: dict[Path, list[int]] = {}
+        for index, record in enumerate(self.records):
+            if record.has_masks:
+                self._records_of_video.setdefault(record.video, []).append(index)
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def _conversation(self, record: CustomRecord, rng: np.random.Generator) -> list[tuple[str, str]]:
-        if record.is_sentence:
-            question = long_question(record.instruction, rng)
-        else:
-            question = short_question(record.instruction.lower(), rng)
-        answer = record.answer if record.answer is not None else seg_answer(rng, self.settings.seg_token)
-        return single_turn(question, answer)
+    def _conversation(self, records: Sequence[CustomRecord], rng: np.random.Generator) -> list[tuple[str, str]]:
+        """One question/answer turn per record; only the first question carries the video."""
+        turns = []
+        for turn, record in enumerate(records):
+            if record.is_sentence:
+                question = long_question(record.instruction, rng)
+            else:
+                question = short_question(record.instruction.lower(), rng)
+            if turn > 0:
+                question = question.removeprefix(f"{VIDEO_PLACEHOLDER}\n")
+            answer = record.answer if record.answer is not None else seg_answer(rng, self.settings.seg_token)
+            turns += single_turn(question, answer)
+        return turns
+
+    def _companions(self, index: int, frame_names: Sequence[str], dense: Sequence[int], rng: np.random.Generator) -> list[int]:
+        """Up to ``targets_per_sample - 1`` other records of the same video annotated on every dense frame."""
+        if self.targets_per_sample == 1:
+            return []
+        others = [other for other in self._records_of_video.get(self.records[index].video, []) if other != index]
+        chosen = []
+        for other in (others[i] for i in rng.permutation(len(others))):
+            if len(chosen) == self.targets_per_sample - 1:
+                break
+            if set(dense) <= set(self._annotated_frames(self.records[other], frame_names)):
+                chosen.append(other)
+        return chosen
 
     def _read_mask(
         self, record: CustomRecord, frame_index: int, frame_name: str, frame_hw: tuple[int, int]
@@ -216,7 +248,6 @@ class CustomDataset(TrainingDataset):
         from videolisa.processing.video_io import open_video
 
         record = self.records[index]
-        conversation = self._conversation(record, rng)
         metadata = {"dataset": self.name, "record": record.where}
         with open_video(record.video) as reader:
             frame_names = list(reader.frame_names)
@@ -225,6 +256,7 @@ class CustomDataset(TrainingDataset):
                 raise InvalidInputError(f"{record.where}: a single mask PNG needs a single image as 'video'")
             annotated = self._annotated_frames(record, frame_names)
             if reader.num_frames == 1:
+                conversation = self._conversation([record], rng)
                 masks = [self._read_mask(record, 0, frame_names[0], frame_hw)] if record.has_masks else []
                 image = reader.get_frames([0])[0]
                 return build_image_sample(image, np.array(masks, dtype=np.uint8).reshape(-1, *frame_hw),
@@ -236,9 +268,13 @@ class CustomDataset(TrainingDataset):
             dense = [sparse[position] for position in dense_positions]
             unique = sorted(set(sparse))
             frames = dict(zip(unique, reader.get_frames(unique)))
+        targets = [record, *(self.records[other] for other in self._companions(index, frame_names, dense, rng))]
+        conversation = self._conversation(targets, rng)
         if record.has_masks:
-            masks = np.stack([self._read_mask(record, i, frame_names[i], frame_hw) for i in dense])[None]
+            masks = np.stack(
+                [np.stack([self._read_mask(target, i, frame_names[i], frame_hw) for i in dense]) for target in targets]
+            )
         else:
             masks = np.zeros((0, len(dense), *frame_hw), dtype=np.uint8)
-        metadata.update(frames=sparse, dense=dense)
+        metadata.update(frames=sparse, dense=dense, records=[target.where for target in targets])
         return build_video_sample(frames, sparse, dense_positions, masks, conversation, self.settings, metadata)

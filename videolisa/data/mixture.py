@@ -85,6 +85,8 @@ class DataConfig:
         mevis_splits: MeViS splits to train on.
         explanatory: probability of a text-only ReasonSeg answer (None: no explanations at all).
         custom_files: JSONL files of :mod:`videolisa.data.custom`.
+        custom_targets: records of the same video asked about in one custom sample (multi-turn, one ``[SEG]``
+            each; 1 = one target per sample, as every other dataset).
     """
 
     rates: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_RATES))
@@ -95,6 +97,7 @@ class DataConfig:
     mevis_splits: list[str] = field(default_factory=lambda: ["train", "valid_u"])
     explanatory: float | None = 0.1
     custom_files: list[str] = field(default_factory=list)
+    custom_targets: int = 1
 
     def validate(self) -> None:
         """Raise InvalidInputError naming the first bad key."""
@@ -155,7 +158,7 @@ DATASET_BUILDERS: dict[str, DatasetBuilder] = {
     "refytvos": lambda c, s: ReferFormerDataset(s, data_root(c, "refytvos"), "refytvos"),
     "refdavis": lambda c, s: ReferFormerDataset(s, data_root(c, "refdavis"), "refdavis"),
     "mevis": lambda c, s: MeViSDataset(s, data_root(c, "mevis"), c.mevis_splits),
-    "custom": lambda c, s: CustomDataset(s, c.custom_files),
+    "custom": lambda c, s: CustomDataset(s, c.custom_files, c.custom_targets),
 }
 
 
