@@ -48,20 +48,21 @@ def heldout_data(args: argparse.Namespace) -> Path:
     return target
 
 
-def untrained_model_dir(out: Path) -> Path:
-    """The "synthetic" preset with seeded random weights (what training starts from), saved for the predictor."""
+def untrained_model_dir(out: Path, model: str) -> Path:
+    """The trained model's own config with seeded random weights (what training starts from), saved for the
+    predictor."""
     import torch
 
     from videolisa.config import VideoLisaConfig
     from videolisa.modeling.videolisa import VideoLisaForSegmentation
+    from videolisa.predictor import resolve_model_source
     from videolisa.tokenization import build_tiny_tokenizer
 
     target = out / "untrained_model"
     if not (target / "config.json").is_file():
         torch.manual_seed(0)
-        VideoLisaForSegmentation(VideoLisaConfig.from_preset("synthetic")).save_pretrained(
-            target, tokenizer=build_tiny_tokenizer()
-        )
+        config = VideoLisaConfig.from_pretrained(resolve_model_source(model))
+        VideoLisaForSegmentation(config).save_pretrained(target, tokenizer=build_tiny_tokenizer(config.seg_token))
     return target
 
 
@@ -125,8 +126,9 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     data = heldout_data(args)
+    untrained = str(untrained_model_dir(args.out, args.model))
     results = {
-        "untrained": evaluate(str(untrained_model_dir(args.out)), data, args.out / "eval_untrained", args.device),
+        "untrained": evaluate(untrained, data, args.out / "eval_untrained", args.device),
         args.model: evaluate(args.model, data, args.out / "eval_trained", args.device),
     }
     table = comparison_table(results)
