@@ -294,6 +294,13 @@ def test_custom_samples_can_ask_about_several_targets_of_one_video(tmp_path: Pat
         assert np.array_equal(sample.target_masks[row].numpy().astype(bool), expected_masks)
     with pytest.raises(InvalidInputError, match="custom_targets"):
         CustomDataset(settings, [out / synthetic.CUSTOM_FILE], targets_per_sample=0)
+    # A text-only record of the same video stays a single exchange without masks.
+    text_only = {"video": f"JPEGImages/{video.name}", "instruction": "How many shapes are there?", "answer": "Two."}
+    with open(out / synthetic.CUSTOM_FILE, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(text_only) + "\n")
+    dataset = CustomDataset(settings, [out / synthetic.CUSTOM_FILE], targets_per_sample=3)
+    sample = dataset.build_sample(len(dataset) - 1, np.random.default_rng(1))
+    assert len(sample.conversation) == 2 and sample.target_masks.shape[0] == 0
 
 
 def test_mp4_layout(tmp_path: Path) -> None:

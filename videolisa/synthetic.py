@@ -851,7 +851,8 @@ def describing_answer(obj: SyntheticObject, seg_token: str = DEFAULT_SEG_TOKEN) 
     A model that reads the hidden state *at* ``[SEG]`` (``seg_hidden_offset=0``) is then taught by the
     language-model loss to put the referent's appearance into exactly the state that prompts SAM, whatever
     the kind of instruction; inference still teacher-forces ``"Sure, [SEG]."`` and a causal model never sees
-    the words after ``[SEG]`` there.
+    the words after ``[SEG]`` there. (On its own this did not make the toy model follow instructions; see
+    ``videolisa/builtin/synthetic/MODEL_CARD.md``.)
     """
     return f"Sure, {seg_token} {obj.color} {obj.size} {obj.shape}."
 

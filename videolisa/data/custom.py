@@ -37,10 +37,9 @@ Use it with ``data.custom_files=[/path/a.jsonl, ...]`` and a rate ``data.rates.c
 for a custom-only fine-tune). Every record's files are checked when training starts.
 
 With ``data.custom_targets: N`` (default 1) a sample about a video with masks also asks about up to ``N - 1``
-other records of the same video (same frames), as further question/answer turns of one conversation with
-one ``[SEG]`` each -- the original's ``num_classes_per_sample`` for image data. Seeing several targets of
-the same frames in one step is what teaches a model trained from scratch that the prompt, not the image
-alone, decides the mask.
+other records of the same video with masks on the same frames, as further question/answer turns of one
+conversation with one ``[SEG]`` each (the original's ``num_classes_per_sample > 1`` for image data makes
+extra conversations instead; turns share one pass over the video).
 """
 
 from __future__ import annotations
@@ -198,9 +197,12 @@ class CustomDataset(TrainingDataset):
             turns += single_turn(question, answer)
         return turns
 
-    def _companions(self, index: int, frame_names: Sequence[str], dense: Sequence[int], rng: np.random.Generator) -> list[int]:
-        """Up to ``targets_per_sample - 1`` other records of the same video annotated on every dense frame."""
-        if self.targets_per_sample == 1:
+    def _companions(
+        self, index: int, frame_names: Sequence[str], dense: Sequence[int], rng: np.random.Generator
+    ) -> list[int]:
+        """Up to ``targets_per_sample - 1`` other records with masks of the same video, annotated on every dense
+        frame (none for a text-only record)."""
+        if self.targets_per_sample == 1 or not self.records[index].has_masks:
             return []
         others = [other for other in self._records_of_video.get(self.records[index].video, []) if other != index]
         chosen = []
