@@ -135,6 +135,9 @@ def test_data_config_validation():
         DataConfig(sem_seg=["mapillary"]).validate()
     with pytest.raises(InvalidInputError, match=r"data.roots has unknown entries \['kinetics'\]"):
         DataConfig(roots={"kinetics": "/x"}).validate()
+    for bad in (0, 2.5, True):
+        with pytest.raises(InvalidInputError, match="data.custom_targets must be an integer >= 1"):
+            DataConfig(custom_targets=bad).validate()
 
 
 def test_importing_the_data_package_loads_neither_deepspeed_nor_peft():

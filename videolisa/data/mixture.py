@@ -109,6 +109,8 @@ class DataConfig:
         for group, rate in self.rates.items():
             if not isinstance(rate, (int, float)) or isinstance(rate, bool) or rate < 0:
                 raise InvalidInputError(f"data.rates.{group} must be a number >= 0, got {rate!r}")
+        if not isinstance(self.custom_targets, int) or isinstance(self.custom_targets, bool) or self.custom_targets < 1:
+            raise InvalidInputError(f"data.custom_targets must be an integer >= 1, got {self.custom_targets!r}")
         if not any(rate > 0 for rate in self.rates.values()):
             raise InvalidInputError("data.rates: at least one group needs a positive rate")
         for group in ("sem_seg", "refer_seg"):
