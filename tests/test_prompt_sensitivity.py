@@ -1,4 +1,4 @@
-"""Tests of eval/prompt_sensitivity.py, the "does the model follow the instruction" diagnostic."""
+"""Tests of the instruction-following diagnostics: eval/prompt_sensitivity.py and eval/synthetic_oracle_prompt.py."""
 
 from __future__ import annotations
 
@@ -12,9 +12,18 @@ import numpy as np
 from videolisa.synthetic import SyntheticConfig, write_synthetic_dataset
 
 REPO = Path(__file__).resolve().parents[1]
-_SPEC = importlib.util.spec_from_file_location("prompt_sensitivity", REPO / "eval" / "prompt_sensitivity.py")
-prompt_sensitivity = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(prompt_sensitivity)
+
+
+def load_eval_script(name: str):
+    """Import ``eval/<name>.py`` as a module."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "eval" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+prompt_sensitivity = load_eval_script("prompt_sensitivity")
+oracle = load_eval_script("synthetic_oracle_prompt")
 
 
 def test_pairwise_spread() -> None:
@@ -55,3 +64,33 @@ def test_missing_data_is_a_clear_error(tmp_path: Path, capsys) -> None:
     code = prompt_sensitivity.main(["--model", "builtin:synthetic", "--data", str(tmp_path / "nothing")])
     assert code == 2
     assert "nothing" in capsys.readouterr().err
+
+
+def test_oracle_prompt_run_trains_and_reports(tmp_path: Path, capsys) -> None:
+    from videolisa import synthetic
+
+    config = SyntheticConfig(min_frames=8, max_frames=10, sizes=((64, 96),))
+    data = write_synthetic_dataset(tmp_path / "data", layout="custom", num_videos=2, seed=1, config=config,
+                                   progress=False)
+    arguments = ["--data", str(data / synthetic.CUSTOM_FILE), "--steps", "2", "--report-every", "1", "--all-targets"]
+    assert oracle.main(arguments) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    assert [line.split(":")[0] for line in lines] == ["step 1", "step 2"]
+    assert all("decoder sensitivity" in line for line in lines)
+
+
+def test_oracle_prompt_run_needs_answers(tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for index in range(3):
+        Image.new("RGB", (32, 32)).save(frames / f"{index}.jpg")
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for index in range(3):
+        Image.new("L", (32, 32)).save(masks / f"{index}.png")
+    data = tmp_path / "data.jsonl"
+    data.write_text(json.dumps({"video": "frames", "instruction": "cat", "masks": "masks"}) + "\n")
+    assert oracle.main(["--data", str(data), "--steps", "1"]) == 2
+    assert "answer" in capsys.readouterr().err
