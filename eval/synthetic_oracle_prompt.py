@@ -7,7 +7,8 @@
 It trains only the preset's SAM (image encoder, prompt encoder, mask decoder), from the same seeded random
 weights as ``train/train.py``, with the LLM replaced by an oracle: each referent's prompt is a learned embedding
 of its appearance (the record's answer, "Sure, [SEG] red small triangle."). With ``--all-targets`` every object
-of the clip is a target of the same step, each with its own prompt. The losses are the model's BCE and DICE.
+of the clip is a target of the same step, each with its own prompt. The losses are the model's BCE and DICE with
+the weights of ``train/configs/synthetic_cpu.yaml``; AdamW and gradient clipping as there.
 
 Every ``--report-every`` steps it prints the mean DICE loss and the decoder sensitivity (mean |logit change| when
 two different referents' prompts are swapped on the same frames, over the logits' spread). If the sensitivity
@@ -40,6 +41,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--clips-per-step", type=int, default=2, help="clips per step without --all-targets")
     parser.add_argument("--all-targets", action="store_true", help="every object of a clip is a target")
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--bce-weight", type=float, default=2.0, help="as train/configs/synthetic_cpu.yaml")
+    parser.add_argument("--dice-weight", type=float, default=2.0, help="as train/configs/synthetic_cpu.yaml")
     parser.add_argument("--report-every", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
@@ -71,6 +74,7 @@ class OracleRun:
         self.parameters = [*self.sam.parameters(), *self.prompts.parameters()]
         self.optimizer = torch.optim.AdamW(self.parameters, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
         self.config = config
+        self.loss_weights = (args.bce_weight, args.dice_weight)
 
     def clip(self, index: int, rng: np.random.Generator):
         """``(sample, prompt ids [K])`` of one clip: the record's target and, with --all-targets, the others."""
@@ -95,7 +99,7 @@ class OracleRun:
             predictions.append(logits.transpose(0, 1).flatten(0, 1))
             targets.append(sample.target_masks.float().flatten(0, 1))
         losses = mask_losses(predictions, targets, self.config.dice_scale, self.config.dice_eps)
-        loss = self.config.bce_loss_weight * losses.bce + self.config.dice_loss_weight * losses.dice
+        loss = self.loss_weights[0] * losses.bce + self.loss_weights[1] * losses.dice
         self.optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.parameters, 1.0)
