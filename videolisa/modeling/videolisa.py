@@ -149,8 +149,19 @@ class VideoLisaForSegmentation(PreTrainedModel):
         Returns:
             ``[F, K, H, W]`` logits; a pixel belongs to the mask where the logit is > 0.
         """
-        low_res = decode_low_res_logits_auto(self.sam, image_embeddings, prompt_embeddings)
-        return upscale_mask_logits(self.sam, low_res, resized_hw, original_hw)
+        low_res = self.decode_low_res_masks(image_embeddings, prompt_embeddings)
+        return self.upscale_masks(low_res, resized_hw, original_hw)
+
+    def decode_low_res_masks(self, image_embeddings: torch.Tensor, prompt_embeddings: torch.Tensor) -> torch.Tensor:
+        """SAM mask-decoder logits before upscaling: ``[F, C, h, w]`` embeddings and ``[K, C]`` prompts ->
+        ``[F, K, 4h, 4w]`` (256x256 for SAM-H)."""
+        return decode_low_res_logits_auto(self.sam, image_embeddings, prompt_embeddings)
+
+    def upscale_masks(
+        self, low_res_logits: torch.Tensor, resized_hw: tuple[int, int], original_hw: tuple[int, int]
+    ) -> torch.Tensor:
+        """``Sam.postprocess_masks``: ``[F, K, h, w]`` low-res logits -> ``[F, K, H, W]`` at the original size."""
+        return upscale_mask_logits(self.sam, low_res_logits, resized_hw, original_hw)
 
     # ------------------------------------------------------------------ training
     def forward(self, batch: VideoLisaBatch) -> VideoLisaOutput:
