@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from videolisa.metrics import boundary_tolerance, compute_jf, disk_footprint, frame_jf
-from videolisa.metrics.frame import boundary_bits, disk_rectangles
+from videolisa.metrics.frame import boundary_map, disk_half_widths
 from videolisa.metrics.reference import boundary_measure, reference_jf, region_similarity, seg2bmap
 
 
@@ -99,27 +99,28 @@ def test_disk_footprint_equals_skimage_disk(radius):
 
 
 @pytest.mark.parametrize("radius", range(0, 41))
-def test_disk_rectangles_cover_the_disk_exactly(radius):
-    union = np.zeros((2 * radius + 1, 2 * radius + 1), np.uint8)
-    for half_height, half_width in disk_rectangles(radius):
-        union[radius - half_height : radius + half_height + 1, radius - half_width : radius + half_width + 1] = 1
-    np.testing.assert_array_equal(union, disk_footprint(radius))
+def test_disk_half_widths_describe_the_disk_exactly(radius):
+    rows = np.zeros((2 * radius + 1, 2 * radius + 1), np.uint8)
+    for dy, half_width in enumerate(disk_half_widths(radius)):
+        for row in (radius - dy, radius + dy):
+            rows[row, radius - half_width : radius + half_width + 1] = 1
+    np.testing.assert_array_equal(rows, disk_footprint(radius))
 
 
 # --- boundary maps, hand-computed -------------------------------------------------------------
 
 
 def test_boundary_of_interior_pixel_is_its_2x2_block_toward_the_origin():
-    boundary = boundary_bits(with_pixels(6, 7, (3, 4)))
+    boundary = boundary_map(with_pixels(6, 7, (3, 4)))
     assert set(zip(*np.nonzero(boundary))) == {(2, 3), (2, 4), (3, 3), (3, 4)}
 
 
 def test_boundary_of_origin_pixel_is_itself():
-    assert set(zip(*np.nonzero(boundary_bits(with_pixels(5, 5, (0, 0)))))) == {(0, 0)}
+    assert set(zip(*np.nonzero(boundary_map(with_pixels(5, 5, (0, 0)))))) == {(0, 0)}
 
 
 def test_boundary_of_bottom_right_pixel_excludes_the_last_pixel():
-    boundary = boundary_bits(with_pixels(5, 6, (4, 5)))
+    boundary = boundary_map(with_pixels(5, 6, (4, 5)))
     assert set(zip(*np.nonzero(boundary))) == {(3, 4), (3, 5), (4, 4)}
 
 
@@ -128,7 +129,7 @@ def test_boundary_of_last_row_is_the_row_above():
     mask[-1, :] = 1
     expected = blank(5, 7)
     expected[-2, :] = 1
-    np.testing.assert_array_equal(boundary_bits(mask), expected)
+    np.testing.assert_array_equal(boundary_map(mask), expected)
 
 
 def test_boundary_of_last_column_is_the_column_left_of_it():
@@ -136,12 +137,12 @@ def test_boundary_of_last_column_is_the_column_left_of_it():
     mask[:, -1] = 1
     expected = blank(5, 7)
     expected[:, -2] = 1
-    np.testing.assert_array_equal(boundary_bits(mask), expected)
+    np.testing.assert_array_equal(boundary_map(mask), expected)
 
 
 def test_full_frame_and_empty_masks_have_no_boundary():
-    assert not boundary_bits(np.ones((9, 13), np.uint8)).any()
-    assert not boundary_bits(blank(9, 13)).any()
+    assert not boundary_map(np.ones((9, 13), np.uint8)).any()
+    assert not boundary_map(blank(9, 13)).any()
 
 
 def test_horizontal_line_boundary_is_two_full_rows():
@@ -149,16 +150,15 @@ def test_horizontal_line_boundary_is_two_full_rows():
     mask[4, :] = 1
     expected = blank(8, 10)
     expected[3:5, :] = 1
-    np.testing.assert_array_equal(boundary_bits(mask), expected)
+    np.testing.assert_array_equal(boundary_map(mask), expected)
 
 
-def test_packed_masks_get_independent_boundaries():
+def test_boundary_map_equals_seg2bmap_for_any_non_zero_values():
     rng = np.random.default_rng(1)
-    first = (rng.random((30, 41)) < 0.3).astype(np.uint8)
-    second = (rng.random((30, 41)) < 0.6).astype(np.uint8)
-    edges = boundary_bits(first | (second << 1))
-    np.testing.assert_array_equal(edges & 1, seg2bmap(first))
-    np.testing.assert_array_equal(edges >> 1, seg2bmap(second))
+    for height, width in [(30, 41), (1, 17), (17, 1), (1, 1), (8, 8), (9, 16)]:
+        values = rng.integers(0, 256, (height, width), dtype=np.uint8) * (rng.random((height, width)) < 0.4)
+        np.testing.assert_array_equal(boundary_map(values.astype(np.uint8)), seg2bmap(values))
+        np.testing.assert_array_equal(boundary_map(values > 0), seg2bmap(values))
 
 
 # --- J and F edge rules, hand-computed ----------------------------------------------------------
@@ -256,7 +256,7 @@ def test_frame_jf_rejects_different_sizes():
         frame_jf(blank(4, 5), blank(5, 4))
 
 
-# --- cropped fast path against full-frame references ------------------------------------------
+# --- fast path against full-frame references ------------------------------------------
 
 
 def random_blobs(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -323,3 +323,20 @@ def test_compute_jf_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="one shape"):
         compute_jf(np.zeros((2, 4, 5), bool), np.zeros((2, 5, 4), bool))
     assert math.isclose(compute_jf(np.zeros((1, 4, 5), bool), np.zeros((1, 4, 5), bool))[0][0], 1.0)
+
+
+@pytest.mark.parametrize("radius", [0, 1, 2, 3, 7, 18, 40, 120])
+def test_any_radius_equals_reference_dilation(radius):
+    # The per-row disk search against cv2.dilate with the disk footprint, including radii larger than
+    # the frame (every row of the disk is then clipped).
+    rng = np.random.default_rng(radius)
+    for _ in range(20):
+        pred, gt = random_blobs(rng, 60, 90), random_blobs(rng, 60, 90)
+        assert frame_jf(pred, gt, radius)[1] == boundary_measure(pred, gt, bound_th=radius)
+
+
+def test_frame_jf_accepts_int_and_float_masks():
+    rng = np.random.default_rng(4)
+    pred, gt = random_blobs(rng, 50, 70), random_blobs(rng, 50, 70)
+    expected = frame_jf(pred, gt)
+    assert frame_jf(pred.astype(np.int32) * 7, gt.astype(np.float32) * 0.5) == expected

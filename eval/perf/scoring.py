@@ -2,12 +2,16 @@
 
 Both sides score the same 480p and 1080p sequences of realistic masks (objects covering 2-40% of the
 frame, predictions with boundary errors, shifts, missed parts and false positives), with the same
-number of worker processes:
+number of worker processes. The default workload is the size of a DAVIS-2017 validation run at 480p
+(30 sequences of 70 frames) and 8 sequences of 50 frames at 1080p:
 
 * end to end: a fresh process reads the PNG folders and writes the report (process start and PNG
   decoding included); the baseline reads PNGs with ``cv2.imread`` as the official MeViS / ReasonVOS
   scripts do and computes J and F with :mod:`videolisa.metrics.reference` (full frame, the official
   boundary map and ``cv2.dilate`` with a disk -- about as fast as the official code);
+* process start: the same two commands on a one-frame folder, i.e. their fixed cost (``videolisa
+  score`` loads numba and its compiled kernels, about a second; it pays off from a few hundred
+  frames on);
 * PNG decode: every PNG once, one process -- the part of end to end that no scorer avoids;
 * metric only: the same masks already in memory, one process.
 
@@ -15,9 +19,10 @@ The one-process rows use CPU time (robust to other load on the machine); end to 
 
 It also checks that both sides give identical per-sequence J and F. Prints a table and, as its last
 line, ``RATIO name=value ...`` (baseline time / videolisa time), each time the best of ``--repeats``
-runs. Runs in about a minute on 2 idle cores.
+runs. Runs in about four minutes on 2 idle cores.
 
-Usage: ``python eval/perf/scoring.py [--workers N] [--frames-480p 100] [--frames-1080p 20]``
+Usage: ``python eval/perf/scoring.py [--workers N] [--sequences-480p 30] [--frames-480p 70]
+[--sequences-1080p 8] [--frames-1080p 50]``
 """
 
 from __future__ import annotations
@@ -42,7 +47,6 @@ from videolisa.metrics.parallel import default_workers
 from videolisa.metrics.reference import reference_jf
 
 RESOLUTIONS = {"480p": (480, 854), "1080p": (1080, 1920)}
-SEQUENCES_PER_RESOLUTION = 4
 
 
 def blob(rng: np.random.Generator, height: int, width: int, coverage: float) -> np.ndarray:
@@ -71,10 +75,12 @@ def predict(rng: np.random.Generator, gt: np.ndarray) -> np.ndarray:
     return pred
 
 
-def make_sequences(rng: np.random.Generator, height: int, width: int, frames: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``[S]`` pairs of ``([T, H, W] pred, [T, H, W] gt)`` uint8 0/1: a moving object per sequence."""
+def make_sequences(
+    rng: np.random.Generator, height: int, width: int, frames: int, count: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``[count]`` pairs of ``([T, H, W] pred, [T, H, W] gt)`` uint8 0/1: a moving object per sequence."""
     sequences = []
-    for _ in range(SEQUENCES_PER_RESOLUTION):
+    for _ in range(count):
         gt0 = blob(rng, height, width, rng.uniform(0.02, 0.4))
         velocity = rng.integers(-4, 5, 2) * max(1, height // 480)
         gt = np.stack([np.roll(gt0, tuple(int(v) for v in velocity * t), axis=(0, 1)) for t in range(frames)])
@@ -181,18 +187,23 @@ def metric_only(sequences: list[tuple[np.ndarray, np.ndarray]], repeats: int) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=min(default_workers(), 2))
-    parser.add_argument("--frames-480p", type=int, default=100)
-    parser.add_argument("--frames-1080p", type=int, default=20)
+    parser.add_argument("--sequences-480p", type=int, default=30)
+    parser.add_argument("--frames-480p", type=int, default=70)
+    parser.add_argument("--sequences-1080p", type=int, default=8)
+    parser.add_argument("--frames-1080p", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=2, help="best of this many runs per side")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     cv2.setNumThreads(1)  # both sides single-threaded per process; the pools use the cores
     rng = np.random.default_rng(args.seed)
     rows, ratios = [], {}
+    with tempfile.TemporaryDirectory(prefix="scoring-start-") as folder:
+        write_folders(Path(folder), make_sequences(rng, *RESOLUTIONS["480p"], frames=1, count=1))
+        start_baseline, start_ours, _ = end_to_end(Path(folder), args.workers, args.repeats)
     for name, (height, width) in RESOLUTIONS.items():
-        frames = args.frames_480p if name == "480p" else args.frames_1080p
-        sequences = make_sequences(rng, height, width, frames)
-        total = frames * len(sequences)
+        count, frames = getattr(args, f"sequences_{name}"), getattr(args, f"frames_{name}")
+        sequences = make_sequences(rng, height, width, frames, count)
+        total = frames * count
         with tempfile.TemporaryDirectory(prefix=f"scoring-{name}-") as folder:
             write_folders(Path(folder), sequences)
             baseline, ours, identical = end_to_end(Path(folder), args.workers, args.repeats)
@@ -204,12 +215,14 @@ def main() -> None:
         baseline, ours, identical = metric_only(sequences, args.repeats)
         rows.append((f"{name} metric only (1 process)", total, baseline, ours, identical))
         ratios[f"metric_{name}"] = baseline / ours
+        del sequences
     print(f"{'case':<34} {'frames':>6} {'baseline fps':>13} {'videolisa fps':>14} {'ratio':>7}  identical")
     for case, total, baseline, ours, identical in rows:
         print(f"{case:<34} {total:>6} {total / baseline:>13.1f} {total / ours:>14.1f} {baseline / ours:>7.1f}  {identical}")
+    print(f"process start (one 480p frame, {args.workers} workers): baseline {start_baseline:.2f} s, "
+          f"videolisa {start_ours:.2f} s")
     print("targets: e2e_480p >= 5, e2e_1080p >= 10, metric >= 20")
     print("RATIO " + " ".join(f"{key}={value:.2f}" for key, value in ratios.items()))
-
 
 if __name__ == "__main__":
     if len(sys.argv) == 6 and sys.argv[1] == "--baseline":

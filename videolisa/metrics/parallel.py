@@ -29,7 +29,8 @@ def _initialise_worker() -> None:
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
-    """forkserver where available, its server having imported the scoring code once.
+    """forkserver where available, its server having imported the scoring code and loaded the
+    compiled kernels once (:mod:`videolisa.metrics.preload`).
 
     Plain fork is not safe here: once OpenCV has run in this process its worker threads exist, and
     a forked child can deadlock on a lock one of them held.
@@ -37,7 +38,7 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["videolisa.metrics"])
+    context.set_forkserver_preload(["videolisa.metrics.preload"])
     return context
 
 
