@@ -4,7 +4,8 @@ Scoring a frame with whole-frame array operations costs a dozen passes over both
 a mask PNG undoes the row filters byte by byte; numpy cannot do the latter without Python-level loops.
 These kernels make one pass over the rows that hold any foreground and then work only on the
 boundary pixels, so a frame costs about as much as reading it once. They are compiled on first use
-and cached on disk (``cache=True``), so later processes load them in milliseconds.
+and cached on disk (``cache=True``); a later process loads them from the cache, which with numba's
+own start-up costs about a second (see :func:`load_all`).
 
 Foreground is every non-zero value: callers need not binarise their masks first.
 """
@@ -80,6 +81,16 @@ def _append_nonzero(row64: np.ndarray, row8: np.ndarray, width: int, xs: np.ndar
 
 
 @njit(cache=True, nogil=True)
+def _room_for_row(xs: np.ndarray, count: int, width: int) -> np.ndarray:
+    """``xs`` if ``width`` more entries fit after ``count``, else a copy with twice the room."""
+    if count + width <= xs.shape[0]:
+        return xs
+    grown = np.empty(2 * (count + width), xs.dtype)
+    grown[:count] = xs[:count]
+    return grown
+
+
+@njit(cache=True, nogil=True)
 def _count_matched(
     rows_a: np.ndarray, xs_a: np.ndarray, rows_b: np.ndarray, xs_b: np.ndarray, half_widths: np.ndarray
 ) -> int:
@@ -88,31 +99,36 @@ def _count_matched(
     A and B are in compressed-row form: the pixels of row ``r`` are ``xs[rows[r]:rows[r + 1]]``, in
     increasing column order. The disk of radius R is ``|dx| <= half_widths[|dy|]`` for ``|dy| <= R``
     (``half_widths[d] = isqrt(R² - d²)``), the footprint of davis2017's ``cv2.dilate``. Rows are tried
-    nearest first, and each row costs one binary search.
+    nearest first. Within a row of A the pixels come in increasing column order, so for each row
+    offset a cursor into B's row only moves forward: its first pixel at column >= x - reach.
     """
     height = rows_a.shape[0] - 1
     radius = half_widths.shape[0] - 1
+    # Row offsets nearest first: 0, -1, +1, -2, +2, ...
+    offsets = np.empty(2 * radius + 1, np.int64)
+    for step in range(2 * radius + 1):
+        offsets[step] = (step + 1) // 2 if step % 2 else -(step // 2)
+    cursors = np.empty(2 * radius + 1, np.int64)
     matched = 0
     for r in range(height):
+        if rows_a[r] == rows_a[r + 1]:
+            continue
+        for step in range(2 * radius + 1):
+            rr = r + offsets[step]
+            cursors[step] = rows_b[rr] if 0 <= rr < height else -1
         for i in range(rows_a[r], rows_a[r + 1]):
             x = xs_a[i]
             for step in range(2 * radius + 1):
-                dy = (step + 1) // 2 if step % 2 else -(step // 2)
-                rr = r + dy
-                if rr < 0 or rr >= height:
+                cursor = cursors[step]
+                if cursor < 0:
                     continue
-                lo, hi = rows_b[rr], rows_b[rr + 1]
-                if lo == hi:
-                    continue
-                reach = half_widths[abs(dy)]
-                left = x - reach
-                while lo < hi:  # first pixel of row rr at column >= left
-                    mid = (lo + hi) // 2
-                    if xs_b[mid] < left:
-                        lo = mid + 1
-                    else:
-                        hi = mid
-                if lo < rows_b[rr + 1] and xs_b[lo] <= x + reach:
+                rr = r + offsets[step]
+                end = rows_b[rr + 1]
+                reach = half_widths[abs(offsets[step])]
+                while cursor < end and xs_b[cursor] < x - reach:
+                    cursor += 1
+                cursors[step] = cursor
+                if cursor < end and xs_b[cursor] <= x + reach:
                     matched += 1
                     break
     return matched
@@ -122,9 +138,10 @@ def _count_matched(
 def frame_counts(pred: np.ndarray, gt: np.ndarray, half_widths: np.ndarray) -> np.ndarray:
     """Pixel and boundary counts of one frame, from which J and F follow exactly.
 
-    Rows are binarised one at a time into small buffers; rows where neither this row nor the next
-    has foreground in a mask are skipped for that mask, and pixel counts are accumulated per column
-    (a reduction per row would not vectorise as well).
+    Everything happens inside the union of the two masks' bounding boxes grown by one pixel: every
+    boundary pixel lies in it (a boundary pixel is a mask pixel or the pixel just above / left of
+    one), and the one-pixel margin of zeros makes the crop's last row and column follow the same
+    rules as inside the frame, so the crop never changes a count.
 
     Args:
         pred: ``[H, W] uint8`` prediction, non-zero is foreground (C-contiguous).
@@ -135,6 +152,40 @@ def frame_counts(pred: np.ndarray, gt: np.ndarray, half_widths: np.ndarray) -> n
         ``[7] int64``: intersection, prediction pixels, ground-truth pixels, prediction boundary
         pixels, ground-truth boundary pixels, prediction boundary pixels near the ground-truth
         boundary, ground-truth boundary pixels near the prediction boundary.
+    """
+    height, width = pred.shape
+    columns = np.zeros(width, np.uint8)
+    top, bottom = height, -1
+    for r in range(height):
+        p_row, g_row = pred[r], gt[r]
+        acc = np.uint8(0)
+        for x in range(width):
+            acc |= p_row[x] | g_row[x]
+        if acc != 0:
+            top = min(top, r)
+            bottom = r
+            for x in range(width):
+                columns[x] |= p_row[x] | g_row[x]
+    if bottom < 0:
+        return np.zeros(NUM_COUNTS, np.int64)
+    left = 0
+    while columns[left] == 0:
+        left += 1
+    right = width - 1
+    while columns[right] == 0:
+        right -= 1
+    rows = slice(max(top - 1, 0), min(bottom + 2, height))
+    cols = slice(max(left - 1, 0), min(right + 2, width))
+    return _crop_counts(pred[rows, cols], gt[rows, cols], half_widths)
+
+
+@njit(cache=True, nogil=True)
+def _crop_counts(pred: np.ndarray, gt: np.ndarray, half_widths: np.ndarray) -> np.ndarray:
+    """:func:`frame_counts` of a crop (``[h, w] uint8`` views) that holds every foreground pixel.
+
+    Rows are binarised one at a time into small buffers; rows where neither this row nor the next
+    has foreground in a mask are skipped for that mask, and pixel counts are accumulated per column
+    (a reduction per row would not vectorise as well).
     """
     height, width = pred.shape
     words = (width + 7) // 8
@@ -148,8 +199,10 @@ def frame_counts(pred: np.ndarray, gt: np.ndarray, half_widths: np.ndarray) -> n
     column_counts = np.zeros((3, width), np.uint32)
     pred_rows = np.zeros(height + 1, np.int64)
     gt_rows = np.zeros(height + 1, np.int64)
-    pred_xs = np.empty(height * width, np.int32)
-    gt_xs = np.empty(height * width, np.int32)
+    # Boundary pixel columns, grown when a row might not fit (a mask's boundary is usually a few
+    # pixels per row; a whole-frame allocation per frame cost more than the counting).
+    pred_xs = np.empty(8 * (height + width), np.int32)
+    gt_xs = np.empty(8 * (height + width), np.int32)
     n_pred = 0
     n_gt = 0
     pred_next_any = _binarise_row(pred[0], pred_next)
@@ -173,10 +226,12 @@ def frame_counts(pred: np.ndarray, gt: np.ndarray, half_widths: np.ndarray) -> n
         # A row holds boundary pixels only if it or the row below has foreground.
         if pred_any or pred_next_any:
             _boundary_row(pred_this, pred_this if last else pred_next, width, boundary8)
+            pred_xs = _room_for_row(pred_xs, n_pred, width)
             n_pred = _append_nonzero(boundary64, boundary8, width, pred_xs, n_pred)
         pred_rows[r + 1] = n_pred
         if gt_any or gt_next_any:
             _boundary_row(gt_this, gt_this if last else gt_next, width, boundary8)
+            gt_xs = _room_for_row(gt_xs, n_gt, width)
             n_gt = _append_nonzero(boundary64, boundary8, width, gt_xs, n_gt)
         gt_rows[r + 1] = n_gt
     counts = np.zeros(NUM_COUNTS, np.int64)
@@ -253,7 +308,10 @@ def png_unfilter(filtered: np.ndarray, height: int, width: int, binary: bool) ->
             above_left = np.int32(0)
             for x in range(width):
                 up = np.int32(above[x])
-                left = np.int32(np.uint8(line[x] + _paeth(left, up, above_left)))
+                # Where the row above is flat (up == up-left) the Paeth predictor is the left pixel:
+                # the common case in masks, and a much shorter dependency chain.
+                predicted = left if up == above_left else _paeth(left, up, above_left)
+                left = np.int32(np.uint8(line[x] + predicted))
                 above_left = up
                 row[x] = left
         else:
