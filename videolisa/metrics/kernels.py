@@ -330,7 +330,9 @@ def load_all() -> None:
     forkserver calls this once so that the worker processes it forks inherit the loaded kernels.
     """
     mask = np.zeros((2, 9), np.uint8)
-    frame_counts(mask, mask, np.zeros(1, np.int64))
+    half_widths = np.zeros(1, np.int64)
+    half_widths.flags.writeable = False  # as videolisa.metrics.frame passes them: the same compiled version
+    frame_counts(mask, mask, half_widths)
     boundary_map(mask)
     png_unfilter(np.zeros(2 * 10, np.uint8), 2, 9, True)
     png_unfilter(np.zeros(2 * 10, np.uint8), 2, 9, False)
