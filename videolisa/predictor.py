@@ -207,7 +207,9 @@ class VideoLisaPredictor:
         progress: bool = False,
     ) -> list[SegmentationResult]:
         """Segment one video for several instructions; the video is decoded, CLIP-encoded and SAM-encoded
-        once and reused for every instruction. Results are identical to calling :meth:`segment` for each."""
+        once and reused for every instruction. Results equal calling :meth:`segment` for each: the same prompt
+        embeddings, and the same masks except for pixels whose logit is within float32 rounding (~1e-7: SAM's
+        decoder runs all the prompts as one batch) of the threshold."""
         if isinstance(instructions, str) or not instructions:
             raise InvalidInputError("instructions must be a non-empty list of strings")
         return self._segment_all(

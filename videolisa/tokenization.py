@@ -96,7 +96,9 @@ def tokenize_with_video_placeholder(
 
     Example: ``"<s>"`` = 1, ``"A<image>B"`` -> ``[1, id("A"), -200, id("B")]``.
     """
-    chunks = [tokenizer(chunk).input_ids for chunk in prompt.split(VIDEO_PLACEHOLDER)]
+    # verbose=False: no "sequence length is longer than the maximum" warning from transformers; callers check
+    # the length against the model's context themselves and raise a clear error.
+    chunks = [tokenizer(chunk, verbose=False).input_ids for chunk in prompt.split(VIDEO_PLACEHOLDER)]
     bos = tokenizer.bos_token_id
     keeps_bos = bool(chunks and chunks[0] and bos is not None and chunks[0][0] == bos)
     offset = 1 if keeps_bos else 0

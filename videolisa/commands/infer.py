@@ -97,14 +97,17 @@ def write_in_background(items: Iterable[T], write: Callable[[T], None], max_pend
 def run(args: argparse.Namespace) -> int:
     """Segment, stream masks to the writers, print a summary."""
     from videolisa.outputs import MaskWriter
-    from videolisa.predictor import VideoLisaPredictor
     from videolisa.processing.video_io import open_video
 
     formats = parse_formats(args.format)
     if not args.prompt.strip():
         raise InvalidInputError("--prompt is empty: give a text describing what to segment")
-    out = ensure_writable_dir(args.out)
+    # The video is checked before --out is created and before the model (torch, transformers: seconds) is
+    # imported, so that a wrong path fails at once and leaves nothing behind.
     reader = open_video(args.video)
+    out = ensure_writable_dir(args.out)
+    from videolisa.predictor import VideoLisaPredictor
+
     start = time.perf_counter()
     predictor = VideoLisaPredictor.from_pretrained(
         args.model, device=args.device, dtype=args.dtype, vision_tower=args.vision_tower, chunk_size=args.chunk_size,
