@@ -72,6 +72,8 @@ def _decode_8bit_png(data: bytes, binary: bool) -> np.ndarray | None:
 
     try:
         filtered = deflate.zlib_decompress(b"".join(image_data), height * (width + 1))
+        if len(filtered) != height * (width + 1):  # the kernel does not check bounds
+            return None
         return kernels.png_unfilter(np.frombuffer(filtered, np.uint8), height, width, binary)
     except (deflate.DeflateError, ValueError):
         return None
