@@ -94,3 +94,24 @@ def test_oracle_prompt_run_needs_answers(tmp_path: Path, capsys) -> None:
     data.write_text(json.dumps({"video": "frames", "instruction": "cat", "masks": "masks"}) + "\n")
     assert oracle.main(["--data", str(data), "--steps", "1"]) == 2
     assert "answer" in capsys.readouterr().err
+
+
+def test_oracle_prompt_run_encoder_lr_scale_and_colour_prompts(tmp_path: Path) -> None:
+    import torch
+
+    from videolisa import synthetic
+
+    config = SyntheticConfig(min_frames=8, max_frames=10, sizes=((64, 96),))
+    data = write_synthetic_dataset(tmp_path / "data", layout="custom", num_videos=2, seed=1, config=config,
+                                   progress=False)
+    args = oracle.parse_args(["--data", str(data / synthetic.CUSTOM_FILE), "--encoder-lr-scale", "0",
+                              "--prompt-per", "colour"])
+    run = oracle.OracleRun(args)
+    assert set(run.prompt_of) <= set(synthetic.COLORS)
+    encoder = [p.detach().clone() for p in run.sam.image_encoder.parameters()]
+    decoder = [p.detach().clone() for p in run.sam.mask_decoder.parameters()]
+    rng = np.random.default_rng(0)
+    run.step([run.clip(0, rng)])
+    assert all(torch.equal(a, b) for a, b in zip(encoder, run.sam.image_encoder.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(decoder, run.sam.mask_decoder.parameters()))
+    assert 1.0 <= run.embedding_rank(run.clip(0, rng)[0]) <= run.config.sam.prompt_embed_dim
