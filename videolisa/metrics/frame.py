@@ -10,9 +10,9 @@ which MeViS, ReasonVOS and Ref-DAVIS all use (see ``reference/metrics.md``):
 
 :mod:`videolisa.metrics.reference` computes the same numbers the straightforward way (full frame,
 ``cv2.dilate`` with a disk). This module gives bit-identical results from the integer counts of
-:func:`videolisa.metrics.kernels.frame_counts`, which reads each mask once and then works only on
+:func:`videolisa.metrics.kernels.frame_counts`, which works inside the masks' union box and then only on
 the boundary pixels: a boundary pixel is matched when one row of the disk around it (``|dx| <=
-isqrt(r² - dy²)``) holds a pixel of the other boundary, which a binary search per row decides.
+isqrt(r² - dy²)``) holds a pixel of the other boundary.
 """
 
 from __future__ import annotations
@@ -131,17 +131,6 @@ def frame_jf(pred: np.ndarray, gt: np.ndarray, radius: int | None = None) -> tup
     return region, boundary
 
 
-def as_binary_u8(mask: np.ndarray) -> np.ndarray:
-    """``[..., H, W]`` mask of any dtype -> C-contiguous ``uint8`` 0/1 (non-zero is foreground)."""
-    if mask.dtype == np.bool_:
-        return np.ascontiguousarray(mask).view(np.uint8)
-    if mask.dtype == np.uint8:
-        # cv2.threshold (> 0 -> 1) is several times faster than numpy's comparison.
-        flat = np.ascontiguousarray(mask).reshape(-1, mask.shape[-1])
-        return cv2.threshold(flat, 0, 1, cv2.THRESH_BINARY)[1].reshape(mask.shape)
-    return np.ascontiguousarray(mask != 0).view(np.uint8)
-
-
 def remove_void(mask: np.ndarray, void: np.ndarray | None) -> np.ndarray:
     """``[H, W] uint8`` 0/1 mask with the ``void`` pixels (``[H, W]`` 0/1 or None) cleared."""
     if void is None:
@@ -166,17 +155,13 @@ def compute_jf(
         raise ValueError(f"expected two [T, H, W] arrays of one shape, got {pred.shape} and {gt.shape}")
     if void is not None and void.shape != gt.shape:
         raise ValueError(f"void {void.shape} does not match the masks {gt.shape}")
+    pred_u8, gt_u8 = _as_u8(pred), _as_u8(gt)
+    if void is not None:  # void pixels are background in both masks
+        ignored = void != 0
+        pred_u8, gt_u8 = np.where(ignored, np.uint8(0), pred_u8), np.where(ignored, np.uint8(0), gt_u8)
     radius = boundary_tolerance(*gt.shape[1:])
     region = np.empty(len(gt), np.float64)
     boundary = np.empty(len(gt), np.float64)
-    if void is None:
-        pred_u8, gt_u8 = _as_u8(pred), _as_u8(gt)
-        for t in range(len(gt)):
-            region[t], boundary[t] = frame_jf(pred_u8[t], gt_u8[t], radius)
-        return region, boundary
-    pred_u8, gt_u8, void_u8 = as_binary_u8(pred), as_binary_u8(gt), as_binary_u8(void)
     for t in range(len(gt)):
-        region[t], boundary[t] = frame_jf(
-            remove_void(pred_u8[t], void_u8[t]), remove_void(gt_u8[t], void_u8[t]), radius
-        )
+        region[t], boundary[t] = frame_jf(pred_u8[t], gt_u8[t], radius)
     return region, boundary
