@@ -57,8 +57,12 @@ def _decode_8bit_png(data: bytes, binary: bool) -> np.ndarray | None:
     undone by a compiled kernel; ``binary`` gives 0/1 (non-zero or not) instead of the values.
     """
     width, height = struct.unpack(">II", data[_PNG_WIDTH_OFFSET : _PNG_WIDTH_OFFSET + 8])
-    bit_depth, colour_type, interlace = data[_PNG_BIT_DEPTH_OFFSET], data[_PNG_COLOUR_TYPE_OFFSET], data[_PNG_INTERLACE_OFFSET]
-    if bit_depth != 8 or colour_type not in (_PNG_GRAYSCALE, _PNG_PALETTE) or interlace != 0 or width * height == 0:
+    if (
+        data[_PNG_BIT_DEPTH_OFFSET] != 8
+        or data[_PNG_COLOUR_TYPE_OFFSET] not in (_PNG_GRAYSCALE, _PNG_PALETTE)
+        or data[_PNG_INTERLACE_OFFSET] != 0
+        or width * height == 0
+    ):
         return None
     image_data, position = [], len(_PNG_SIGNATURE)
     while position + 8 <= len(data):
