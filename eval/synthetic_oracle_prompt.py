@@ -129,30 +129,35 @@ class OracleRun:
         self.optimizer.step()
         return losses.dice.item()
 
-    def embedding_rank(self, sample) -> float:
-        """Participation ratio ``(sum l)^2 / sum l^2`` of the eigenvalues ``l`` of the channel covariance of the
-        image embeddings over all pixels of the clip: about how many directions carry their variance. It
-        falls to ~1-2 when the encoder keeps little more than "shape vs background"."""
+    def image_embeddings(self, sample):
+        """``[T, C, h, w]`` SAM image embeddings of a clip's frames, without gradients."""
         import torch
 
         with torch.no_grad():
-            embeddings = self.sam.image_encoder(sample.pixel_values_sam)  # [T, C, h, w]
+            return self.sam.image_encoder(sample.pixel_values_sam)
+
+    @staticmethod
+    def embedding_rank(embeddings) -> float:
+        """Participation ratio ``(sum l)^2 / sum l^2`` of the eigenvalues ``l`` of the channel covariance of
+        ``[T, C, h, w]`` image embeddings over all their pixels: about how many directions carry their variance.
+        It falls to ~1-2 when the encoder keeps little more than "shape vs background"."""
+        import torch
+
         pixels = embeddings.permute(0, 2, 3, 1).flatten(0, 2)
         eigenvalues = torch.linalg.eigvalsh(torch.cov(pixels.T)).clamp(min=0)
         return float(eigenvalues.sum() ** 2 / (eigenvalues**2).sum())
 
-    def sensitivity(self, sample, prompt_ids) -> float:
-        """Mean |logits(prompt a) - logits(prompt b)| / std(logits(prompt a)) for two different referents."""
+    def sensitivity(self, embeddings, prompt_ids) -> float:
+        """Mean |logits(prompt a) - logits(prompt b)| / std(logits(prompt a)) for two different referents, on
+        ``[T, C, h, w]`` image embeddings."""
         import torch
 
         from videolisa.modeling.sam import decode_low_res_logits
 
         pair = torch.tensor([prompt_ids[0].item(), (prompt_ids[0].item() + 1) % self.prompts.num_embeddings])
         with torch.no_grad():
-            embeddings = self.sam.image_encoder(sample.pixel_values_sam)
             logits = decode_low_res_logits(self.sam, embeddings, self.prompts(pair))
         return float((logits[:, 0] - logits[:, 1]).abs().mean() / logits[:, 0].std())
-
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
@@ -168,9 +173,11 @@ def main(argv: list[str]) -> int:
         clips = [run.clip(int(rng.integers(len(run.dataset))), rng) for _ in range(per_step)]
         dice.append(run.step(clips))
         if step % args.report_every == 0 or step == args.steps:
+            sample, prompt_ids = clips[0]
+            embeddings = run.image_embeddings(sample)  # once for both diagnostics
             print(f"step {step}: DICE {np.mean(dice[-args.report_every:]):.3f}, decoder sensitivity "
-                  f"{run.sensitivity(*clips[0]):.3f}, image-embedding rank {run.embedding_rank(clips[0][0]):.1f}, "
-                  f"{time.perf_counter() - start:.0f} s", flush=True)
+                  f"{run.sensitivity(embeddings, prompt_ids):.3f}, image-embedding rank "
+                  f"{run.embedding_rank(embeddings):.1f}, {time.perf_counter() - start:.0f} s", flush=True)
     return 0
 
 

@@ -114,5 +114,5 @@ def test_oracle_prompt_run_encoder_lr_scale_and_colour_prompts(tmp_path: Path) -
     run.step([run.clip(0, rng)])
     assert all(torch.equal(a, b) for a, b in zip(encoder, run.sam.image_encoder.parameters()))
     assert not all(torch.equal(a, b) for a, b in zip(decoder, run.sam.mask_decoder.parameters()))
-    rank = run.embedding_rank(run.clip(0, rng)[0])
+    rank = run.embedding_rank(run.image_embeddings(run.clip(0, rng)[0]))
     assert run.config.sam.prompt_embed_dim >= rank >= 1.0  # a participation ratio; NaN if the embedding is constant
