@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import subprocess
 import sys
 from pathlib import Path
 
@@ -147,6 +149,26 @@ def test_get_frames_keeps_order_and_repeats(media):
     for bad in ([40], [-1]):
         with pytest.raises(IndexError, match="out of range"):
             reader.get_frames(bad)
+
+
+def test_opencv_png_io_still_works_after_decord_opened_a_video(media, tmp_path):
+    # decord puts its bundled zlib 1.2.3 into the global symbol scope; an OpenCV loaded after it could no
+    # longer read or write PNGs. A fresh process, so that neither library is loaded yet.
+    if importlib.util.find_spec("decord") is None:  # not imported here: this process must stay clean
+        pytest.skip("decord has no wheel for this platform")
+    png = tmp_path / "mask.png"
+    Image.fromarray(np.full((6, 9), 255, np.uint8)).save(png)
+    script = (
+        "import sys\n"
+        "from videolisa.processing.video_io import open_video\n"
+        "reader = open_video(sys.argv[1])\n"
+        "import cv2\n"
+        "assert type(reader).__name__ == '_DecordVideo', type(reader)\n"
+        "assert cv2.imread(sys.argv[2], cv2.IMREAD_GRAYSCALE) is not None\n"
+        "assert cv2.imencode('.png', cv2.imread(sys.argv[2]))[0]\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(media["mp4"]), str(png)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
 
 
 def test_missing_decord_falls_back_to_pyav_with_a_warning(media, monkeypatch):

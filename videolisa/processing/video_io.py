@@ -432,6 +432,11 @@ def _probe_video_file(path: Path) -> _StreamProbe:
 
 
 def _import_decord() -> ModuleType | None:
+    # OpenCV first: decord loads its bundled zlib 1.2.3 into the process's global symbol scope, and an
+    # OpenCV imported after that binds its libpng to it, after which every cv2 PNG read or write fails
+    # ("libpng error: bad parameters to zlib"). Loaded before decord, OpenCV keeps its own zlib.
+    import cv2  # noqa: F401
+
     try:
         import decord
     except ImportError as err:
