@@ -3,7 +3,7 @@
 Every ``write_<benchmark>(root, ...)`` writes a small dataset under ``root`` and returns ``root``. Video frames
 show a bright square moving right over a textured background (:func:`paint_frame`); the ground truth of
 object 1 is that square (:func:`square_mask`), of object 2 a fixed block in the top-left corner
-(:func:`corner_mask`).
+(:func:`corner_mask`). :func:`write_png_frames` writes any given frames as a frame folder.
 """
 
 from __future__ import annotations
@@ -84,6 +84,15 @@ def write_frames(folder: Path, names: Sequence[str], size: tuple[int, int] = FRA
     folder.mkdir(parents=True, exist_ok=True)
     for index, name in enumerate(names):
         Image.fromarray(paint_frame(index, size)).save(folder / f"{name}.jpg", quality=95)
+
+
+def write_png_frames(folder: Path, frames: np.ndarray) -> Path:
+    """``[T, H, W, 3] uint8`` frames as ``<folder>/00000.png``, ``00001.png``, ... (the names a video's frames
+    get); returns ``folder``, which must not exist yet."""
+    folder.mkdir()
+    for index, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / f"{index:05d}.png")
+    return folder
 
 
 def write_masks(folder: Path, names: Sequence[str], size: tuple[int, int] = FRAME_SIZE) -> None:

@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from benchmark_fixtures import write_png_frames
 from videolisa.cli import main as cli_main
 from videolisa.constants import DEFAULT_ANSWER, VIDEO_PLACEHOLDER
 from videolisa.errors import InvalidInputError
@@ -74,14 +75,6 @@ def decode_with_pyav(path: Path) -> np.ndarray:
         return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
 
 
-def write_png_folder(folder: Path, frames: np.ndarray) -> Path:
-    """Frames as ``00000.png``, ``00001.png``, ... (the names the mp4's frames get)."""
-    folder.mkdir()
-    for index, frame in enumerate(frames):
-        Image.fromarray(frame).save(folder / f"{index:05d}.png")
-    return folder
-
-
 def assert_same_segmentation(result: SegmentationResult, reference: SegmentationResult) -> None:
     """Same prompts, same frame sampling, bit-identical masks."""
     np.testing.assert_array_equal(result.prompt_embedding, reference.prompt_embedding)
@@ -114,7 +107,7 @@ def media(tmp_path_factory, frames_factory) -> Media:
     mp4 = write_mp4(root / "video.mp4", frames_factory(NUM_FRAMES, HEIGHT, WIDTH, 1), MP4_FPS)
     decoded = decode_with_pyav(mp4)
     assert decoded.shape == (NUM_FRAMES, HEIGHT, WIDTH, 3)
-    return Media(mp4=mp4, frames=decoded, folder=write_png_folder(root / "frames", decoded))
+    return Media(mp4=mp4, frames=decoded, folder=write_png_frames(root / "frames", decoded))
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from benchmark_fixtures import write_png_frames
 from videolisa.errors import VideoReadError
 from videolisa.predictor import VideoLisaPredictor
 from videolisa.processing import video_io
@@ -33,16 +33,9 @@ def tokenizer():
     return build_tiny_tokenizer()
 
 
-def write_frame_folder(folder: Path, frames: np.ndarray) -> Path:
-    folder.mkdir()
-    for index, frame in enumerate(frames):
-        Image.fromarray(frame).save(folder / f"{index:05d}.png")
-    return folder
-
-
 @pytest.fixture(scope="module")
 def video_dir(tmp_path_factory, frames_factory) -> Path:
-    return write_frame_folder(tmp_path_factory.mktemp("video") / "frames", frames_factory(NUM_FRAMES, 40, 56, 3))
+    return write_png_frames(tmp_path_factory.mktemp("video") / "frames", frames_factory(NUM_FRAMES, 40, 56, 3))
 
 
 def segment(model, tokenizer, video, **predictor_options):
@@ -104,7 +97,7 @@ def test_next_chunk_is_decoded_while_sam_runs_on_the_current_one(model, tokenize
 def corrupt_video(tmp_path: Path, frames: np.ndarray, bad_index: int) -> Path:
     """A frame folder whose frame ``bad_index`` has a valid PNG header but truncated pixel data (so the
     folder opens, and only decoding that frame fails)."""
-    folder = write_frame_folder(tmp_path / "frames", frames)
+    folder = write_png_frames(tmp_path / "frames", frames)
     bad = folder / f"{bad_index:05d}.png"
     bad.write_bytes(bad.read_bytes()[:200])
     return folder
