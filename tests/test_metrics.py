@@ -277,6 +277,19 @@ def test_fast_path_equals_official_on_random_blobs_at_480p():
         assert frame_jf(pred, gt) == (official_iou(gt, pred), official_f_measure(pred, gt))
 
 
+@pytest.mark.parametrize("width", [1, 7, 8, 9, 63, 64, 65, 127, 128, 129, 191, 200])
+def test_fast_path_at_every_bit_word_boundary(width):
+    # Rows are packed 64 pixels per word: widths at, just under and just over whole words, with
+    # foreground in the last column (whose boundary rule differs) and the last word's tail.
+    rng = np.random.default_rng(width)
+    for height in (1, 2, 37):
+        for _ in range(4):
+            pred, gt = random_blobs(rng, height, width), (rng.random((height, width)) < 0.3).astype(np.uint8)
+            pred[:, -1] = rng.random(height) < 0.5
+            assert frame_jf(pred, gt) == (region_similarity(pred, gt), boundary_measure(pred, gt))
+            assert np.array_equal(boundary_map(pred), seg2bmap(pred))
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     seed=st.integers(0, 2**32 - 1),

@@ -11,10 +11,8 @@ import argparse
 import os
 from pathlib import Path
 
-from videolisa.metrics.benchmarks import BENCHMARKS, score_benchmark
-from videolisa.metrics.io import MISSING_POLICIES
-from videolisa.metrics.parallel import default_workers
-from videolisa.metrics.report import format_table, write_report
+from videolisa.metrics.names import BENCHMARKS, MISSING_POLICIES
+from videolisa.metrics.parallel import default_workers, start_pool_server
 
 _LAYOUTS = """ground truth (--gt) and prediction (--pred) layouts:
   mevis        --gt split folder with meta_expressions.json and mask_dict.json;
@@ -58,6 +56,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Score, print the table, write the report files; returns the exit status."""
+    start_pool_server(args.workers)  # it loads the kernels while this process imports and lists files
+    from videolisa.metrics.benchmarks import score_benchmark
+    from videolisa.metrics.report import format_table, write_report
+
     report = score_benchmark(
         args.benchmark,
         args.gt,

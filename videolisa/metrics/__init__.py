@@ -10,36 +10,43 @@ Typical use after writing predictions::
     write_report(report, "outputs/mevis/score.json")   # + .csv and .png beside it
     print(report.overall)                              # {"J": .., "F": .., "JF": ..}
 
-Importing this package loads numpy, OpenCV and Pillow only (never torch).
+Importing this package loads nothing else: each name below is imported on first use (so that
+``videolisa score`` can start its worker processes before it loads numpy and OpenCV); the scoring
+modules load numpy, OpenCV and Pillow only (never torch).
 """
 
-from videolisa.metrics.benchmarks import BENCHMARKS, score_benchmark
-from videolisa.metrics.davis import score_davis
-from videolisa.metrics.frame import boundary_tolerance, compute_jf, disk_footprint, frame_jf
-from videolisa.metrics.images import ciou_giou, mask_counts, score_refseg
-from videolisa.metrics.io import MISSING_POLICIES, read_mask
-from videolisa.metrics.refdavis import merge_refdavis_predictions, score_refdavis
-from videolisa.metrics.report import ScoreReport, format_table, write_report
-from videolisa.metrics.sequences import DavisStatistics, davis_statistics
+from __future__ import annotations
 
-__all__ = [
-    "BENCHMARKS",
-    "MISSING_POLICIES",
-    "DavisStatistics",
-    "ScoreReport",
-    "boundary_tolerance",
-    "ciou_giou",
-    "compute_jf",
-    "davis_statistics",
-    "disk_footprint",
-    "format_table",
-    "frame_jf",
-    "mask_counts",
-    "merge_refdavis_predictions",
-    "read_mask",
-    "score_benchmark",
-    "score_davis",
-    "score_refdavis",
-    "score_refseg",
-    "write_report",
-]
+import importlib
+from typing import Any
+
+_LAZY_EXPORTS = {
+    "BENCHMARKS": "videolisa.metrics.names",
+    "MISSING_POLICIES": "videolisa.metrics.names",
+    "DavisStatistics": "videolisa.metrics.sequences",
+    "ScoreReport": "videolisa.metrics.report",
+    "boundary_tolerance": "videolisa.metrics.frame",
+    "ciou_giou": "videolisa.metrics.images",
+    "compute_jf": "videolisa.metrics.frame",
+    "davis_statistics": "videolisa.metrics.sequences",
+    "disk_footprint": "videolisa.metrics.frame",
+    "format_table": "videolisa.metrics.report",
+    "frame_jf": "videolisa.metrics.frame",
+    "mask_counts": "videolisa.metrics.images",
+    "merge_refdavis_predictions": "videolisa.metrics.refdavis",
+    "read_mask": "videolisa.metrics.io",
+    "score_benchmark": "videolisa.metrics.benchmarks",
+    "score_davis": "videolisa.metrics.davis",
+    "score_refdavis": "videolisa.metrics.refdavis",
+    "score_refseg": "videolisa.metrics.images",
+    "write_report": "videolisa.metrics.report",
+}
+
+__all__ = list(_LAZY_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY_EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'videolisa.metrics' has no attribute {name!r}")
+    return getattr(importlib.import_module(module_name), name)

@@ -29,12 +29,11 @@ from videolisa.errors import InvalidInputError, MissingFilesError
 from videolisa.metrics.davis import score_davis
 from videolisa.metrics.images import score_refseg
 from videolisa.metrics.io import MissingPredictions, ground_truth_pngs, load_json, require_dir
+from videolisa.metrics.names import BENCHMARKS
 from videolisa.metrics.parallel import run_tasks
 from videolisa.metrics.refdavis import score_refdavis
 from videolisa.metrics.report import ScoreReport
 from videolisa.metrics.sequences import BinaryItem, BinaryTask, ItemScores, score_binary_task
-
-BENCHMARKS = ("mevis", "reasonvos", "davis-semi", "davis-unsup", "refdavis", "refseg", "folders")
 
 
 def mevis_tasks(gt_root: Path, pred_root: Path, meta_path: Path | None, missing: MissingPredictions) -> list[BinaryTask]:

@@ -25,9 +25,8 @@ import numpy as np
 from PIL import Image
 
 from videolisa.errors import InvalidInputError, MissingFilesError, VideoReadError
+from videolisa.metrics.names import MISSING_POLICIES
 
-# What to do with missing predictions: raise, or score them 0.
-MISSING_POLICIES = ("error", "zero")
 # How many missing files an error message lists before summarising the rest.
 _MISSING_LISTED = 20
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

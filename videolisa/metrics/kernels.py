@@ -2,8 +2,9 @@
 
 Scoring a frame with whole-frame array operations costs a dozen passes over both masks, and decoding
 a mask PNG undoes the row filters byte by byte; numpy cannot do the latter without Python-level loops.
-These kernels make one pass over the rows that hold any foreground and then work only on the
-boundary pixels, so a frame costs about as much as reading it once. They are compiled on first use
+The J / F kernel packs each row into bit sets (one vector compare per 64 pixels), counts and builds
+boundaries with word operations, and then works only on the boundary pixels, so a frame costs about
+as much as reading it once. They are compiled on first use
 and cached on disk (``cache=True``); a later process loads them from the cache, which with numba's
 own start-up costs about a second (see :func:`load_all`).
 
@@ -12,37 +13,129 @@ Foreground is every non-zero value: callers need not binarise their masks first.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 # Length of :func:`frame_counts`' result.
 NUM_COUNTS = 7
+# Rows are handled as bit sets, 64 pixels per uint64 word, pixel x at bit x % 64 of word x // 64.
+_BIG_ENDIAN = sys.byteorder == "big"
+_ZERO = np.uint64(0)
+_ONE = np.uint64(1)
+_SIX = np.uint64(6)
+_SIXTY_THREE = np.uint64(63)
 
 
-@njit(cache=True, nogil=True)
-def _binarise_row(row: np.ndarray, out: np.ndarray) -> bool:
-    """``out[:W] = row != 0`` as 0/1 bytes; whether any is 1. (Two plain loops: both vectorise.)"""
-    for x in range(row.shape[0]):
-        out[x] = row[x] != 0
-    acc = np.uint8(0)
-    for x in range(row.shape[0]):
-        acc |= out[x]
-    return acc != 0
+@intrinsic
+def _nonzero_bits64(typingctx, row, index):
+    """``uint64`` whose bit k is ``row[index + k] != 0`` for k < 64 (``row``: 1-D contiguous ``uint8``,
+    64 bytes readable from ``index``).
 
-
-@njit(cache=True, nogil=True)
-def _boundary_row(row: np.ndarray, below: np.ndarray, width: int, out: np.ndarray) -> None:
-    """One row of davis2017's ``_seg2bmap`` boundary map into ``out[:W]`` (0/1 bytes).
-
-    ``row`` and ``below`` are 0/1 bytes of this row and the next (pass ``row`` twice for the last row).
-    A pixel is on the boundary when it differs from its right, lower or lower-right neighbour; the
-    last row compares only with the right neighbour (``below`` is the row itself there), the last
-    column only with the lower one, and the last pixel with nothing.
+    One unaligned 64-byte vector load and compare: LLVM turns the ``<64 x i1>`` to ``i64`` bitcast into a
+    byte-mask instruction (``pmovmskb`` on x86), about 20 times cheaper than testing the bytes one by one.
     """
-    for x in range(width - 1):
-        p = row[x]
-        out[x] = (p ^ row[x + 1]) | (p ^ below[x]) | (p ^ below[x + 1])
-    out[width - 1] = row[width - 1] ^ below[width - 1]
+    if not (isinstance(row, types.Array) and row.dtype == types.uint8 and row.ndim == 1 and row.layout == "C"):
+        return None
+    signature = types.uint64(row, index)
+
+    def codegen(context, builder, signature, args):
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        vector = ir.VectorType(ir.IntType(8), 64)
+        pointer = builder.bitcast(builder.gep(array.data, [args[1]]), vector.as_pointer())
+        flags = builder.icmp_unsigned("!=", builder.load(pointer, align=1), ir.Constant(vector, None))
+        bits = builder.bitcast(flags, ir.IntType(64))
+        # A vector bitcast puts element 0 in the most significant bit on big-endian targets.
+        return builder.bitreverse(bits) if _BIG_ENDIAN else bits
+
+    return signature, codegen
+
+
+@intrinsic
+def _popcount(typingctx, value):
+    """Number of set bits of a ``uint64`` (LLVM ``ctpop``: one instruction where the CPU has it)."""
+    if value != types.uint64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.ctpop(args[0])
+
+    return types.uint64(types.uint64), codegen
+
+
+@intrinsic
+def _lowest_set_bit(typingctx, value):
+    """Index of the lowest set bit of a non-zero ``uint64`` (LLVM ``cttz``)."""
+    if value != types.uint64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
+
+    return types.uint64(types.uint64), codegen
+
+
+@njit(cache=True, nogil=True)
+def _pack_row(row: np.ndarray, out: np.ndarray) -> bool:
+    """Bit set of ``row != 0`` (``[W] uint8``) into ``out`` (``[W // 64 + 1] uint64``, bits past ``W``
+    cleared); whether any bit is set."""
+    width = row.shape[0]
+    full_words = width >> 6
+    seen = _ZERO
+    for word in range(full_words):
+        bits = _nonzero_bits64(row, word << 6)
+        out[word] = bits
+        seen |= bits
+    tail = width & 63
+    bits = _ZERO
+    if tail and full_words:
+        # The row's last 64 bytes, shifted so that only the pixels after the last full word remain.
+        bits = _nonzero_bits64(row, width - 64) >> np.uint64(64 - tail)
+    else:
+        for x in range(full_words << 6, width):
+            if row[x] != 0:
+                bits |= _ONE << np.uint64(x & 63)
+    out[full_words] = bits
+    return (seen | bits) != _ZERO
+
+
+@njit(cache=True, nogil=True)
+def _boundary_bits(this: np.ndarray, below: np.ndarray, width: int, out: np.ndarray) -> None:
+    """One row of davis2017's ``_seg2bmap`` boundary map, as bit sets (see :func:`_pack_row`).
+
+    ``this`` and ``below`` are this row and the next (pass ``this`` twice for the last row). A pixel
+    is on the boundary when it differs from its right, lower or lower-right neighbour; the last row
+    compares only with the right neighbour (``below`` is the row itself there), the last column only
+    with the lower one, and the last pixel with nothing.
+    """
+    words = out.shape[0]
+    for word in range(words):
+        row, lower = this[word], below[word]
+        # Bit x of a "right" word is pixel x + 1 (the bits past the width are 0).
+        row_next = this[word + 1] if word + 1 < words else _ZERO
+        lower_next = below[word + 1] if word + 1 < words else _ZERO
+        right = (row >> _ONE) | (row_next << _SIXTY_THREE)
+        lower_right = (lower >> _ONE) | (lower_next << _SIXTY_THREE)
+        out[word] = (row ^ right) | (row ^ lower) | (row ^ lower_right)
+    last_word = (width - 1) >> 6
+    last_column = _ONE << np.uint64((width - 1) & 63)
+    out[last_word] = (out[last_word] & ~last_column) | ((this[last_word] ^ below[last_word]) & last_column)
+
+
+@njit(cache=True, nogil=True)
+def _append_set_bits(bits: np.ndarray, xs: np.ndarray, count: int) -> int:
+    """Append the columns of the set bits of ``bits`` to ``xs`` from ``count`` on, in increasing order;
+    the new count."""
+    for word in range(bits.shape[0]):
+        value = bits[word]
+        while value != _ZERO:
+            xs[count] = (word << 6) + np.int64(_lowest_set_bit(value))
+            count += 1
+            value &= value - _ONE
+    return count
 
 
 @njit(cache=True, nogil=True)
@@ -52,32 +145,20 @@ def boundary_map(mask: np.ndarray) -> np.ndarray:
     The same row rule that :func:`frame_counts` applies, as a whole map (for tests and inspection).
     """
     height, width = mask.shape
-    words = (width + 7) // 8
-    rows = np.zeros((2, words * 8), np.uint8)
-    out = np.zeros((height, words * 8), np.uint8)
-    this, below = rows[0], rows[1]
-    _binarise_row(mask[0], below)
+    rows = np.zeros((3, (width >> 6) + 1), np.uint64)
+    this, below, boundary = rows[0], rows[1], rows[2]
+    out = np.zeros((height, width), np.uint8)
+    _pack_row(mask[0], below)
     for r in range(height):
         this, below = below, this
         if r + 1 < height:
-            _binarise_row(mask[r + 1], below)
-            _boundary_row(this, below, width, out[r])
+            _pack_row(mask[r + 1], below)
+            _boundary_bits(this, below, width, boundary)
         else:
-            _boundary_row(this, this, width, out[r])
-    return out[:, :width].copy()
-
-
-@njit(cache=True, nogil=True)
-def _append_nonzero(row64: np.ndarray, row8: np.ndarray, width: int, xs: np.ndarray, count: int) -> int:
-    """Append the columns of the non-zero bytes of ``row8[:width]`` to ``xs`` from ``count`` on, in
-    increasing order, skipping eight zero bytes at a time through the ``row64`` view; the new count."""
-    for word in range(row64.shape[0]):
-        if row64[word] != 0:
-            for x in range(word * 8, min(word * 8 + 8, width)):
-                if row8[x] != 0:
-                    xs[count] = x
-                    count += 1
-    return count
+            _boundary_bits(this, this, width, boundary)
+        for x in range(width):
+            out[r, x] = (boundary[x >> 6] >> np.uint64(x & 63)) & _ONE
+    return out
 
 
 @njit(cache=True, nogil=True)
@@ -138,10 +219,11 @@ def _count_matched(
 def frame_counts(pred: np.ndarray, gt: np.ndarray, half_widths: np.ndarray) -> np.ndarray:
     """Pixel and boundary counts of one frame, from which J and F follow exactly.
 
-    Everything happens inside the union of the two masks' bounding boxes grown by one pixel: every
-    boundary pixel lies in it (a boundary pixel is a mask pixel or the pixel just above / left of
-    one), and the one-pixel margin of zeros makes the crop's last row and column follow the same
-    rules as inside the frame, so the crop never changes a count.
+    One pass over the rows: each row of both masks is packed into a bit set (64 pixels per word, one
+    vector compare each), pixels are counted with ``popcount``, the boundary rows are built with word
+    shifts and their pixels listed; rows where neither the row nor the next has foreground in a mask
+    are skipped for that mask. The boundary pixels are then matched (:func:`_count_matched`). No
+    dilation, no full-frame temporary.
 
     Args:
         pred: ``[H, W] uint8`` prediction, non-zero is foreground (C-contiguous).
@@ -154,49 +236,8 @@ def frame_counts(pred: np.ndarray, gt: np.ndarray, half_widths: np.ndarray) -> n
         boundary, ground-truth boundary pixels near the prediction boundary.
     """
     height, width = pred.shape
-    columns = np.zeros(width, np.uint8)
-    top, bottom = height, -1
-    for r in range(height):
-        p_row, g_row = pred[r], gt[r]
-        acc = np.uint8(0)
-        for x in range(width):
-            acc |= p_row[x] | g_row[x]
-        if acc != 0:
-            top = min(top, r)
-            bottom = r
-            for x in range(width):
-                columns[x] |= p_row[x] | g_row[x]
-    if bottom < 0:
-        return np.zeros(NUM_COUNTS, np.int64)
-    left = 0
-    while columns[left] == 0:
-        left += 1
-    right = width - 1
-    while columns[right] == 0:
-        right -= 1
-    rows = slice(max(top - 1, 0), min(bottom + 2, height))
-    cols = slice(max(left - 1, 0), min(right + 2, width))
-    return _crop_counts(pred[rows, cols], gt[rows, cols], half_widths)
-
-
-@njit(cache=True, nogil=True)
-def _crop_counts(pred: np.ndarray, gt: np.ndarray, half_widths: np.ndarray) -> np.ndarray:
-    """:func:`frame_counts` of a crop (``[h, w] uint8`` views) that holds every foreground pixel.
-
-    Rows are binarised one at a time into small buffers; rows where neither this row nor the next
-    has foreground in a mask are skipped for that mask, and pixel counts are accumulated per column
-    (a reduction per row would not vectorise as well).
-    """
-    height, width = pred.shape
-    words = (width + 7) // 8
-    # Rows: this and next of each mask (0/1), and the boundary row; padded to whole 8-byte words.
-    buffers = np.zeros((5, words), np.uint64)
-    pred_this, pred_next = buffers[0].view(np.uint8), buffers[1].view(np.uint8)
-    gt_this, gt_next = buffers[2].view(np.uint8), buffers[3].view(np.uint8)
-    boundary64 = buffers[4]
-    boundary8 = boundary64.view(np.uint8)
-    # Per-column pixel counts; uint32 so that no frame height can overflow them.
-    column_counts = np.zeros((3, width), np.uint32)
+    rows = np.zeros((5, (width >> 6) + 1), np.uint64)
+    pred_this, pred_next, gt_this, gt_next, boundary = rows[0], rows[1], rows[2], rows[3], rows[4]
     pred_rows = np.zeros(height + 1, np.int64)
     gt_rows = np.zeros(height + 1, np.int64)
     # Boundary pixel columns, grown when a row might not fit (a mask's boundary is usually a few
@@ -205,39 +246,36 @@ def _crop_counts(pred: np.ndarray, gt: np.ndarray, half_widths: np.ndarray) -> n
     gt_xs = np.empty(8 * (height + width), np.int32)
     n_pred = 0
     n_gt = 0
-    pred_next_any = _binarise_row(pred[0], pred_next)
-    gt_next_any = _binarise_row(gt[0], gt_next)
+    intersection = pred_pixels = gt_pixels = _ZERO
+    pred_next_any = _pack_row(pred[0], pred_next)
+    gt_next_any = _pack_row(gt[0], gt_next)
     for r in range(height):
         pred_this, pred_next = pred_next, pred_this
         gt_this, gt_next = gt_next, gt_this
         pred_any, gt_any = pred_next_any, gt_next_any
         last = r + 1 == height
-        pred_next_any = False if last else _binarise_row(pred[r + 1], pred_next)
-        gt_next_any = False if last else _binarise_row(gt[r + 1], gt_next)
-        if pred_any:
-            for x in range(width):
-                column_counts[0, x] += pred_this[x]
-        if gt_any:
-            for x in range(width):
-                column_counts[1, x] += gt_this[x]
-        if pred_any and gt_any:
-            for x in range(width):
-                column_counts[2, x] += pred_this[x] & gt_this[x]
+        pred_next_any = False if last else _pack_row(pred[r + 1], pred_next)
+        gt_next_any = False if last else _pack_row(gt[r + 1], gt_next)
+        if pred_any or gt_any:
+            for word in range(rows.shape[1]):
+                pred_pixels += _popcount(pred_this[word])
+                gt_pixels += _popcount(gt_this[word])
+                intersection += _popcount(pred_this[word] & gt_this[word])
         # A row holds boundary pixels only if it or the row below has foreground.
         if pred_any or pred_next_any:
-            _boundary_row(pred_this, pred_this if last else pred_next, width, boundary8)
+            _boundary_bits(pred_this, pred_this if last else pred_next, width, boundary)
             pred_xs = _room_for_row(pred_xs, n_pred, width)
-            n_pred = _append_nonzero(boundary64, boundary8, width, pred_xs, n_pred)
+            n_pred = _append_set_bits(boundary, pred_xs, n_pred)
         pred_rows[r + 1] = n_pred
         if gt_any or gt_next_any:
-            _boundary_row(gt_this, gt_this if last else gt_next, width, boundary8)
+            _boundary_bits(gt_this, gt_this if last else gt_next, width, boundary)
             gt_xs = _room_for_row(gt_xs, n_gt, width)
-            n_gt = _append_nonzero(boundary64, boundary8, width, gt_xs, n_gt)
+            n_gt = _append_set_bits(boundary, gt_xs, n_gt)
         gt_rows[r + 1] = n_gt
     counts = np.zeros(NUM_COUNTS, np.int64)
-    counts[0] = column_counts[2].sum()
-    counts[1] = column_counts[0].sum()
-    counts[2] = column_counts[1].sum()
+    counts[0] = intersection
+    counts[1] = pred_pixels
+    counts[2] = gt_pixels
     counts[3] = n_pred
     counts[4] = n_gt
     if n_pred > 0 and n_gt > 0:

@@ -42,6 +42,20 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return context
 
 
+def start_pool_server(workers: int | None) -> None:
+    """Start the pool's forkserver now, if :func:`run_tasks` will use one (``workers`` > 1).
+
+    The server spends about a second importing the scoring code and loading the compiled kernels;
+    started first thing, it does so while this process imports numpy and OpenCV and lists the
+    benchmark's files, instead of after. A no-op when the server already runs or none is used.
+    """
+    workers = default_workers() if workers is None else workers
+    if workers > 1 and _pool_context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
 def run_tasks(
     function: Callable[[TaskT], ResultT], tasks: Sequence[TaskT], workers: int | None, description: str
 ) -> list[ResultT]:
