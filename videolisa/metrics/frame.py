@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-import cv2
 import numpy as np
 
 # Boundary tolerance as a fraction of the image diagonal (davis2017 ``bound_th``).
@@ -135,7 +134,7 @@ def remove_void(mask: np.ndarray, void: np.ndarray | None) -> np.ndarray:
     """``[H, W] uint8`` 0/1 mask with the ``void`` pixels (``[H, W]`` 0/1 or None) cleared."""
     if void is None:
         return mask
-    return cv2.bitwise_and(mask, cv2.bitwise_xor(void, 1))
+    return np.bitwise_and(mask, np.bitwise_xor(void, 1))
 
 
 def compute_jf(

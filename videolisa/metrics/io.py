@@ -19,10 +19,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import cv2
 import deflate
 import numpy as np
-from PIL import Image
 
 from videolisa.errors import InvalidInputError, MissingFilesError, VideoReadError
 from videolisa.metrics.names import MISSING_POLICIES
@@ -98,9 +96,13 @@ def _decode_png(path: str | os.PathLike, keep_values: bool) -> tuple[np.ndarray,
         return pixels, not keep_values
     grayscale = data[_PNG_COLOUR_TYPE_OFFSET] == _PNG_GRAYSCALE
     if grayscale and (not keep_values or data[_PNG_BIT_DEPTH_OFFSET] in (8, 16)):
+        import cv2  # here: scoring processes that only meet 8-bit PNGs never load OpenCV
+
         pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         if pixels is not None:
             return pixels, False
+    from PIL import Image  # here, as OpenCV above: only other kinds of PNG need it
+
     try:
         with Image.open(io.BytesIO(data)) as image:
             return np.asarray(image), False
@@ -146,7 +148,7 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
         colour_channels = pixels[..., :3] if pixels.shape[2] >= 3 else pixels[..., :1]
         return np.ascontiguousarray(colour_channels.any(axis=2)).view(np.uint8)
     if pixels.dtype == np.uint8:
-        return cv2.threshold(pixels, 0, 1, cv2.THRESH_BINARY)[1]
+        return np.minimum(pixels, 1)
     return (pixels != 0).view(np.uint8)
 
 
@@ -219,6 +221,8 @@ def write_indexed_png(labels: np.ndarray, path: str | os.PathLike, palette: Sequ
 
     ``putpalette`` turns the grayscale image into a palette image whose indices are the ids.
     """
+    from PIL import Image
+
     image = Image.fromarray(np.ascontiguousarray(labels, np.uint8))
     image.putpalette(list(palette if palette is not None else davis_palette()))
     buffer = io.BytesIO()

@@ -362,15 +362,15 @@ def png_unfilter(filtered: np.ndarray, height: int, width: int, binary: bool) ->
 
 
 def load_all() -> None:
-    """Load every kernel now (from numba's disk cache, or compile it), not on its first real use.
+    """Load the kernels that scoring uses now (from numba's disk cache, or compile them), not on
+    their first real use.
 
     Loading costs about a second per process, mostly numba's own start-up; the scoring pool's
     forkserver calls this once so that the worker processes it forks inherit the loaded kernels.
+    (:func:`boundary_map` is for tests and inspection and loads on first use.)
     """
     mask = np.zeros((2, 9), np.uint8)
     half_widths = np.zeros(1, np.int64)
     half_widths.flags.writeable = False  # as videolisa.metrics.frame passes them: the same compiled version
     frame_counts(mask, mask, half_widths)
-    boundary_map(mask)
     png_unfilter(np.zeros(2 * 10, np.uint8), 2, 9, True)
-    png_unfilter(np.zeros(2 * 10, np.uint8), 2, 9, False)

@@ -21,13 +21,6 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def _initialise_worker() -> None:
-    import cv2
-
-    # One process per core already: OpenCV's own threads would only compete with the other workers.
-    cv2.setNumThreads(1)
-
-
 def _pool_context() -> multiprocessing.context.BaseContext:
     """forkserver where available, its server having imported the scoring code and loaded the
     compiled kernels once (:mod:`videolisa.metrics.preload`).
@@ -46,7 +39,7 @@ def start_pool_server(workers: int | None) -> None:
     """Start the pool's forkserver now, if :func:`run_tasks` will use one (``workers`` > 1).
 
     The server spends about a second importing the scoring code and loading the compiled kernels;
-    started first thing, it does so while this process imports numpy and OpenCV and lists the
+    started first thing, it does so while this process imports numpy and lists the
     benchmark's files, instead of after. A no-op when the server already runs or none is used.
     """
     workers = default_workers() if workers is None else workers
@@ -67,10 +60,12 @@ def run_tasks(
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
-    if workers == 1 or len(tasks) <= 1:
+    if workers == 1 or not tasks:
         return [function(task) for task in tqdm(tasks, desc=description, unit="seq", leave=False)]
+    # Even one task goes to the pool: its server has loaded the kernels without numba's optional
+    # imports (videolisa.metrics.preload), and may already be running (start_pool_server).
     with ProcessPoolExecutor(
-        max_workers=min(workers, len(tasks)), mp_context=_pool_context(), initializer=_initialise_worker
+        max_workers=min(workers, len(tasks)), mp_context=_pool_context()
     ) as pool:
         futures = [pool.submit(function, task) for task in tasks]
         with tqdm(total=len(futures), desc=description, unit="seq", leave=False) as progress:

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 
 from videolisa.errors import InvalidInputError, VideoReadError
@@ -52,6 +51,8 @@ class MergeTask:
 
 def read_expression_mask(path: str) -> np.ndarray:
     """``[H, W] uint8`` grey values of one expression mask, read as the original does (grayscale)."""
+    import cv2  # here: only Ref-DAVIS merging reads PNGs with OpenCV (as the original does)
+
     values = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
     if values is None:
         raise VideoReadError(f"cannot read expression mask {path}")

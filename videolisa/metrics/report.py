@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from videolisa.metrics.io import write_atomically
@@ -106,9 +105,9 @@ def _csv_value(value: float | None) -> str:
 def _plot_bytes(report: ScoreReport) -> bytes | None:
     """PNG of the per-item J&F (or IoU), sorted ascending, or None when there is nothing to plot.
 
-    Drawn with OpenCV, which scoring has loaded anyway: importing matplotlib would cost more than
-    scoring a small benchmark.
+    Drawn with OpenCV: importing matplotlib would cost more than scoring a small benchmark.
     """
+    import cv2  # here: the scoring itself does not need OpenCV
     metric = next(
         (name for name in _PLOT_METRICS if report.sequences and all(name in s for s in report.sequences.values())),
         None,
