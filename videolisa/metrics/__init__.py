@@ -1,7 +1,8 @@
 """Exact and fast segmentation scores: J, F, J&F (DAVIS / MeViS / ReasonVOS / Ref-DAVIS), cIoU, gIoU.
 
 Every number equals what the official toolkits compute (``reference/metrics.md``); the per-frame
-measures are computed on crops around the masks, so scoring is much faster than the originals.
+measures come from integer counts made by a compiled kernel on bit-packed rows, so scoring is much
+faster than the originals.
 
 Typical use after writing predictions::
 

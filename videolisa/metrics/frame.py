@@ -10,9 +10,10 @@ which MeViS, ReasonVOS and Ref-DAVIS all use (see ``reference/metrics.md``):
 
 :mod:`videolisa.metrics.reference` computes the same numbers the straightforward way (full frame,
 ``cv2.dilate`` with a disk). This module gives bit-identical results from the integer counts of
-:func:`videolisa.metrics.kernels.frame_counts`, which works inside the masks' union box and then only on
-the boundary pixels: a boundary pixel is matched when one row of the disk around it (``|dx| <=
-isqrt(r² - dy²)``) holds a pixel of the other boundary.
+:func:`videolisa.metrics.kernels.frame_counts`, which packs each row into 64-pixel bit sets, counts and
+builds the boundaries with word operations, and then works only on the boundary pixels: a boundary
+pixel is matched when one row of the disk around it (``|dx| <= isqrt(r² - dy²)``) holds a pixel of the
+other boundary.
 """
 
 from __future__ import annotations
