@@ -26,7 +26,6 @@ NUM_COUNTS = 7
 _BIG_ENDIAN = sys.byteorder == "big"
 _ZERO = np.uint64(0)
 _ONE = np.uint64(1)
-_SIX = np.uint64(6)
 _SIXTY_THREE = np.uint64(63)
 
 
