@@ -218,9 +218,17 @@ def test_read_mask_flavours(tmp_path):
         "rgb.png": Image.fromarray(np.stack([np.zeros_like(mask), mask, np.zeros_like(mask)], axis=2) * 9),
         "onebit.png": Image.fromarray(mask.astype(bool)),
     }
+    cases["gray7.png"] = Image.fromarray(mask * 7)
+    palette = Image.fromarray(mask * 3, mode="L").convert("P")
+    palette.putpalette([0, 0, 0] * 256)  # every index black: foreground is the non-zero index, not the colour
+    cases["palette.png"] = palette
     for name, image in cases.items():
         image.save(tmp_path / name)
         np.testing.assert_array_equal(read_mask(tmp_path / name), mask, err_msg=name)
+        values = read_mask(tmp_path / name, binary=False)
+        assert values.shape == mask.shape and values.dtype == np.uint8, name
+        np.testing.assert_array_equal(values != 0, mask != 0, err_msg=name)
+    assert read_mask(tmp_path / "gray7.png", binary=False).max() == 7  # stored values kept
     (tmp_path / "not.png").write_bytes(b"not a png")
     with pytest.raises(InvalidInputError, match="not a PNG"):
         read_mask(tmp_path / "not.png")

@@ -136,13 +136,19 @@ def read_label_png(path: str | os.PathLike) -> np.ndarray:
     return labels
 
 
-def read_mask(path: str | os.PathLike) -> np.ndarray:
-    """Binary mask of a PNG: ``[H, W] uint8`` 0/1, foreground wherever a stored value is non-zero.
+def read_mask(path: str | os.PathLike, binary: bool = True) -> np.ndarray:
+    """Mask of a PNG: ``[H, W] uint8``, foreground wherever a stored value is non-zero.
 
     For colour PNGs a pixel is foreground when any colour channel (not alpha) is non-zero.
+
+    Args:
+        path: the PNG file.
+        binary: return 0/1. With False, 8-bit grayscale and palette masks keep their stored values
+            (foreground is still exactly the non-zero pixels), which saves a pass over the pixels for
+            consumers that only test for non-zero, such as the J/F kernel.
     """
-    pixels, binary = _decode_png(path, keep_values=False)
-    if binary:
+    pixels, is_binary = _decode_png(path, keep_values=not binary)
+    if is_binary or (not binary and pixels.ndim == 2 and pixels.dtype == np.uint8):
         return pixels
     if pixels.ndim == 3:
         colour_channels = pixels[..., :3] if pixels.shape[2] >= 3 else pixels[..., :1]

@@ -111,11 +111,12 @@ def score_binary_task(task: BinaryTask) -> list[ItemScores]:
             pred_path = item.pred_frames[frame]
             if pred_path is None:
                 continue  # missing frame, scored 0 (only reachable with missing="zero")
-            pred = read_mask(pred_path)
+            # Stored values kept: J and F count any non-zero pixel as foreground.
+            pred = read_mask(pred_path, binary=False)
             if item.gt_frames:
                 gt_path = item.gt_frames[frame]
                 if gt_path not in decoded:
-                    decoded[gt_path] = read_mask(gt_path)
+                    decoded[gt_path] = read_mask(gt_path, binary=False)
                 gt = decoded[gt_path]
             else:
                 # A video whose RLEs are all empty has no size of its own: the official script
