@@ -109,13 +109,16 @@ def plot_learning_curves(run_dir: Path, target: Path) -> Path:
     figure, loss_axis = plt.subplots(figsize=(8, 4.5))
     loss_axis.plot(steps[window - 1:], smoothed, color="tab:blue", label=f"training loss ({window}-step mean)")
     loss_axis.set_xlabel("step")
-    loss_axis.set_ylabel("loss (CE + 2 BCE + 2 DICE)", color="tab:blue")
+    # The loss weights of the run's model config: the curve is their weighted sum.
+    model_config = json.loads((run_dir / "model" / "config.json").read_text())
+    weights = " + ".join(f"{model_config[f'{name}_loss_weight']:g} {name.upper()}" for name in ("ce", "bce", "dice"))
+    loss_axis.set_ylabel(f"loss ({weights})", color="tab:blue")
     jf_axis = loss_axis.twinx()
     if validations:
         jf_axis.plot(*zip(*validations), "o-", color="tab:red", label="held-out J&F")
     jf_axis.set_ylabel("held-out J&F", color="tab:red")
     jf_axis.set_ylim(0, 1)
-    figure.suptitle("builtin:synthetic, trained from scratch on 2 CPU cores")
+    figure.suptitle("builtin:synthetic, trained from scratch on one CPU core")
     figure.tight_layout()
     figure.savefig(target, dpi=100)
     plt.close(figure)

@@ -21,7 +21,9 @@ pixels). That is where the selection is lost: with one lr for every weight, the 
 learns the prompt-free "shape vs background" embedding first (rank 2-3.5, against 6.6 at initialisation) and
 the decoder never starts to read its prompt. ``--encoder-lr-scale 0.1`` keeps the rank at 5-9 and the decoder
 learns selection (``--all-targets --prompt-per colour --bce-weight 0``, 400 steps, seed 0: DICE 0.397, under
-the union level, sensitivity 0.83; the same run with scale 1.0: DICE 0.590, sensitivity 0.01-0.21).
+the union level, sensitivity 0.83; the same run with scale 1.0: DICE 0.590, sensitivity 0.01-0.21). Run for
+1,500 steps (12 minutes on one core) it keeps improving: DICE 0.292 at 1,000 and 0.244 at 1,500, sensitivity
+0.99, rank 6.8 -- the SAM side can select with a prompt that is informative from the first step.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from videolisa.training import (
     apply_freezing_and_lora,
     build_deepspeed_config,
     build_model_and_tokenizer,
+    build_parameter_groups,
     check_resume_changes,
     default_metric,
     gradient_accumulation_steps,
@@ -27,9 +28,11 @@ from videolisa.training import (
     load_training_config,
     lora_target_pattern,
     micro_batch_seed,
+    optimizer_parameter_groups,
     prepare_run,
     remove_old_checkpoints,
     resolve_export_tag,
+    scale_schedule,
     trainable_parameter_count,
     unwrap_model,
 )
@@ -354,3 +357,96 @@ def test_a_new_run_refuses_an_existing_run_folder(tmp_path):
         prepare_run(CONFIGS / "tiny_cpu.yaml", None, [f"train.output_dir={tmp_path}"])
     run = prepare_run(CONFIGS / "tiny_cpu.yaml", None, [f"train.output_dir={tmp_path / 'new'}"])
     assert run.run_dir == tmp_path / "new" and not run.resume
+
+
+# ============================================================================================ per-module lr
+def test_lr_scales_parse_and_reject_bad_values():
+    config = load_training_config(CONFIGS / "tiny_cpu.yaml", ["optim.lr_scales={sam.image_encoder: 0.1, llm: 2}"])
+    assert config.optim.lr_scales == {"sam.image_encoder": 0.1, "llm": 2.0}
+    with pytest.raises(InvalidInputError, match=r"optim.lr_scales.sam must be a finite number > 0, got 0.0"):
+        load_training_config(CONFIGS / "tiny_cpu.yaml", ["optim.lr_scales={sam: 0}"])
+    with pytest.raises(InvalidInputError, match="'sam.' is not a parameter-name prefix"):
+        load_training_config(CONFIGS / "tiny_cpu.yaml", ["optim.lr_scales={'sam.': 0.5}"])
+
+
+def test_parameter_groups_follow_the_longest_prefix_and_name_unknown_ones():
+    model = apply_freezing_and_lora(tiny_model_and_tokenizer()[0], LoraSection(r=0), "all")
+    groups = build_parameter_groups(model, {"sam": 0.5, "sam.image_encoder": 0.1})
+    assert [(group.prefix, group.scale) for group in groups] == [(None, 1.0), ("sam", 0.5), ("sam.image_encoder", 0.1)]
+    names = {id(p): name for name, p in model.named_parameters()}
+    grouped = [{names[id(p)] for p in group.parameters} for group in groups]
+    assert all(name.startswith("sam.image_encoder.") for name in grouped[2])
+    assert all(name.startswith("sam.") and not name.startswith("sam.image_encoder.") for name in grouped[1])
+    assert not any(name.startswith("sam.") for name in grouped[0])
+    assert set().union(*grouped) == set(names.values())
+    assert [d["lr"] for d in optimizer_parameter_groups(groups, 2e-3)] == [2e-3, 1e-3, 2e-4]
+    with pytest.raises(InvalidInputError, match=r"\['sam.image_encodr', 'sa'\] match no trainable parameter"):
+        build_parameter_groups(model, {"sam.image_encodr": 0.1, "sa": 0.1})
+    frozen = apply_freezing_and_lora(tiny_model_and_tokenizer()[0], LoraSection())
+    with pytest.raises(InvalidInputError, match=r"\['sam.image_encoder'\] name only frozen parameters"):
+        build_parameter_groups(frozen, {"sam.image_encoder": 0.1})
+    decoder_groups = build_parameter_groups(frozen, {"sam.mask_decoder": 3})
+    assert [group.prefix for group in decoder_groups] == [None, "sam.mask_decoder"]
+
+
+def test_scale_schedule_needs_a_per_group_scheduler():
+    config = load_training_config(CONFIGS / "tiny_cpu.yaml")
+    ds = build_deepspeed_config(CONFIGS / "ds_zero2.json", config, 1, "fp32")
+    assert scale_schedule(ds, [1.0]) == ds
+    scaled = scale_schedule(ds, [1.0, 0.25])
+    assert scaled["scheduler"]["params"]["warmup_max_lr"] == [1e-3, 2.5e-4]
+    assert scaled["scheduler"]["params"]["warmup_min_lr"] == [0, 0]
+    assert ds["scheduler"]["params"]["warmup_max_lr"] == 1e-3  # the input is not modified
+    with pytest.raises(InvalidInputError, match="needs a scheduler with per-group lrs"):
+        scale_schedule({**ds, "scheduler": {"type": "OneCycle", "params": {}}}, [1.0, 0.5])
+
+
+def test_every_group_follows_the_scaled_warmup_decay_schedule(monkeypatch):
+    """DeepSpeed (ZeRO-2, gloo, one CPU process) with the groups and config the Trainer builds: each group's lr
+    is its scale x the linear warm-up / linear decay of optim.lr, step after step."""
+    import deepspeed
+    import torch.distributed as dist
+
+    from videolisa.training import init_distributed
+
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    lr, warmup, total, scales = 1e-3, 3, 9, {"sam.image_encoder": 0.1, "prompt_head": 4.0}
+    config = load_training_config(CONFIGS / "tiny_cpu.yaml", [
+        "lora.r=0", "model.trainable=all", f"optim.lr={lr}", f"optim.warmup_steps={warmup}",
+        f"train.total_steps={total}", "train.micro_batch_size=2",
+        "optim.lr_scales={sam.image_encoder: 0.1, prompt_head: 4.0}",
+    ])
+    model = apply_freezing_and_lora(tiny_model_and_tokenizer()[0], config.lora, config.model.trainable)
+    groups = build_parameter_groups(model, config.optim.lr_scales)
+    assert [group.scale for group in groups] == [1.0, 0.1, 4.0]
+    init_distributed()
+    try:
+        ds = scale_schedule(build_deepspeed_config(CONFIGS / "ds_zero2.json", config, 1, "fp32"),
+                            [group.scale for group in groups])
+        engine, optimizer, _, scheduler = deepspeed.initialize(
+            model=model, model_parameters=optimizer_parameter_groups(groups, lr), config=ds)
+        named = dict(model.named_parameters())
+        probes = [named["llm.lm_head.weight"], named["sam.image_encoder.patch_embed.proj.weight"],
+                  named["prompt_head.0.weight"]]
+        for step in range(1, total + 1):
+            used = [group["lr"] for group in optimizer.param_groups]
+            before = [probe.detach().clone() for probe in probes]
+            loss = sum(p.float().square().sum() for p in model.parameters() if p.requires_grad)
+            engine.backward(loss)
+            engine.step()
+            # WarmupDecayLR, linear, after scheduler iteration i = step - 1: i / warmup during warm-up, then
+            # (total - i) / (total - warmup).
+            i = step - 1
+            base = lr * (i / warmup if i < warmup else (total - i) / (total - warmup))
+            expected = [base * scale for scale in (1.0, *scales.values())]
+            assert scheduler.get_last_lr() == pytest.approx(expected, abs=1e-12), step
+            assert [group["lr"] for group in optimizer.param_groups] == pytest.approx(expected, abs=1e-12), step
+            # The gradient of this loss is the same at every step while the lr is 0, so Adam moves the largest
+            # weights by about the lr each group had during the step.
+            moves = [(probe.detach() - old).abs().max().item() for probe, old in zip(probes, before)]
+            assert moves == pytest.approx(used, rel=0.05, abs=1e-9), step
+        assert scheduler.get_last_lr() == pytest.approx(
+            [lr / (total - warmup) * scale for scale in (1.0, *scales.values())], abs=1e-12)
+    finally:
+        dist.destroy_process_group()

@@ -48,8 +48,11 @@ def launch(num_processes: int, *args: str) -> subprocess.CompletedProcess:
 
 
 def run_args(data: dict[str, Path], run_dir: Path, *extra: str) -> list[str]:
+    """Every run has two optimizer groups (the mask decoder at half the lr), so resume and multi-process
+    equality are checked with per-group schedules too."""
     return ["--config", str(REPO / "train/configs/tiny_cpu.yaml"), f"data.roots.mevis={data['train']}",
-            f"train.output_dir={run_dir}", f"train.total_steps={STEPS}", *extra]
+            f"train.output_dir={run_dir}", f"train.total_steps={STEPS}", "optim.lr_scales={sam.mask_decoder: 0.5}",
+            *extra]
 
 
 def read_metrics(run_dir: Path) -> dict[int, dict]:
@@ -104,6 +107,8 @@ def test_one_process_trains_logs_validates_and_keeps_checkpoints(reference_run):
         assert json.loads((reference_run / "validation" / tag / "results.json").read_text())["items"] == 1
     assert list((reference_run / "tensorboard").glob("events.out.tfevents.*"))
     assert (reference_run / "model" / "config.json").is_file() and (reference_run / "deepspeed_config.json").is_file()
+    schedule = json.loads((reference_run / "deepspeed_config.json").read_text())["scheduler"]["params"]
+    assert (schedule["warmup_min_lr"], schedule["warmup_max_lr"]) == ([0, 0], [1e-3, 5e-4])
 
 
 def test_killed_and_resumed_run_equals_the_uninterrupted_one(data, reference_run, tmp_path):

@@ -6,7 +6,8 @@
     deepspeed --num_gpus 2 train/train.py --config train/configs/tiny_cpu.yaml data.roots.mevis=DATA  # CPU
 
 ``key=value`` arguments override the YAML (``train.total_steps=100``, ``data.rates.custom=1``,
-``data.custom_files=[my.jsonl]``); they are checked against :class:`videolisa.training.TrainingConfig`.
+``data.custom_files=[my.jsonl]``, ``optim.lr_scales={sam.image_encoder: 0.1}``); they are checked against
+:class:`videolisa.training.TrainingConfig`.
 """
 
 from __future__ import annotations

@@ -65,6 +65,8 @@ CHECKPOINT_DIR = "checkpoints"
 BEST_FILE = "best.json"
 METRICS_FILE = "metrics.jsonl"
 PEFT_PREFIX = "base_model.model."
+# DeepSpeed schedulers whose warmup_min_lr / warmup_max_lr may be one value per optimizer group.
+SCALABLE_SCHEDULERS = ("WarmupLR", "WarmupDecayLR")
 # Config sections a resumed run may change; anything else would change the data order or the model.
 RESUMABLE_KEYS = ("train.num_workers", "train.log_every", "train.save_every", "train.keep_last",
                   "train.micro_batch_size", "validation.")
@@ -109,13 +111,19 @@ class LoraSection:
 
 @dataclass
 class OptimConfig:
-    """``optim``: AdamW and the warm-up / linear-decay schedule."""
+    """``optim``: AdamW and the warm-up / linear-decay schedule.
+
+    ``lr_scales`` maps a parameter-name prefix (a module path of the model, e.g. ``sam.image_encoder``) to a
+    multiplier of ``lr``: the parameters under it form their own optimizer group whose whole schedule (warm-up
+    peak, decay, floor) is scaled; the longest matching prefix wins, and unmatched parameters keep ``lr``.
+    """
 
     lr: float = 3e-4
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     warmup_steps: int = 100
     gradient_clipping: float = 1.0
+    lr_scales: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -198,6 +206,13 @@ class TrainingConfig:
             raise InvalidInputError("optim.lr must be > 0; optim.weight_decay and optim.gradient_clipping >= 0")
         if len(optim.betas) != 2 or not all(0 <= beta < 1 for beta in optim.betas):
             raise InvalidInputError(f"optim.betas must be two numbers in [0, 1), got {optim.betas}")
+        for prefix, scale in optim.lr_scales.items():
+            if not prefix or prefix.startswith(".") or prefix.endswith("."):
+                raise InvalidInputError(
+                    f"optim.lr_scales: {prefix!r} is not a parameter-name prefix like sam.image_encoder"
+                )
+            if not 0 < scale < float("inf"):
+                raise InvalidInputError(f"optim.lr_scales.{prefix} must be a finite number > 0, got {scale}")
         if not 0 <= optim.warmup_steps <= train.total_steps:
             raise InvalidInputError(
                 f"optim.warmup_steps ({optim.warmup_steps}) must be in [0, train.total_steps={train.total_steps}]"
@@ -611,6 +626,78 @@ def trainable_parameter_count(model: torch.nn.Module) -> tuple[int, int]:
     return trainable, sum(p.numel() for p in model.parameters())
 
 
+# ============================================================================================ parameter groups
+@dataclass
+class ParameterGroup:
+    """Trainable parameters that share an lr multiplier (``prefix`` None: the parameters no prefix matches)."""
+
+    prefix: str | None
+    scale: float
+    parameters: list[torch.nn.Parameter]
+
+
+def _matches_prefix(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(f"{prefix}.")
+
+
+def build_parameter_groups(model: torch.nn.Module, lr_scales: dict[str, float]) -> list[ParameterGroup]:
+    """The trainable parameters of ``model`` split by ``optim.lr_scales``: the unmatched ones first (scale 1),
+    then one group per prefix in the mapping's order; a parameter goes to its longest matching prefix.
+
+    Names are those of the unwrapped model (``sam.image_encoder.blocks.0...``, the same with or without LoRA).
+    Raises InvalidInputError naming every prefix that matches no trainable parameter. Empty groups are dropped.
+    """
+    named = [(name, p) for name, p in unwrap_model(model).named_parameters() if p.requires_grad]
+    if not named:
+        raise InvalidInputError("the model has no trainable parameter (see model.trainable and lora)")
+    by_prefix: dict[str | None, list[torch.nn.Parameter]] = {None: [], **{prefix: [] for prefix in lr_scales}}
+    for name, parameter in named:
+        matches = [prefix for prefix in lr_scales if _matches_prefix(name, prefix)]
+        by_prefix[max(matches, key=len) if matches else None].append(parameter)
+    unmatched = [prefix for prefix in lr_scales if not by_prefix[prefix]]
+    if unmatched:
+        frozen = [prefix for prefix in unmatched
+                  if any(_matches_prefix(name, prefix) for name, _ in unwrap_model(model).named_parameters())]
+        detail = f" ({frozen} name only frozen parameters)" if frozen else ""
+        raise InvalidInputError(
+            f"optim.lr_scales: {unmatched} match no trainable parameter{detail}; prefixes are module paths such "
+            f"as {sorted({name.split('.')[0] for name, _ in named})[:6]} or sam.image_encoder"
+        )
+    return [ParameterGroup(prefix, 1.0 if prefix is None else lr_scales[prefix], parameters)
+            for prefix, parameters in by_prefix.items() if parameters]
+
+
+def optimizer_parameter_groups(groups: Sequence[ParameterGroup], lr: float) -> list[dict[str, Any]]:
+    """The ``model_parameters`` argument of ``deepspeed.initialize``: one dict per group with its scaled lr."""
+    return [{"params": group.parameters, "lr": lr * group.scale} for group in groups]
+
+
+def scale_schedule(ds_config: dict[str, Any], scales: Sequence[float]) -> dict[str, Any]:
+    """``ds_config`` with the scheduler's ``warmup_min_lr`` / ``warmup_max_lr`` as per-group lists scaled by
+    ``scales`` (DeepSpeed's WarmupLR and WarmupDecayLR accept one value per optimizer group), so warm-up and
+    decay apply to every group in proportion. Unchanged when every scale is 1."""
+    if all(scale == 1.0 for scale in scales):
+        return ds_config
+    scheduler = ds_config.get("scheduler")
+    if scheduler is None:
+        return ds_config
+    if scheduler.get("type") not in SCALABLE_SCHEDULERS:
+        raise InvalidInputError(
+            f"optim.lr_scales needs a scheduler with per-group lrs {list(SCALABLE_SCHEDULERS)} in the DeepSpeed "
+            f"config, got {scheduler.get('type')!r}"
+        )
+    scaled = json.loads(json.dumps(ds_config))
+    params = scaled["scheduler"]["params"]
+    for key, default in (("warmup_min_lr", 0.0), ("warmup_max_lr", None)):
+        value = params.get(key, default)
+        if value is None:
+            raise InvalidInputError(f"optim.lr_scales needs scheduler.params.{key} in the DeepSpeed config")
+        if isinstance(value, list):
+            raise InvalidInputError(f"scheduler.params.{key} is already a per-group list: {value}")
+        params[key] = [value * scale for scale in scales]
+    return scaled
+
+
 # ============================================================================================ DeepSpeed
 def deepspeed_values(config: TrainingConfig, world_size: int, precision: str) -> dict[tuple[str, ...], Any]:
     """The DeepSpeed config entries that come from the YAML (each must be ``"auto"`` in the JSON)."""
@@ -921,6 +1008,7 @@ class Trainer:
         self.step = 0
         self.best: dict[str, Any] | None = None
         self.writer = None
+        self.lr_scale_of_first_group = 1.0
 
     # ------------------------------------------------------------------ setup
     def _build_model(self) -> tuple[torch.nn.Module, "PreTrainedTokenizerBase"]:
@@ -965,12 +1053,21 @@ class Trainer:
         model, self.tokenizer = self._build_model()
         self.model_config = unwrap_model(model).config
         self._build_data(self.model_config)
-        ds_config = build_deepspeed_config(Path(config.train.deepspeed_config), config, self.world_size, self.precision)
+        groups = build_parameter_groups(model, config.optim.lr_scales)
+        self.lr_scale_of_first_group = groups[0].scale
+        ds_config = scale_schedule(
+            build_deepspeed_config(Path(config.train.deepspeed_config), config, self.world_size, self.precision),
+            [group.scale for group in groups],
+        )
         trainable, total = trainable_parameter_count(model)
         logger.info("parameters: %d trainable of %d; precision %s; %d processes x %d micro-batch x %d accumulation",
                     trainable, total, self.precision, self.world_size, config.train.micro_batch_size, self.accumulation)
+        for group in groups:
+            if group.prefix is not None:
+                logger.info("lr x%g for %s (%d parameters)", group.scale, group.prefix,
+                            sum(p.numel() for p in group.parameters))
         self.engine, _, _, self.scheduler = deepspeed.initialize(
-            model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=ds_config,
+            model=model, model_parameters=optimizer_parameter_groups(groups, config.optim.lr), config=ds_config,
         )
         if self.run.resume:
             self._load_checkpoint()
@@ -1006,7 +1103,9 @@ class Trainer:
         self.step += 1
         losses = self._average_over_processes(totals / self.accumulation)
         seconds = time.perf_counter() - start
-        return StepMetrics(self.step, *losses.tolist(), lr=float(self.scheduler.get_last_lr()[0]),
+        # The logged lr is the recipe's schedule (optim.lr's), whatever the scale of the first group.
+        lr = float(self.scheduler.get_last_lr()[0]) / self.lr_scale_of_first_group
+        return StepMetrics(self.step, *losses.tolist(), lr=lr,
                            samples_per_second=self.config.train.global_batch_size / seconds, seconds_per_step=seconds)
 
     def _average_over_processes(self, values: torch.Tensor) -> torch.Tensor:
