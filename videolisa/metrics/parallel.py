@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from typing import Callable, Sequence, TypeVar
-
-from tqdm import tqdm
 
 TaskT = TypeVar("TaskT")
 ResultT = TypeVar("ResultT")
@@ -57,6 +54,12 @@ def run_tasks(
     Results come back in task order. The first task that raises stops the pool and its exception
     (for example an :class:`~videolisa.errors.InvalidInputError` naming a file) is re-raised here.
     """
+    # Imported here: `videolisa score` imports this module before it starts the pool's server, and
+    # these two (~0.08 s) need not delay that.
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+    from tqdm import tqdm
+
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
@@ -64,9 +67,7 @@ def run_tasks(
         return [function(task) for task in tqdm(tasks, desc=description, unit="seq", leave=False)]
     # Even one task goes to the pool: its server has loaded the kernels without numba's optional
     # imports (videolisa.metrics.preload), and may already be running (start_pool_server).
-    with ProcessPoolExecutor(
-        max_workers=min(workers, len(tasks)), mp_context=_pool_context()
-    ) as pool:
+    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=_pool_context()) as pool:
         futures = [pool.submit(function, task) for task in tasks]
         with tqdm(total=len(futures), desc=description, unit="seq", leave=False) as progress:
             pending = set(futures)
