@@ -10,8 +10,7 @@ number of worker processes. The default workload is the size of a DAVIS-2017 val
   scripts do and computes J and F with :mod:`videolisa.metrics.reference` (full frame, the official
   boundary map and ``cv2.dilate`` with a disk -- about as fast as the official code);
 * process start: the same two commands on a one-frame folder, i.e. their fixed cost (``videolisa
-  score`` loads numba and its compiled kernels, about a second; it pays off from a few hundred
-  frames on);
+  score`` starts a pool server and its workers, a few tenths of a second more than the baseline);
 * PNG decode: every PNG once, one process -- the part of end to end that no scorer avoids;
 * metric only: the same masks already in memory, one process.
 

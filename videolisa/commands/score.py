@@ -2,7 +2,7 @@
 
 Prints the overall table (J, F, J&F -- or cIoU, gIoU for ``refseg``) and writes a JSON report, a
 CSV of the per-sequence scores and a PNG plot of the sorted per-sequence J&F. This command imports
-numpy, numba (in its worker processes), OpenCV and Pillow only (never torch), so it starts fast.
+numpy, its own C kernels, OpenCV and Pillow only (never torch), so it starts fast.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Score, print the table, write the report files; returns the exit status."""
-    start_pool_server(args.workers)  # it loads the kernels while this process imports and lists files
+    start_pool_server(args.workers)  # it imports the scoring code while this process lists files
     importlib.import_module("cv2")  # for the report's plot: loaded now, while this process has a core to itself
 
     from videolisa.metrics.benchmarks import score_benchmark

@@ -10,7 +10,7 @@ which MeViS, ReasonVOS and Ref-DAVIS all use (see ``reference/metrics.md``):
 
 :mod:`videolisa.metrics.reference` computes the same numbers the straightforward way (full frame,
 ``cv2.dilate`` with a disk). This module gives bit-identical results from the integer counts of
-:func:`videolisa.metrics.kernels.frame_counts`, which packs each row into 64-pixel bit sets, counts and
+:func:`videolisa.metrics._kernels.frame_counts` (a C extension), which packs each row into 64-pixel bit sets, counts and
 builds the boundaries with word operations, and then works only on the boundary pixels: a boundary
 pixel is matched when one row of the disk around it (``|dx| <= isqrt(r² - dy²)``) holds a pixel of the
 other boundary.
@@ -22,6 +22,8 @@ import math
 from functools import lru_cache
 
 import numpy as np
+
+from videolisa.metrics import _kernels
 
 # Boundary tolerance as a fraction of the image diagonal (davis2017 ``bound_th``).
 BOUNDARY_THRESHOLD = 0.008
@@ -64,9 +66,12 @@ def boundary_map(mask: np.ndarray) -> np.ndarray:
     last row is compared only with its right neighbour, the last column only with its lower one,
     and the last pixel with nothing (so a full-frame mask has no boundary).
     """
-    from videolisa.metrics import kernels
-
-    return kernels.boundary_map(_as_u8(mask))
+    mask = _as_u8(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"expected an [H, W] mask, got shape {mask.shape}")
+    boundary = np.empty_like(mask)
+    _kernels.boundary_map(mask, boundary)
+    return boundary
 
 
 def _as_u8(mask: np.ndarray) -> np.ndarray:
@@ -118,12 +123,9 @@ def frame_jf(pred: np.ndarray, gt: np.ndarray, radius: int | None = None) -> tup
         raise ValueError(f"expected [H, W] masks, got shape {pred.shape}")
     if radius is None:
         radius = boundary_tolerance(*pred.shape)
-    # Imported here: a scoring process that only hands frames to workers need not load numba.
-    from videolisa.metrics import kernels
-
-    intersection, pred_pixels, gt_pixels, n_pred, n_gt, pred_matched, gt_matched = kernels.frame_counts(
+    intersection, pred_pixels, gt_pixels, n_pred, n_gt, pred_matched, gt_matched = _kernels.frame_counts(
         _as_u8(pred), _as_u8(gt), disk_half_widths(radius)
-    ).tolist()
+    )
     union = pred_pixels + gt_pixels - intersection
     # Python ints divided like the official numpy sums: the same float.
     region = 1.0 if union == 0 else intersection / union

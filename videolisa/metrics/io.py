@@ -4,7 +4,7 @@ PNG masks may be 0/255, 0/1, any non-zero value, 1- to 16-bit, or palette (index
 file is read once into memory and decoded by the fastest decoder that gives the pixels needed. PNG
 decoding (zlib inflate and row unfiltering) is most of the cost of scoring a frame, so 8-bit
 grayscale and palette PNGs -- nearly every mask file -- are inflated with libdeflate and unfiltered
-by a compiled kernel (about five times faster than OpenCV or Pillow, same pixels); other grayscale
+by a compiled kernel (a C extension; about five times faster than OpenCV or Pillow, same pixels); other grayscale
 PNGs go to OpenCV and everything else to Pillow. COCO run-length encodings are decoded with
 pycocotools.
 """
@@ -23,6 +23,7 @@ import deflate
 import numpy as np
 
 from videolisa.errors import InvalidInputError, MissingFilesError, VideoReadError
+from videolisa.metrics import _kernels
 from videolisa.metrics.names import MISSING_POLICIES
 
 # How many missing files an error message lists before summarising the rest.
@@ -69,15 +70,13 @@ def _decode_8bit_png(data: bytes, binary: bool) -> np.ndarray | None:
         elif kind == b"IEND":
             break
         position += length + 12  # length, type, data, CRC
-    from videolisa.metrics import kernels  # here: a process that only plans the work need not load numba
-
+    pixels = np.empty((height, width), np.uint8)
     try:
         filtered = deflate.zlib_decompress(b"".join(image_data), height * (width + 1))
-        if len(filtered) != height * (width + 1):  # the kernel does not check bounds
-            return None
-        return kernels.png_unfilter(np.frombuffer(filtered, np.uint8), height, width, binary)
+        _kernels.png_unfilter(filtered, pixels, binary)  # ValueError: wrong length or filter type
     except (deflate.DeflateError, ValueError):
         return None
+    return pixels
 
 
 def _decode_png(path: str | os.PathLike, keep_values: bool) -> tuple[np.ndarray, bool]:

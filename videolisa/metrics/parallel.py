@@ -19,8 +19,8 @@ def default_workers() -> int:
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
-    """forkserver where available, its server having imported the scoring code and loaded the
-    compiled kernels once (:mod:`videolisa.metrics.preload`).
+    """forkserver where available, its server having imported the scoring code once
+    (:mod:`videolisa.metrics.preload`).
 
     Plain fork is not safe here: once OpenCV has run in this process its worker threads exist, and
     a forked child can deadlock on a lock one of them held.
@@ -35,8 +35,8 @@ def _pool_context() -> multiprocessing.context.BaseContext:
 def start_pool_server(workers: int | None) -> None:
     """Start the pool's forkserver now, if :func:`run_tasks` will use one (``workers`` > 1).
 
-    The server spends about a second importing the scoring code and loading the compiled kernels;
-    started first thing, it does so while this process imports numpy and lists the
+    The server spends a few tenths of a second starting an interpreter and importing the scoring
+    code; started first thing, it does so while this process imports numpy and lists the
     benchmark's files, instead of after. A no-op when the server already runs or none is used.
     """
     workers = default_workers() if workers is None else workers
@@ -63,10 +63,8 @@ def run_tasks(
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
-    if workers == 1 or not tasks:
+    if workers == 1 or len(tasks) <= 1:
         return [function(task) for task in tqdm(tasks, desc=description, unit="seq", leave=False)]
-    # Even one task goes to the pool: its server has loaded the kernels without numba's optional
-    # imports (videolisa.metrics.preload), and may already be running (start_pool_server).
     with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=_pool_context()) as pool:
         futures = [pool.submit(function, task) for task in tasks]
         with tqdm(total=len(futures), desc=description, unit="seq", leave=False) as progress:
