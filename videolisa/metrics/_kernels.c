@@ -27,6 +27,7 @@
 
 #if defined(_MSC_VER)
 #include <intrin.h>
+#define restrict __restrict /* MSVC's C compiler spells C99's restrict this way before /std:c11 */
 static inline int popcount64(uint64_t value) { return (int)__popcnt64(value); }
 static inline int lowest_set_bit(uint64_t value) {
     unsigned long index;
