@@ -10,9 +10,9 @@ which MeViS, ReasonVOS and Ref-DAVIS all use (see ``reference/metrics.md``):
 
 :mod:`videolisa.metrics.reference` computes the same numbers the straightforward way (full frame,
 ``cv2.dilate`` with a disk). This module gives bit-identical results from the integer counts of
-:func:`videolisa.metrics._kernels.frame_counts` (a C extension), which packs each row into 64-pixel bit sets, counts and
-builds the boundaries with word operations, and then works only on the boundary pixels: a boundary
-pixel is matched when one row of the disk around it (``|dx| <= isqrt(r² - dy²)``) holds a pixel of the
+:func:`videolisa.metrics._kernels.frame_counts` (a C extension), which packs each row into 64-pixel bit
+sets, counts and builds the boundaries with word operations, and then works only on the boundary
+pixels: a boundary pixel is matched when one row of the disk around it (``|dx| <= isqrt(r² - dy²)``) holds a pixel of the
 other boundary.
 """
 
@@ -66,9 +66,7 @@ def boundary_map(mask: np.ndarray) -> np.ndarray:
     last row is compared only with its right neighbour, the last column only with its lower one,
     and the last pixel with nothing (so a full-frame mask has no boundary).
     """
-    mask = _as_u8(mask)
-    if mask.ndim != 2:
-        raise ValueError(f"expected an [H, W] mask, got shape {mask.shape}")
+    mask = _as_u8(mask)  # the kernel rejects anything but [H, W], naming "mask"
     boundary = np.empty_like(mask)
     _kernels.boundary_map(mask, boundary)
     return boundary

@@ -4,8 +4,8 @@ PNG masks may be 0/255, 0/1, any non-zero value, 1- to 16-bit, or palette (index
 file is read once into memory and decoded by the fastest decoder that gives the pixels needed. PNG
 decoding (zlib inflate and row unfiltering) is most of the cost of scoring a frame, so 8-bit
 grayscale and palette PNGs -- nearly every mask file -- are inflated with libdeflate and unfiltered
-by a compiled kernel (a C extension; about five times faster than OpenCV or Pillow, same pixels); other grayscale
-PNGs go to OpenCV and everything else to Pillow. COCO run-length encodings are decoded with
+by a C kernel (about five times faster than OpenCV or Pillow, same pixels); other grayscale PNGs go
+to OpenCV and everything else to Pillow. COCO run-length encodings are decoded with
 pycocotools.
 """
 
