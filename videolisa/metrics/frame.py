@@ -12,8 +12,8 @@ which MeViS, ReasonVOS and Ref-DAVIS all use (see ``reference/metrics.md``):
 ``cv2.dilate`` with a disk). This module gives bit-identical results from the integer counts of
 :func:`videolisa.metrics._kernels.frame_counts` (a C extension), which packs each row into 64-pixel bit
 sets, counts and builds the boundaries with word operations, and then works only on the boundary
-pixels: a boundary pixel is matched when one row of the disk around it (``|dx| <= isqrt(r² - dy²)``) holds a pixel of the
-other boundary.
+pixels: a boundary pixel is matched when one row of the disk around it (``|dx| <= isqrt(r² - dy²)``)
+holds a pixel of the other boundary.
 """
 
 from __future__ import annotations
