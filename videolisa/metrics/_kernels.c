@@ -150,6 +150,47 @@ static void boundary_bits(const uint64_t *this_row, const uint64_t *below, Py_ss
     out[last_word] = (out[last_word] & ~last_column) | ((this_row[last_word] ^ below[last_word]) & last_column);
 }
 
+/* A mask read row by row as bit sets: the current row, the next one, and whether each has foreground. */
+typedef struct {
+    const uint8_t *pixels; /* [height, width] */
+    Py_ssize_t height, width, words;
+    uint64_t *this_row, *next_row; /* [words] each */
+    int this_any, next_any;
+} PackedRows;
+
+/* Start reading pixels; buffers has room for 2 * (width / 64 + 1) words. Call next_packed_row before
+   each row, the first included. */
+static void start_packed_rows(PackedRows *rows, const uint8_t *pixels, Py_ssize_t height, Py_ssize_t width,
+                              uint64_t *buffers) {
+    rows->pixels = pixels;
+    rows->height = height;
+    rows->width = width;
+    rows->words = (width >> 6) + 1;
+    rows->this_row = buffers;
+    rows->next_row = buffers + rows->words;
+    rows->this_any = 0;
+    rows->next_any = pack_row(pixels, width, rows->next_row);
+}
+
+/* Move to row r: the packed next row becomes the current one, and row r + 1 (if any) is packed. */
+static void next_packed_row(PackedRows *rows, Py_ssize_t r) {
+    uint64_t *swap = rows->this_row;
+    rows->this_row = rows->next_row;
+    rows->next_row = swap;
+    rows->this_any = rows->next_any;
+    rows->next_any = 0;
+    if (r + 1 < rows->height) rows->next_any = pack_row(rows->pixels + (r + 1) * rows->width, rows->width, rows->next_row);
+}
+
+/* The boundary bits of the current row r into out; 0 without computing them when the row cannot
+   have any (neither it nor the row below has foreground), else 1. */
+static int row_boundary(const PackedRows *rows, Py_ssize_t r, uint64_t *out) {
+    if (!rows->this_any && !rows->next_any) return 0;
+    const uint64_t *below = r + 1 < rows->height ? rows->next_row : rows->this_row;
+    boundary_bits(rows->this_row, below, rows->width, rows->words, out);
+    return 1;
+}
+
 /* Boundary pixel columns of a mask in compressed-row form: row r's pixels are xs[rows[r]:rows[r + 1]],
    in increasing column order. */
 typedef struct {
@@ -232,38 +273,22 @@ static int count_frame(const uint8_t *pred, const uint8_t *gt, Py_ssize_t height
                                 PyMem_RawMalloc((size_t)initial * sizeof(int32_t)), 0, initial};
     Py_ssize_t *scratch = PyMem_RawMalloc((size_t)(2 * (2 * radius + 1)) * sizeof(Py_ssize_t));
     if (!packed || !pred_pixels.rows || !pred_pixels.xs || !gt_pixels.rows || !gt_pixels.xs || !scratch) goto done;
-    uint64_t *pred_this = packed, *pred_next = packed + words, *gt_this = packed + 2 * words,
-             *gt_next = packed + 3 * words, *boundary = packed + 4 * words;
-    int64_t pixel_counts[3] = {0, 0, 0}; /* intersection, prediction, ground truth */
-    int pred_next_any = pack_row(pred, width, pred_next);
-    int gt_next_any = pack_row(gt, width, gt_next);
+    PackedRows pred_rows, gt_rows;
+    start_packed_rows(&pred_rows, pred, height, width, packed);
+    start_packed_rows(&gt_rows, gt, height, width, packed + 2 * words);
+    uint64_t *boundary = packed + 4 * words;
     for (Py_ssize_t r = 0; r < height; r++) {
-        uint64_t *swap = pred_this;
-        pred_this = pred_next;
-        pred_next = swap;
-        swap = gt_this;
-        gt_this = gt_next;
-        gt_next = swap;
-        int pred_any = pred_next_any, gt_any = gt_next_any;
-        int last = r + 1 == height;
-        pred_next_any = last ? 0 : pack_row(pred + (r + 1) * width, width, pred_next);
-        gt_next_any = last ? 0 : pack_row(gt + (r + 1) * width, width, gt_next);
-        if (pred_any || gt_any) count_row(pred_this, gt_this, words, pixel_counts);
-        /* A row holds boundary pixels only if it or the row below has foreground. */
-        if (pred_any || pred_next_any) {
-            boundary_bits(pred_this, last ? pred_this : pred_next, width, words, boundary);
-            if (append_set_bits(boundary, words, width, &pred_pixels) < 0) goto done;
-        }
+        next_packed_row(&pred_rows, r);
+        next_packed_row(&gt_rows, r);
+        /* counts[0..2]: intersection, prediction and ground-truth pixels */
+        if (pred_rows.this_any || gt_rows.this_any) count_row(pred_rows.this_row, gt_rows.this_row, words, counts);
+        if (row_boundary(&pred_rows, r, boundary) && append_set_bits(boundary, words, width, &pred_pixels) < 0)
+            goto done;
         pred_pixels.rows[r + 1] = pred_pixels.count;
-        if (gt_any || gt_next_any) {
-            boundary_bits(gt_this, last ? gt_this : gt_next, width, words, boundary);
-            if (append_set_bits(boundary, words, width, &gt_pixels) < 0) goto done;
-        }
+        if (row_boundary(&gt_rows, r, boundary) && append_set_bits(boundary, words, width, &gt_pixels) < 0)
+            goto done;
         gt_pixels.rows[r + 1] = gt_pixels.count;
     }
-    counts[0] = pixel_counts[0];
-    counts[1] = pixel_counts[1];
-    counts[2] = pixel_counts[2];
     counts[3] = pred_pixels.count;
     counts[4] = gt_pixels.count;
     if (pred_pixels.count > 0 && gt_pixels.count > 0) {
@@ -368,19 +393,17 @@ static int boundary_rows(const uint8_t *mask, Py_ssize_t height, Py_ssize_t widt
     Py_ssize_t words = (width >> 6) + 1;
     uint64_t *packed = PyMem_RawCalloc((size_t)(3 * words), sizeof(uint64_t));
     if (packed == NULL) return -1;
-    uint64_t *this_row = packed, *below = packed + words, *boundary = packed + 2 * words;
-    pack_row(mask, width, below);
+    PackedRows rows;
+    start_packed_rows(&rows, mask, height, width, packed);
+    uint64_t *boundary = packed + 2 * words;
     for (Py_ssize_t r = 0; r < height; r++) {
-        uint64_t *swap = this_row;
-        this_row = below;
-        below = swap;
-        if (r + 1 < height) {
-            pack_row(mask + (r + 1) * width, width, below);
-            boundary_bits(this_row, below, width, words, boundary);
-        } else {
-            boundary_bits(this_row, this_row, width, words, boundary);
+        next_packed_row(&rows, r);
+        uint8_t *out_row = out + r * width;
+        if (!row_boundary(&rows, r, boundary)) {
+            memset(out_row, 0, (size_t)width);
+            continue;
         }
-        for (Py_ssize_t x = 0; x < width; x++) out[r * width + x] = (boundary[x >> 6] >> (x & 63)) & 1;
+        for (Py_ssize_t x = 0; x < width; x++) out_row[x] = (boundary[x >> 6] >> (x & 63)) & 1;
     }
     PyMem_RawFree(packed);
     return 0;
