@@ -37,7 +37,9 @@ def start_pool_server(workers: int | None) -> None:
 
     The server spends a few tenths of a second starting an interpreter and importing the scoring
     code; started first thing, it does so while this process imports numpy and lists the
-    benchmark's files, instead of after. A no-op when the server already runs or none is used.
+    benchmark's files, instead of after. A no-op when the server already runs or none is used. (The
+    number of tasks is not known yet: a run that turns out to have one task scores in this process
+    and leaves the server idle.)
     """
     workers = default_workers() if workers is None else workers
     if workers > 1 and _pool_context().get_start_method() == "forkserver":
