@@ -68,9 +68,9 @@ def untrained_model_dir(out: Path, model: str) -> Path:
 
 def evaluate(model: str, data: Path, out: Path, device: str) -> dict:
     """Run the batch evaluation of ``model`` on the held-out split; returns its result dict."""
-    from videolisa.evaluation import EvaluationSettings, run_evaluation
+    from videolisa.evaluation import EvaluationConfig, run_evaluation
 
-    return run_evaluation(EvaluationSettings(
+    return run_evaluation(EvaluationConfig(
         benchmark="synthetic", data_root=data, model=model, out=out, split="valid_u", device=device, dtype="fp32",
         chunk_size=16,
     ))

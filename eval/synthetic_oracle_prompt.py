@@ -72,7 +72,7 @@ class OracleRun:
 
         from videolisa.config import VideoLisaConfig
         from videolisa.data.custom import CustomDataset
-        from videolisa.data.sample import SampleSettings
+        from videolisa.data.sample import SampleConfig
         from videolisa.modeling.sam import build_sam
 
         torch.manual_seed(args.seed)
@@ -80,7 +80,7 @@ class OracleRun:
         self.sam = build_sam(config.sam)
         # With --all-targets the custom reader adds the clip's other records as targets on the same frames.
         targets_per_sample = MAX_TARGETS if args.all_targets else 1
-        self.dataset = CustomDataset(SampleSettings.from_model_config(config), [args.data], targets_per_sample)
+        self.dataset = CustomDataset(SampleConfig.from_model_config(config), [args.data], targets_per_sample)
         if any(record.answer is None for record in self.dataset.records):
             raise VideoLisaError(f"{args.data}: every record needs the answer that names its referent "
                                  "(write it with `videolisa synth --layout custom`)")

@@ -9,7 +9,7 @@ import torch
 from videolisa.config import VideoLisaConfig
 from videolisa.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from videolisa.data.collate import VideoLisaCollator, tokenize_conversation
-from videolisa.data.sample import SampleSettings, build_image_sample
+from videolisa.data.sample import SampleConfig, build_image_sample
 from videolisa.errors import InvalidInputError
 from videolisa.tokenization import build_tiny_tokenizer
 
@@ -71,7 +71,7 @@ def test_multi_turn_supervises_every_answer_only(tokenizer):
 
 
 def make_sample(conversation, num_masks: int, size=(10, 12)):
-    settings = SampleSettings(num_frames_sparse=32, num_frames_dense=4, clip_image_size=56, sam_image_size=256)
+    settings = SampleConfig(num_frames_sparse=32, num_frames_dense=4, clip_image_size=56, sam_image_size=256)
     image = np.random.default_rng(0).integers(0, 255, (*size, 3), dtype=np.uint8)
     masks = np.ones((num_masks, *size), dtype=np.uint8)
     return build_image_sample(image, masks, conversation, settings, {"dataset": "test"})

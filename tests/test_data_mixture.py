@@ -12,7 +12,7 @@ from scipy.stats import chisquare
 
 from videolisa.data.base import TrainingDataset
 from videolisa.data.mixture import DEFAULT_RATES, MAX_DRAWS, DataConfig, MixtureDataset, StepSampler
-from videolisa.data.sample import NoTargetError, SampleSettings, TrainingSample
+from videolisa.data.sample import NoTargetError, SampleConfig, TrainingSample
 from videolisa.errors import InvalidInputError, VideoReadError
 
 
@@ -20,7 +20,7 @@ class FakeDataset(TrainingDataset):
     """Samples that record which item and which random number they were built from."""
 
     def __init__(self, name: str, size: int, fail_items: set[int] = frozenset(), error: Exception | None = None) -> None:
-        super().__init__(SampleSettings())
+        super().__init__(SampleConfig())
         self.name, self.size, self.fail_items, self.error = name, size, fail_items, error
 
     def __len__(self) -> int:

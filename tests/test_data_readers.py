@@ -15,14 +15,14 @@ from videolisa.data.custom import CustomDataset, read_custom_file
 from videolisa.data.mixture import DataConfig, build_dataset_groups
 from videolisa.data.reasonseg import ReasonSegDataset
 from videolisa.data.referring import ReferSegDataset
-from videolisa.data.sample import NoTargetError, SampleSettings
+from videolisa.data.sample import NoTargetError, SampleConfig
 from videolisa.data.semantic import ADE20KDataset, CocoStuffDataset, PacoLvisDataset, PascalPartDataset
 from videolisa.data.video import MeViSDataset, ReferFormerDataset, YouTubeVOSDataset
 from videolisa.data.vqa import VqaDataset
 from videolisa.errors import InvalidInputError, MissingFilesError
 from videolisa.processing.conversation import ANSWER_TEMPLATES, LONG_QUESTION_TEMPLATES, SHORT_QUESTION_TEMPLATES
 
-SETTINGS = SampleSettings(num_frames_sparse=6, num_frames_dense=2, clip_image_size=28, sam_image_size=64)
+SETTINGS = SampleConfig(num_frames_sparse=6, num_frames_dense=2, clip_image_size=28, sam_image_size=64)
 HEIGHT, WIDTH = 24, 32
 
 

@@ -33,7 +33,7 @@ from videolisa.errors import InvalidInputError, MissingFilesError
 from videolisa.evaluation import (
     DistributedContext,
     EvaluationFailed,
-    EvaluationSettings,
+    EvaluationConfig,
     run_evaluation,
     shard_videos,
 )
@@ -52,7 +52,7 @@ def predictor(tiny_model_dir: Path):
 
 
 def write_dataset(case: str, root: Path) -> dict[str, Any]:
-    """Write the dataset of ``case`` under ``root``; the matching :class:`EvaluationSettings` fields."""
+    """Write the dataset of ``case`` under ``root``; the matching :class:`EvaluationConfig` fields."""
     if case == "reasonvos":
         return {"benchmark": "reasonvos", "data_root": write_reasonvos(root / "ReasonVOS", size=SIZE)}
     if case == "mevis":
@@ -74,11 +74,11 @@ def write_dataset(case: str, root: Path) -> dict[str, Any]:
     raise AssertionError(case)
 
 
-def make_settings(out: Path, **fields: Any) -> EvaluationSettings:
-    return EvaluationSettings(model="tiny-seed0", out=out, device="cpu", workers=1, **fields)
+def make_settings(out: Path, **fields: Any) -> EvaluationConfig:
+    return EvaluationConfig(model="tiny-seed0", out=out, device="cpu", workers=1, **fields)
 
 
-def benchmark_of(settings: EvaluationSettings) -> Benchmark:
+def benchmark_of(settings: EvaluationConfig) -> Benchmark:
     return get_benchmark(settings.benchmark, settings.data_root, settings.split)
 
 
@@ -139,7 +139,7 @@ def mean_region(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray]) -> float
     return float(np.mean([region_similarity(pred, gt) for pred, gt in zip(preds, gts)]))
 
 
-def reasonvos_item_j(settings: EvaluationSettings, item: BenchmarkItem) -> float:
+def reasonvos_item_j(settings: EvaluationConfig, item: BenchmarkItem) -> float:
     """J over the object's ground-truth PNGs (``Annotations/<source>_<video>_<obj_id>``)."""
     gt_folder = settings.data_root / "Annotations" / item.output_dir.split("/")[0]
     names = sorted(path.stem for path in gt_folder.glob("*.png"))
@@ -147,7 +147,7 @@ def reasonvos_item_j(settings: EvaluationSettings, item: BenchmarkItem) -> float
     return mean_region([read_prediction(settings.out, item, name) for name in names], gts)
 
 
-def mevis_item_j(settings: EvaluationSettings, item: BenchmarkItem) -> float:
+def mevis_item_j(settings: EvaluationConfig, item: BenchmarkItem) -> float:
     """J against the union of the expression's annotations decoded from ``mask_dict.json``."""
     from pycocotools import mask as coco_mask
 
@@ -167,7 +167,7 @@ def mevis_item_j(settings: EvaluationSettings, item: BenchmarkItem) -> float:
     return mean_region([read_prediction(settings.out, item, frame) for frame in entry["frames"]], gts)
 
 
-def refdavis_annotator_j(settings: EvaluationSettings, items: Sequence[BenchmarkItem]) -> list[float]:
+def refdavis_annotator_j(settings: EvaluationConfig, items: Sequence[BenchmarkItem]) -> list[float]:
     """J of each annotator: with one object per video, expression k is annotator k's mask of object 1,
     scored against DAVIS object 1 over all frames and averaged over the videos."""
     by_key = {item.key: item for item in items}
@@ -183,7 +183,7 @@ def refdavis_annotator_j(settings: EvaluationSettings, items: Sequence[Benchmark
     return per_annotator
 
 
-def image_iou_counts(settings: EvaluationSettings, benchmark: Benchmark, item: BenchmarkItem) -> tuple[int, int]:
+def image_iou_counts(settings: EvaluationConfig, benchmark: Benchmark, item: BenchmarkItem) -> tuple[int, int]:
     """(I, U) of the foreground with the ground truth's ignore (255) pixels removed, as LISA counts them."""
     gt = benchmark.ground_truth(item)
     keep = gt != 255
@@ -201,7 +201,7 @@ def ciou_giou(counts: Sequence[tuple[int, int]]) -> dict[str, float]:
 
 
 def expected_scores(
-    case: str, settings: EvaluationSettings, items: Sequence[BenchmarkItem]
+    case: str, settings: EvaluationConfig, items: Sequence[BenchmarkItem]
 ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """(overall, subsets) computed here from the written predictions and the ground truth; J only for video
     benchmarks (F needs the boundary machinery the metrics tests cover)."""
@@ -365,7 +365,7 @@ def test_a_video_interrupted_mid_way_leaves_no_item_that_counts_as_done(tmp_path
 
 
 # ------------------------------------------------------------------------------------------------ failures
-def corrupt_last_frame(settings: EvaluationSettings, video: str) -> Path:
+def corrupt_last_frame(settings: EvaluationConfig, video: str) -> Path:
     """Overwrite the last frame of a ReasonVOS video with bytes that are not an image (validation reads only
     the first frame's header, so the failure shows up while predicting)."""
     frame = settings.data_root / "JPEGImages" / video / f"{FRAMES[-1]}.jpg"
@@ -414,7 +414,7 @@ def test_items_rank_0_cannot_see_fail_the_run(tmp_path: Path, predictor, monkeyp
     assert sorted(result["failed"]) == unseen and "score" not in result
 
 
-def cli_eval(settings: EvaluationSettings, *extra: str, model: Path | str | None = None) -> int:
+def cli_eval(settings: EvaluationConfig, *extra: str, model: Path | str | None = None) -> int:
     """``videolisa eval`` in this process with the settings' benchmark, data and output."""
     args = ["eval", "--benchmark", settings.benchmark, "--data-root", str(settings.data_root), "--out",
             str(settings.out), "--model", str(model or settings.model), "--device", "cpu", "--workers", "1"]

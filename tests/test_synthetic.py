@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -249,11 +250,11 @@ def test_reasonvos_layout_round_trip(tmp_path: Path) -> None:
 
 def test_custom_layout_is_read_by_the_custom_data_reader(tmp_path: Path) -> None:
     from videolisa.data.custom import CustomDataset
-    from videolisa.data.sample import SampleSettings
+    from videolisa.data.sample import SampleConfig
 
     out = write_synthetic_dataset(tmp_path / "custom", layout="custom", num_videos=2, seed=5, config=SMALL, progress=False)
     expected = list(generate_videos(5, 2, SMALL))
-    settings = SampleSettings(num_frames_sparse=6, num_frames_dense=2, clip_image_size=28, sam_image_size=64)
+    settings = SampleConfig(num_frames_sparse=6, num_frames_dense=2, clip_image_size=28, sam_image_size=64)
     dataset = CustomDataset(settings, [out / synthetic.CUSTOM_FILE])
     pairs = [(video, expression) for video in expected for expression in video.expressions]
     assert len(dataset) == len(pairs)
@@ -272,11 +273,11 @@ def test_custom_layout_is_read_by_the_custom_data_reader(tmp_path: Path) -> None
 def test_custom_samples_can_ask_about_several_targets_of_one_video(tmp_path: Path) -> None:
     from videolisa.constants import VIDEO_PLACEHOLDER
     from videolisa.data.custom import CustomDataset
-    from videolisa.data.sample import SampleSettings
+    from videolisa.data.sample import SampleConfig
 
     out = write_synthetic_dataset(tmp_path / "custom", layout="custom", num_videos=2, seed=6, config=SMALL, progress=False)
     expected = {video.name: video for video in generate_videos(6, 2, SMALL)}
-    settings = SampleSettings(num_frames_sparse=6, num_frames_dense=2, clip_image_size=28, sam_image_size=64)
+    settings = SampleConfig(num_frames_sparse=6, num_frames_dense=2, clip_image_size=28, sam_image_size=64)
     dataset = CustomDataset(settings, [out / synthetic.CUSTOM_FILE], targets_per_sample=3)
     sample = dataset.build_sample(0, np.random.default_rng(1))
     lines = {f"{out / synthetic.CUSTOM_FILE}:{number}": number - 1 for number in range(1, len(dataset) + 1)}
@@ -356,6 +357,48 @@ def test_cli_writes_refuses_and_overwrites(tmp_path: Path, capsys: pytest.Captur
     assert main([*args, "--sizes", "72x72", "--overwrite"]) == 0
     assert _files(out) != first
     assert sorted(path.name for path in tmp_path.iterdir()) == ["data"]  # no staging folders left
+
+
+def test_overwrite_replaces_only_a_folder_that_synth_wrote(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    foreign = tmp_path / "mine"
+    (foreign / "sub").mkdir(parents=True)
+    (foreign / "sub" / "keep.txt").write_text("keep")
+    args = ["synth", "--videos", "1", "--min-frames", "10", "--max-frames", "10", "--sizes", "64x64", "--overwrite"]
+    assert main([*args, "--out", str(foreign)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "not written by videolisa synth" in err and str(foreign) in err
+    assert (foreign / "sub" / "keep.txt").read_text() == "keep"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["mine"]
+
+    ours = tmp_path / "ours"
+    write_synthetic_dataset(ours, num_videos=1, seed=0, config=SMALL, progress=False)
+    assert (ours / synthetic.SYNTH_MARKER).is_file()
+    assert main([*args, "--out", str(ours)]) == 0
+    assert (ours / synthetic.SYNTH_MARKER).is_file() and (ours / "valid_u" / "meta_expressions.json").is_file()
+
+
+def test_cli_reports_an_unwritable_parent_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A read-only parent folder (injected: the tests run as root, where chmod does not stop writes)."""
+    parent = tmp_path / "readonly"
+    parent.mkdir()
+    real_mkdir = Path.mkdir
+
+    def mkdir(self: Path, *args: object, **kwargs: object) -> None:
+        if self.parent == parent:
+            raise PermissionError(13, "Permission denied", str(self))
+        real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    assert main(["synth", "--out", str(parent / "data"), "--videos", "1", "--min-frames", "10", "--max-frames", "10",
+                 "--sizes", "64x64"]) == 2
+    err = capsys.readouterr().err  # the progress bar's lines, then one error line
+    (line,) = re.findall(r"error: [^\n]*", err)
+    assert "Permission denied" in line and str(parent) in line and "Traceback" not in err
+    assert list(parent.iterdir()) == []
 
 
 def test_cli_rejects_split_outside_mevis_and_bad_sizes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,7 +14,7 @@ from videolisa.config import SamConfig, VideoLisaConfig
 from videolisa.errors import CheckpointError, InvalidInputError, MissingFilesError
 from videolisa.training import (
     CHECKPOINT_DIR,
-    LoraSection,
+    LoraConfig,
     ModelConfig,
     TrainingConfig,
     apply_freezing_and_lora,
@@ -163,7 +163,7 @@ def tiny_model_and_tokenizer():
 def test_freezing_and_lora_on_the_tiny_model():
     model, tokenizer = tiny_model_and_tokenizer()
     assert model.config.seg_token_id == tokenizer.convert_tokens_to_ids("[SEG]") == len(tokenizer) - 1
-    wrapped = apply_freezing_and_lora(model, LoraSection())
+    wrapped = apply_freezing_and_lora(model, LoraConfig())
     trainable = {name.removeprefix("base_model.model.") for name, p in wrapped.named_parameters() if p.requires_grad}
     lora = sorted(name for name in trainable if "lora_" in name)
     assert lora == [f"llm.model.layers.{i}.self_attn.qkv_proj.lora_{ab}.default.weight" for i in range(2) for ab in "AB"]
@@ -172,11 +172,11 @@ def test_freezing_and_lora_on_the_tiny_model():
                for name in others)
     assert any(name.startswith("sam.mask_decoder.") for name in others) and "llm.lm_head.weight" in others
     assert unwrap_model(wrapped) is model
-    other_targets = apply_freezing_and_lora(tiny_model_and_tokenizer()[0], LoraSection(target_modules=["o_proj", "down_proj"]))
+    other_targets = apply_freezing_and_lora(tiny_model_and_tokenizer()[0], LoraConfig(target_modules=["o_proj", "down_proj"]))
     assert sum("lora_A" in name for name, _ in other_targets.named_parameters()) == 4
     with pytest.raises(InvalidInputError, match="matches no LLM module"):
-        apply_freezing_and_lora(tiny_model_and_tokenizer()[0], LoraSection(target_modules=["nothing_here"]))
-    no_lora = apply_freezing_and_lora(tiny_model_and_tokenizer()[0], LoraSection(r=0))
+        apply_freezing_and_lora(tiny_model_and_tokenizer()[0], LoraConfig(target_modules=["nothing_here"]))
+    no_lora = apply_freezing_and_lora(tiny_model_and_tokenizer()[0], LoraConfig(r=0))
     assert not any("lora" in name for name, _ in no_lora.named_parameters())
 
 
@@ -184,7 +184,7 @@ def test_original_trainable_parameter_count_on_the_meta_device():
     """Spec §1.8: 214,112,740 trainable parameters (LoRA r 8 on 32 fused qkv_proj, embeddings and LM head of
     32012 rows, SAM mask decoder, prompt head)."""
     model = build_empty_model(VideoLisaConfig.from_preset("videolisa-3.8b"))
-    wrapped = apply_freezing_and_lora(model, LoraSection())
+    wrapped = apply_freezing_and_lora(model, LoraConfig())
     assert trainable_parameter_count(wrapped)[0] == 214_112_740
     qkv = unwrap_model(wrapped).llm.model.layers[0].self_attn.qkv_proj
     assert qkv.lora_A["default"].weight.shape == (8, 3072) and qkv.lora_B["default"].weight.shape == (9216, 8)
@@ -320,9 +320,9 @@ def test_bf16_layout_keeps_buffers_in_float32():
 def test_validation_leaves_the_trained_model_untouched(tmp_path):
     """In-training validation runs the predictor on the model being trained: afterwards its parameters are
     the same tensors, its buffers the same dtype, and its gradients bit-identical to before."""
-    from videolisa.data import MixtureDataset, SampleSettings, VideoLisaCollator, build_dataset_groups
+    from videolisa.data import MixtureDataset, SampleConfig, VideoLisaCollator, build_dataset_groups
     from videolisa.synthetic import SyntheticConfig, write_synthetic_dataset
-    from videolisa.training import ValidationSection, validate
+    from videolisa.training import ValidationConfig, validate
 
     small = SyntheticConfig(min_frames=8, max_frames=8, sizes=((48, 64),))
     write_synthetic_dataset(tmp_path / "train", num_videos=1, seed=0, split="train", config=small, progress=False)
@@ -330,7 +330,7 @@ def test_validation_leaves_the_trained_model_untouched(tmp_path):
     config = load_training_config(CONFIGS / "tiny_cpu.yaml", [f"data.roots.mevis={tmp_path / 'train'}"])
     model, tokenizer = tiny_model_and_tokenizer()
     wrapped = apply_freezing_and_lora(model, config.lora)
-    settings = SampleSettings.from_model_config(model.config)
+    settings = SampleConfig.from_model_config(model.config)
     dataset = MixtureDataset(build_dataset_groups(config.data, settings), config.data.rates, seed=0, length=1)
     batch = VideoLisaCollator(tokenizer, model.config)([dataset[0]])
 
@@ -342,7 +342,7 @@ def test_validation_leaves_the_trained_model_untouched(tmp_path):
 
     before = gradients()
     storage = {name: p.data_ptr() for name, p in wrapped.named_parameters()}
-    section = ValidationSection(benchmark="synthetic", root=str(tmp_path / "val"), limit=1)
+    section = ValidationConfig(benchmark="synthetic", root=str(tmp_path / "val"), limit=1)
     score = validate(model, tokenizer, section, tmp_path / "out", torch.device("cpu"), torch.float32)
     assert 0.0 <= score <= 1.0 and (tmp_path / "out" / "results.json").is_file()
     assert model.training
@@ -370,7 +370,7 @@ def test_lr_scales_parse_and_reject_bad_values():
 
 
 def test_parameter_groups_follow_the_longest_prefix_and_name_unknown_ones():
-    model = apply_freezing_and_lora(tiny_model_and_tokenizer()[0], LoraSection(r=0), "all")
+    model = apply_freezing_and_lora(tiny_model_and_tokenizer()[0], LoraConfig(r=0), "all")
     groups = build_parameter_groups(model, {"sam": 0.5, "sam.image_encoder": 0.1})
     assert [(group.prefix, group.scale) for group in groups] == [(None, 1.0), ("sam", 0.5), ("sam.image_encoder", 0.1)]
     names = {id(p): name for name, p in model.named_parameters()}
@@ -382,7 +382,7 @@ def test_parameter_groups_follow_the_longest_prefix_and_name_unknown_ones():
     assert [d["lr"] for d in optimizer_parameter_groups(groups, 2e-3)] == [2e-3, 1e-3, 2e-4]
     with pytest.raises(InvalidInputError, match=r"\['sam.image_encodr', 'sa'\] match no trainable parameter"):
         build_parameter_groups(model, {"sam.image_encodr": 0.1, "sa": 0.1})
-    frozen = apply_freezing_and_lora(tiny_model_and_tokenizer()[0], LoraSection())
+    frozen = apply_freezing_and_lora(tiny_model_and_tokenizer()[0], LoraConfig())
     with pytest.raises(InvalidInputError, match=r"\['sam.image_encoder'\] name only frozen parameters"):
         build_parameter_groups(frozen, {"sam.image_encoder": 0.1})
     decoder_groups = build_parameter_groups(frozen, {"sam.mask_decoder": 3})

@@ -162,7 +162,7 @@ def load_export_script():
 
 def test_export_then_from_pretrained_matches_the_trained_weights(data, reference_run, tmp_path):
     from videolisa.checkpoint import load_tokenizer
-    from videolisa.data import MixtureDataset, SampleSettings, VideoLisaCollator, build_dataset_groups
+    from videolisa.data import MixtureDataset, SampleConfig, VideoLisaCollator, build_dataset_groups
     from videolisa.modeling.videolisa import VideoLisaForSegmentation
     from videolisa.training import apply_freezing_and_lora, build_model_skeleton, load_training_config
 
@@ -177,7 +177,7 @@ def test_export_then_from_pretrained_matches_the_trained_weights(data, reference
     trained.load_state_dict(module_state["module"], strict=True)
     trained.eval()
     tokenizer = load_tokenizer(out)
-    settings = SampleSettings.from_model_config(exported.config)
+    settings = SampleConfig.from_model_config(exported.config)
     dataset = MixtureDataset(build_dataset_groups(config.data, settings), config.data.rates, seed=5, length=2)
     batch = VideoLisaCollator(tokenizer, exported.config)([dataset[0], dataset[1]])
     with torch.no_grad():

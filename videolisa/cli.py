@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 from videolisa import __version__
 from videolisa.errors import VideoLisaError
@@ -47,14 +48,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     module = importlib.import_module(COMMANDS[args.command][0])
+    return report_errors(lambda: int(module.run(args) or 0))
+
+
+def describe_os_error(error: OSError) -> str:
+    """A file-system error as one line naming the path: ``"out/masks/00000.png: No space left on device"``."""
+    reason = error.strerror or str(error)
+    if error.filename is None:
+        return reason
+    where = os.fsdecode(error.filename)
+    if error.filename2 is not None:
+        where = f"{where} -> {os.fsdecode(error.filename2)}"
+    return f"{where}: {reason}"
+
+
+def report_errors(body: Callable[[], int]) -> int:
+    """Run a command's ``body`` and return its exit status; the user's errors end it with exit status 2 and one
+    ``error:`` line on stderr instead of a traceback: every :class:`VideoLisaError` and every ``OSError`` (a
+    read-only folder, a full disk; the line names the path). Ctrl-C prints ``interrupted`` and returns 130.
+
+    Every command-line entry point (``videolisa``, the scripts under ``train/``, ``eval/``, ``demo/``) runs
+    through this function.
+    """
     try:
-        return int(module.run(args) or 0)
+        return body()
     except VideoLisaError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+    except OSError as error:
+        print(f"error: {describe_os_error(error)}", file=sys.stderr)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    return 2
 
 
 if __name__ == "__main__":

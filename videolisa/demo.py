@@ -84,7 +84,7 @@ class DemoLimits:
 
 
 @dataclass(frozen=True)
-class DemoSettings:
+class DemoConfig:
     """The page's advanced settings for one request (``None`` frame counts: the model config's)."""
 
     frames_sparse: int | None = None
@@ -238,7 +238,7 @@ def _write_outputs(
     predictor: "VideoLisaPredictor",
     reader: VideoReader,
     instruction: str,
-    settings: DemoSettings,
+    settings: DemoConfig,
     key_indices: set[int],
     paths: dict[str, Path],
     progress: Callable[[int, int], None] | None,
@@ -264,7 +264,7 @@ def segment_for_demo(
     video: PathLike,
     instruction: str,
     out_dir: PathLike,
-    settings: DemoSettings = DemoSettings(),
+    settings: DemoConfig = DemoConfig(),
     limits: DemoLimits = DemoLimits(),
     progress: Callable[[int, int], None] | None = None,
 ) -> DemoResult:
@@ -371,7 +371,7 @@ def build_demo(
         frame indices and timings."""
         if not video:
             raise gr.Error("No video: upload one or pick an example below.", print_exception=False)
-        settings = DemoSettings(int(frames_sparse), int(frames_dense), float(threshold),
+        settings = DemoConfig(int(frames_sparse), int(frames_dense), float(threshold),
                                 parse_color(overlay_color), float(overlay_opacity))
         progress(0, desc="Reading the video and the instruction")
         try:

@@ -41,7 +41,7 @@ SUBMISSION_PREFIX = {"refytvos": "Annotations/", "mevis": ""}
 
 
 @dataclass
-class EvaluationSettings:
+class EvaluationConfig:
     """What to evaluate and how (``videolisa eval`` / ``eval/evaluate.py`` arguments)."""
 
     benchmark: str
@@ -154,7 +154,7 @@ def _remove_stale_temporaries(out: Path, items: Sequence[BenchmarkItem]) -> None
 
 # ============================================================================ prediction
 def predict_video(
-    predictor: "VideoLisaPredictor", items: list[BenchmarkItem], out: Path, settings: EvaluationSettings
+    predictor: "VideoLisaPredictor", items: list[BenchmarkItem], out: Path, settings: EvaluationConfig
 ) -> int:
     """Segment one video for all its pending items (decoded and SAM-encoded once); returns its frame count."""
     from videolisa.processing.video_io import open_video
@@ -186,7 +186,7 @@ def predict_video(
 
 
 def predict_shard(
-    predictor: "VideoLisaPredictor", shard: dict[str, list[BenchmarkItem]], settings: EvaluationSettings,
+    predictor: "VideoLisaPredictor", shard: dict[str, list[BenchmarkItem]], settings: EvaluationConfig,
     context: DistributedContext,
 ) -> RankSummary:
     """Predict every pending item of this rank's videos; failures are recorded per item, not raised."""
@@ -246,7 +246,7 @@ def write_image_ground_truth(benchmark: ImageBenchmark, items: Sequence[Benchmar
 
 
 def score_predictions(
-    benchmark: Benchmark, items: Sequence[BenchmarkItem], settings: EvaluationSettings
+    benchmark: Benchmark, items: Sequence[BenchmarkItem], settings: EvaluationConfig
 ) -> "ScoreReport | None":
     """Score with :mod:`videolisa.metrics` where ground truth exists; None for server-only benchmarks.
 
@@ -275,7 +275,7 @@ def score_predictions(
     raise InvalidInputError(f"no scorer for benchmark {name!r}")
 
 
-def _scoring_meta(benchmark: Benchmark, items: Sequence[BenchmarkItem], settings: EvaluationSettings) -> Path:
+def _scoring_meta(benchmark: Benchmark, items: Sequence[BenchmarkItem], settings: EvaluationConfig) -> Path:
     """The meta file the scorer reads: the benchmark's own, or a copy under ``<out>`` that keeps only the
     evaluated items (``--limit``) and gives ReasonVOS expressions as the list the scorer reads (the reader
     also accepts the older id-keyed form)."""
@@ -308,7 +308,7 @@ def _scoring_meta(benchmark: Benchmark, items: Sequence[BenchmarkItem], settings
 
 
 def subset_scores(
-    benchmark: Benchmark, report: "ScoreReport", items: Sequence[BenchmarkItem], settings: EvaluationSettings
+    benchmark: Benchmark, report: "ScoreReport", items: Sequence[BenchmarkItem], settings: EvaluationConfig
 ) -> dict[str, dict[str, float]]:
     """Scores of each subset (ReasonVOS / ReasonSeg short vs long, Ref-DAVIS annotators, synthetic kinds),
     with the benchmark's own aggregation, plus ``count`` (items of the subset).
@@ -392,7 +392,7 @@ def _write_text(path: Path, text: str) -> None:
 
 # ============================================================================ driver
 def run_evaluation(
-    settings: EvaluationSettings, predictor: "VideoLisaPredictor | None" = None
+    settings: EvaluationConfig, predictor: "VideoLisaPredictor | None" = None
 ) -> dict[str, Any]:
     """Evaluate ``settings.model`` on ``settings.benchmark``; returns the result dict (also written to
     ``<out>/results.json`` and ``<out>/results.md`` by rank 0). Raises if any item failed (after writing
@@ -427,7 +427,7 @@ def run_evaluation(
     return result
 
 
-def _require_refdavis_scorable(settings: EvaluationSettings, cut_by_limit: bool = False) -> None:
+def _require_refdavis_scorable(settings: EvaluationConfig, cut_by_limit: bool = False) -> None:
     """Ref-DAVIS17 is scored against DAVIS-2017 (``--davis-root``) on every sequence of its image set, with
     the expressions of each object taken four by four, so a ``--limit`` that cuts the item list cannot be
     scored."""
@@ -452,7 +452,7 @@ def _rank_device(device: str, context: DistributedContext) -> str:
     return f"cuda:{context.local_rank}"
 
 
-def describe_runtime(predictor: "VideoLisaPredictor", settings: EvaluationSettings) -> dict[str, Any]:
+def describe_runtime(predictor: "VideoLisaPredictor", settings: EvaluationConfig) -> dict[str, Any]:
     """What the predictions were made with: device, dtype, Sparse-Dense frame counts, the model's config."""
     config = predictor.model.config
     return {
@@ -475,7 +475,7 @@ class EvaluationFailed(VideoLisaError):
 
 
 def _finish(
-    benchmark: Benchmark, items: list[BenchmarkItem], settings: EvaluationSettings, summaries: list[RankSummary],
+    benchmark: Benchmark, items: list[BenchmarkItem], settings: EvaluationConfig, summaries: list[RankSummary],
     runtime: dict[str, Any],
 ) -> dict[str, Any]:
     failed = {key: error for summary in summaries for key, error in summary.failed.items()}

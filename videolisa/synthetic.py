@@ -54,6 +54,8 @@ LAYOUTS = ("mevis", "reasonvos", "custom", "mp4")
 # ReasonVOS names an object's mask folder "<source>_<video>_<obj_id>"; this is the source of synthetic videos.
 SYNTHETIC_SOURCE = "synthetic"
 DEFAULT_SIZES = ((128, 128), (160, 224), (192, 256))
+# Written into every dataset folder; an existing folder is replaced (overwrite) only if it holds this file.
+SYNTH_MARKER = ".videolisa-synth.json"
 
 # Circumradius as a fraction of the shorter frame side.
 _RADIUS_FRACTIONS = {"small": (0.07, 0.09), "large": (0.14, 0.17)}
@@ -965,10 +967,18 @@ def write_mp4_layout(videos: Iterable[SyntheticVideo], root: Path, fps: float = 
 
 
 def _require_writable_output(out_dir: Path, overwrite: bool) -> None:
-    """Refuse a file, or a non-empty folder without ``overwrite``."""
+    """Refuse a file, a non-empty folder without ``overwrite``, and (even with it) a non-empty folder that
+    lacks the :data:`SYNTH_MARKER` this function's writer leaves: ``overwrite`` replaces only earlier output."""
     if out_dir.is_file():
         raise InvalidInputError(f"output {out_dir} is a file; expected a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    if not (out_dir / SYNTH_MARKER).is_file():
+        raise InvalidInputError(
+            f"output folder {out_dir} is not empty and was not written by videolisa synth (it has no {SYNTH_MARKER}); "
+            "choose an empty or new folder"
+        )
+    if not overwrite:
         raise InvalidInputError(f"output folder {out_dir} is not empty; pass overwrite (--overwrite) to replace it")
 
 
@@ -1007,7 +1017,8 @@ def write_synthetic_dataset(
     """Generate ``num_videos`` videos and write them atomically to ``out_dir`` in one of :data:`LAYOUTS`.
 
     Everything is written to a staging folder next to ``out_dir`` that replaces it only once complete. A
-    non-empty ``out_dir`` is refused unless ``overwrite``. ``split`` is the MeViS split folder name and
+    non-empty ``out_dir`` is refused unless ``overwrite`` and it holds the :data:`SYNTH_MARKER` file that every
+    dataset written here carries (so no folder this function did not write is ever deleted). ``split`` is the MeViS split folder name and
     ``fps`` the mp4 frame rate. Returns ``out_dir``.
     """
     from tqdm import tqdm
@@ -1031,6 +1042,8 @@ def write_synthetic_dataset(
         disable=not progress,
     )
     with _staged_directory(out_dir) as staging:
+        _write_json({"written_by": "videolisa synth", "layout": layout, "seed": seed, "videos": num_videos},
+                    staging / SYNTH_MARKER)
         if layout == "mevis":
             write_mevis_layout(videos, staging, split)
         elif layout == "reasonvos":

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from videolisa.evaluation import EvaluationSettings
+    from videolisa.evaluation import EvaluationConfig
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -40,11 +40,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
 
 
-def settings_from_args(args: argparse.Namespace) -> "EvaluationSettings":
-    """The parsed arguments as :class:`videolisa.evaluation.EvaluationSettings`."""
-    from videolisa.evaluation import EvaluationSettings
+def settings_from_args(args: argparse.Namespace) -> "EvaluationConfig":
+    """The parsed arguments as :class:`videolisa.evaluation.EvaluationConfig`."""
+    from videolisa.evaluation import EvaluationConfig
 
-    return EvaluationSettings(
+    return EvaluationConfig(
         benchmark=args.benchmark, data_root=args.data_root, model=args.model, out=args.out, split=args.split,
         limit=args.limit, device=args.device, dtype=args.dtype, score=args.score, chunk_size=args.chunk_size,
         frames_sparse=args.frames_sparse, frames_dense=args.frames_dense, workers=args.workers,

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from videolisa.errors import InvalidInputError
-from videolisa.synthetic import DEFAULT_SIZES, LAYOUTS, SyntheticConfig, write_synthetic_dataset
+from videolisa.synthetic import DEFAULT_SIZES, LAYOUTS, SYNTH_MARKER, SyntheticConfig, write_synthetic_dataset
 
 
 def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
@@ -36,7 +36,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--sizes", type=parse_sizes, default=DEFAULT_SIZES, help=f"HEIGHTxWIDTH frame sizes (default: {default_sizes})"
     )
     parser.add_argument("--fps", type=float, default=10.0, help="frame rate of the mp4 layout (default: 10)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an output folder that an earlier videolisa synth wrote (it holds a "
+                             f"{SYNTH_MARKER} file); any other non-empty folder is refused")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,12 +14,12 @@ Nothing here imports DeepSpeed or peft.
 
 from videolisa.data.collate import VideoLisaCollator, tokenize_conversation
 from videolisa.data.mixture import DataConfig, MixtureDataset, StepSampler, build_dataset_groups
-from videolisa.data.sample import SampleSettings, TrainingSample
+from videolisa.data.sample import SampleConfig, TrainingSample
 
 __all__ = [
     "DataConfig",
     "MixtureDataset",
-    "SampleSettings",
+    "SampleConfig",
     "StepSampler",
     "TrainingSample",
     "VideoLisaCollator",

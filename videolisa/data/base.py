@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from videolisa.data.sample import SampleSettings, TrainingSample
+from videolisa.data.sample import SampleConfig, TrainingSample
 from videolisa.errors import MissingFilesError
 
 
@@ -22,7 +22,7 @@ class TrainingDataset(abc.ABC):
 
     name: str
 
-    def __init__(self, settings: SampleSettings) -> None:
+    def __init__(self, settings: SampleConfig) -> None:
         self.settings = settings
 
     @abc.abstractmethod

@@ -56,7 +56,7 @@ from videolisa.constants import DEFAULT_SEG_TOKEN, VIDEO_PLACEHOLDER
 from videolisa.data.base import TrainingDataset, draw_index
 from videolisa.data.prompts import long_question, seg_answer, short_question, single_turn
 from videolisa.data.sample import (
-    SampleSettings,
+    SampleConfig,
     TrainingSample,
     build_image_sample,
     build_video_sample,
@@ -167,7 +167,7 @@ class CustomDataset(TrainingDataset):
 
     name = "custom"
 
-    def __init__(self, settings: SampleSettings, files: Sequence[str | Path], targets_per_sample: int = 1) -> None:
+    def __init__(self, settings: SampleConfig, files: Sequence[str | Path], targets_per_sample: int = 1) -> None:
         super().__init__(settings)
         if not files:
             raise InvalidInputError("data.custom_files is empty, but the mixture has a 'custom' rate")

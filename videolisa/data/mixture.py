@@ -39,7 +39,7 @@ from videolisa.data.base import DataRoot, TrainingDataset, draw_index
 from videolisa.data.custom import CustomDataset
 from videolisa.data.reasonseg import ReasonSegDataset
 from videolisa.data.referring import REFER_DATASETS, ReferSegDataset
-from videolisa.data.sample import NoTargetError, SampleSettings, TrainingSample
+from videolisa.data.sample import NoTargetError, SampleConfig, TrainingSample
 from videolisa.data.semantic import ADE20KDataset, CocoStuffDataset, PacoLvisDataset, PascalPartDataset
 from videolisa.data.video import MeViSDataset, ReferFormerDataset, YouTubeVOSDataset
 from videolisa.data.vqa import VqaDataset
@@ -145,7 +145,7 @@ def _class_names_file(config: DataConfig, key: str) -> Path | None:
     return path
 
 
-DatasetBuilder = Callable[[DataConfig, SampleSettings], TrainingDataset]
+DatasetBuilder = Callable[[DataConfig, SampleConfig], TrainingDataset]
 DATASET_BUILDERS: dict[str, DatasetBuilder] = {
     "ade20k": lambda c, s: ADE20KDataset(s, data_root(c, "ade20k"), _class_names_file(c, "ade20k")),
     "cocostuff": lambda c, s: CocoStuffDataset(
@@ -164,7 +164,7 @@ DATASET_BUILDERS: dict[str, DatasetBuilder] = {
 }
 
 
-def build_dataset_groups(config: DataConfig, settings: SampleSettings) -> dict[str, list[TrainingDataset]]:
+def build_dataset_groups(config: DataConfig, settings: SampleConfig) -> dict[str, list[TrainingDataset]]:
     """Build every dataset of every group with a positive rate (checking their roots and annotations)."""
     config.validate()
     groups = {}

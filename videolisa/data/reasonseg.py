@@ -24,7 +24,7 @@ from videolisa.benchmarks.reasonseg import LabelmeShape, _parse_shapes, rasteris
 from videolisa.constants import VIDEO_PLACEHOLDER
 from videolisa.data.base import DataRoot, TrainingDataset, draw_index
 from videolisa.data.prompts import explanatory_question, long_question, seg_answer, short_question, single_turn
-from videolisa.data.sample import Conversation, SampleSettings, TrainingSample, build_image_sample, read_rgb_image
+from videolisa.data.sample import Conversation, SampleConfig, TrainingSample, build_image_sample, read_rgb_image
 from videolisa.errors import InvalidInputError
 
 TARGET_VALUE = 1
@@ -58,7 +58,7 @@ class ReasonSegDataset(TrainingDataset):
 
     name = "reason_seg"
 
-    def __init__(self, settings: SampleSettings, root: DataRoot, explanatory: float | None = 0.1) -> None:
+    def __init__(self, settings: SampleConfig, root: DataRoot, explanatory: float | None = 0.1) -> None:
         super().__init__(settings)
         if explanatory is not None and not 0.0 <= explanatory <= 1.0:
             raise InvalidInputError(f"data.explanatory must be in [0, 1] or null, got {explanatory}")

@@ -23,7 +23,7 @@ from videolisa.benchmarks.layout import read_json, require_field
 from videolisa.benchmarks.refcoco import decode_coco_segmentation, load_container_pickle
 from videolisa.data.base import DataRoot, TrainingDataset, draw_index
 from videolisa.data.prompts import segmentation_conversation, short_question
-from videolisa.data.sample import SampleSettings, TrainingSample, build_image_sample, read_rgb_image
+from videolisa.data.sample import SampleConfig, TrainingSample, build_image_sample, read_rgb_image
 from videolisa.errors import InvalidInputError
 
 # dataset -> (split_by, image folder under the root)
@@ -47,7 +47,7 @@ class _ReferImage:
 class ReferSegDataset(TrainingDataset):
     """One of refCLEF, refCOCO, refCOCO+, refCOCOg (train split)."""
 
-    def __init__(self, settings: SampleSettings, root: DataRoot, dataset: str) -> None:
+    def __init__(self, settings: SampleConfig, root: DataRoot, dataset: str) -> None:
         super().__init__(settings)
         if dataset not in REFER_DATASETS:
             raise InvalidInputError(f"unknown referring dataset {dataset!r}; expected one of {list(REFER_DATASETS)}")

@@ -42,7 +42,7 @@ Conversation = list[tuple[str, str]]
 
 
 @dataclass(frozen=True)
-class SampleSettings:
+class SampleConfig:
     """Sizes a training sample is built with; all of them come from the model config
     (:meth:`from_model_config`), so data and model cannot disagree."""
 
@@ -55,7 +55,7 @@ class SampleSettings:
     seg_token: str = DEFAULT_SEG_TOKEN
 
     @classmethod
-    def from_model_config(cls, config: "VideoLisaConfig") -> "SampleSettings":
+    def from_model_config(cls, config: "VideoLisaConfig") -> "SampleConfig":
         """The settings of a model config (frame counts, CLIP and SAM input sizes, SAM normalisation, token)."""
         sam = config.sam
         return cls(
@@ -125,11 +125,11 @@ def _check_masks(masks: np.ndarray, frame_hw: tuple[int, int], where: str) -> np
     return (masks > 0).astype(np.uint8)
 
 
-def _sam_inputs(frames: np.ndarray, settings: SampleSettings) -> tuple[torch.Tensor, tuple[int, int]]:
+def _sam_inputs(frames: np.ndarray, settings: SampleConfig) -> tuple[torch.Tensor, tuple[int, int]]:
     return preprocess_sam(frames, settings.sam_image_size, settings.sam_pixel_mean, settings.sam_pixel_std)
 
 
-def _blank_sam_inputs(original_hw: tuple[int, int], settings: SampleSettings) -> tuple[torch.Tensor, tuple[int, int]]:
+def _blank_sam_inputs(original_hw: tuple[int, int], settings: SampleConfig) -> tuple[torch.Tensor, tuple[int, int]]:
     """Zeros in place of SAM inputs for a sample without targets (the model skips its SAM branch)."""
     size = settings.sam_image_size
     pixels = torch.zeros((settings.num_frames_dense, 3, size, size), dtype=torch.float32)
@@ -137,7 +137,7 @@ def _blank_sam_inputs(original_hw: tuple[int, int], settings: SampleSettings) ->
 
 
 def draw_clip_frames(
-    num_frames: int, anchor: int, settings: SampleSettings, rng: np.random.Generator
+    num_frames: int, anchor: int, settings: SampleConfig, rng: np.random.Generator
 ) -> tuple[list[int], list[int]]:
     """The training frames of a clip (spec §2.3): ``T_s`` sorted frame indices around ``anchor`` and ``T_d``
     random dense positions among them. The dense frames are ``sparse[p]`` for each position ``p``."""
@@ -150,7 +150,7 @@ def build_image_sample(
     image: np.ndarray,
     masks: np.ndarray,
     conversation: Conversation,
-    settings: SampleSettings,
+    settings: SampleConfig,
     metadata: dict[str, Any],
 ) -> TrainingSample:
     """A pseudo-video sample from one image.
@@ -188,7 +188,7 @@ def build_video_sample(
     dense_positions: Sequence[int],
     masks: np.ndarray,
     conversation: Conversation,
-    settings: SampleSettings,
+    settings: SampleConfig,
     metadata: dict[str, Any],
 ) -> TrainingSample:
     """A sample from decoded video frames.

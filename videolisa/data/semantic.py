@@ -35,7 +35,7 @@ import numpy as np
 
 from videolisa.data.base import DataRoot, TrainingDataset, draw_index
 from videolisa.data.prompts import segmentation_conversation, short_question
-from videolisa.data.sample import NoTargetError, SampleSettings, TrainingSample, build_image_sample, read_rgb_image
+from videolisa.data.sample import NoTargetError, SampleConfig, TrainingSample, build_image_sample, read_rgb_image
 from videolisa.errors import InvalidInputError, MissingFilesError
 
 IGNORE_LABEL = 255
@@ -92,7 +92,7 @@ class LabelMapDataset(TrainingDataset):
 
     def __init__(
         self,
-        settings: SampleSettings,
+        settings: SampleConfig,
         pairs: list[tuple[Path, Path]],
         class_names: dict[int, str],
         to_class_ids: Callable[[np.ndarray], np.ndarray],
@@ -134,7 +134,7 @@ class ADE20KDataset(LabelMapDataset):
 
     name = "ade20k"
 
-    def __init__(self, settings: SampleSettings, root: DataRoot, class_names_file: Path | None = None) -> None:
+    def __init__(self, settings: SampleConfig, root: DataRoot, class_names_file: Path | None = None) -> None:
         images = root.glob("images/training", "*.jpg")
         annotations = root.dir("annotations/training")
         pairs = [(image, annotations / f"{image.stem}.png") for image in images]
@@ -156,7 +156,7 @@ class CocoStuffDataset(LabelMapDataset):
     name = "cocostuff"
 
     def __init__(
-        self, settings: SampleSettings, root: DataRoot, coco: DataRoot, class_names_file: Path | None = None
+        self, settings: SampleConfig, root: DataRoot, coco: DataRoot, class_names_file: Path | None = None
     ) -> None:
         labels = root.glob("train2017", "*.png")
         images = coco.dir("train2017")
@@ -209,7 +209,7 @@ def render_part_name(name: str | tuple[str, str], rng: np.random.Generator) -> s
 class PartDataset(TrainingDataset):
     """COCO-format instance annotations of objects and parts; one sample = one annotation of an image."""
 
-    def __init__(self, settings: SampleSettings, annotation_file: Path, images_dir: Path, strip_suffix: bool) -> None:
+    def __init__(self, settings: SampleConfig, annotation_file: Path, images_dir: Path, strip_suffix: bool) -> None:
         super().__init__(settings)
         self.coco = load_coco_api(annotation_file)
         self.images_dir = images_dir
@@ -240,7 +240,7 @@ class PascalPartDataset(PartDataset):
 
     name = "pascal_part"
 
-    def __init__(self, settings: SampleSettings, root: DataRoot) -> None:
+    def __init__(self, settings: SampleConfig, root: DataRoot) -> None:
         super().__init__(
             settings, root.file("train.json"), root.dir("VOCdevkit/VOC2010/JPEGImages"), strip_suffix=False
         )
@@ -251,7 +251,7 @@ class PacoLvisDataset(PartDataset):
 
     name = "paco_lvis"
 
-    def __init__(self, settings: SampleSettings, root: DataRoot, coco: DataRoot) -> None:
+    def __init__(self, settings: SampleConfig, root: DataRoot, coco: DataRoot) -> None:
         super().__init__(
             settings, root.file("annotations/paco_lvis_v1_train.json"), coco.dir(), strip_suffix=True
         )

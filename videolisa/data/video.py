@@ -49,7 +49,7 @@ from videolisa.data.base import DataRoot, TrainingDataset, draw_index
 from videolisa.data.prompts import long_question, segmentation_conversation, short_question
 from videolisa.data.sample import (
     NoTargetError,
-    SampleSettings,
+    SampleConfig,
     TrainingSample,
     build_video_sample,
     draw_clip_frames,
@@ -156,7 +156,7 @@ class ExpressionClipDataset(VideoClipDataset):
 class ReferFormerDataset(ExpressionClipDataset):
     """Referring video object segmentation in the ReferFormer layout (Ref-YouTube-VOS, Ref-DAVIS17)."""
 
-    def __init__(self, settings: SampleSettings, root: DataRoot, name: str) -> None:
+    def __init__(self, settings: SampleConfig, root: DataRoot, name: str) -> None:
         super().__init__(settings)
         self.name = name
         frames_root = root.dir("train/JPEGImages")
@@ -190,7 +190,7 @@ class YouTubeVOSDataset(VideoClipDataset):
 
     name = "ytvos"
 
-    def __init__(self, settings: SampleSettings, root: DataRoot) -> None:
+    def __init__(self, settings: SampleConfig, root: DataRoot) -> None:
         super().__init__(settings)
         frames_root = root.dir("train/JPEGImages")
         self.annotations_root = root.dir("train/Annotations")
@@ -233,7 +233,7 @@ class MeViSDataset(ExpressionClipDataset):
 
     name = "mevis"
 
-    def __init__(self, settings: SampleSettings, root: DataRoot, splits: Sequence[str]) -> None:
+    def __init__(self, settings: SampleConfig, root: DataRoot, splits: Sequence[str]) -> None:
         super().__init__(settings)
         if not splits:
             raise InvalidInputError("data.mevis_splits is empty; list at least one MeViS split (e.g. [train])")

@@ -17,7 +17,7 @@ import numpy as np
 from videolisa.benchmarks.layout import read_json, require_field
 from videolisa.constants import VIDEO_PLACEHOLDER
 from videolisa.data.base import DataRoot, TrainingDataset
-from videolisa.data.sample import Conversation, SampleSettings, TrainingSample, build_image_sample, read_rgb_image
+from videolisa.data.sample import Conversation, SampleConfig, TrainingSample, build_image_sample, read_rgb_image
 from videolisa.errors import InvalidInputError
 
 ROLES = {"human": "user", "gpt": "assistant"}
@@ -59,7 +59,7 @@ class VqaDataset(TrainingDataset):
 
     name = "vqa"
 
-    def __init__(self, settings: SampleSettings, conversations_file: DataRoot, coco: DataRoot) -> None:
+    def __init__(self, settings: SampleConfig, conversations_file: DataRoot, coco: DataRoot) -> None:
         super().__init__(settings)
         path = conversations_file.file()
         images_dir = coco.dir("train2017")

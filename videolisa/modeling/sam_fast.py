@@ -38,7 +38,7 @@ AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)
 
 
 @dataclass
-class FastSamSettings:
+class FastSamConfig:
     """How the fast path runs on one ``Sam`` instance.
 
     Attributes:
@@ -157,7 +157,7 @@ class FastImageEncoderViT(ImageEncoderViT):
     """``segment_anything``'s ``ImageEncoderViT`` whose forward runs under the fast-path settings
     (autocast, optional compiled body). Made by re-classing a stock encoder, never constructed directly."""
 
-    fast_settings: FastSamSettings
+    fast_settings: FastSamConfig
     compiled_forward: Callable[[torch.Tensor], torch.Tensor] | None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -169,7 +169,7 @@ class FastImageEncoderViT(ImageEncoderViT):
 
 
 @contextlib.contextmanager
-def autocast_for(device: torch.device, settings: FastSamSettings | None) -> Iterator[None]:
+def autocast_for(device: torch.device, settings: FastSamConfig | None) -> Iterator[None]:
     """``torch.autocast`` on ``device`` with the settings' dtype; a no-op when it has none."""
     if settings is None or settings.autocast_dtype is None:
         yield
@@ -178,7 +178,7 @@ def autocast_for(device: torch.device, settings: FastSamSettings | None) -> Iter
         yield
 
 
-def enable_fast_sam(sam: Sam, autocast_dtype: torch.dtype | None = None, compile: bool = False) -> FastSamSettings:
+def enable_fast_sam(sam: Sam, autocast_dtype: torch.dtype | None = None, compile: bool = False) -> FastSamConfig:
     """Switch ``sam`` (in place) to the fast path; returns its settings. Calling it again updates them.
 
     Args:
@@ -194,7 +194,7 @@ def enable_fast_sam(sam: Sam, autocast_dtype: torch.dtype | None = None, compile
     for module in encoder.modules():
         if type(module) is Attention:
             module.__class__ = FusedRelPosAttention
-    settings = FastSamSettings(autocast_dtype=autocast_dtype, compiled=compile)
+    settings = FastSamConfig(autocast_dtype=autocast_dtype, compiled=compile)
     encoder.__class__ = FastImageEncoderViT
     encoder.fast_settings = settings
     encoder.compiled_forward = torch.compile(super(FastImageEncoderViT, encoder).forward) if compile else None
@@ -212,7 +212,7 @@ def disable_fast_sam(sam: Sam) -> None:
         encoder.__class__ = ImageEncoderViT
 
 
-def fast_sam_settings(sam: Sam) -> FastSamSettings | None:
+def fast_sam_settings(sam: Sam) -> FastSamConfig | None:
     """The fast-path settings of ``sam``, or None when it runs the stock path."""
     encoder = sam.image_encoder
     return encoder.fast_settings if isinstance(encoder, FastImageEncoderViT) else None
