@@ -193,3 +193,17 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model_dir = tmp_path_factory.mktemp("tiny-model")
     build_tiny_model(seed=0).save_pretrained(model_dir, tokenizer=build_tiny_tokenizer())
     return model_dir
+
+
+@pytest.fixture(params=["extension", "numpy"])
+def scoring_kernels(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """Each scoring kernel implementation in turn as :data:`videolisa.metrics.kernels.active`: the C extension
+    (skipped when this install has none) and its pure-NumPy fallback. Scoring in this process uses it."""
+    from videolisa.metrics import kernels
+
+    try:
+        module = kernels.load(request.param)
+    except ImportError:
+        pytest.skip("the C extension videolisa.metrics._kernels is not built in this install")
+    monkeypatch.setattr(kernels, "active", module)
+    return module

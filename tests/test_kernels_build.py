@@ -1,8 +1,9 @@
-"""The C kernels' portable code paths and argument checks.
+"""The scoring kernels' other code paths and argument checks.
 
 The installed extension packs rows with SSE2 on x86-64; other CPUs use the eight-bytes-at-a-time
 (SWAR) path on little-endian machines and a byte loop elsewhere. Both are compiled here with the
-interpreter's own compiler settings and must give exactly the installed module's results.
+interpreter's own compiler settings and must give exactly the installed module's results, as must the
+pure-NumPy fallback used by installs without a compiler. The argument checks run on both implementations.
 """
 
 from __future__ import annotations
@@ -17,16 +18,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from videolisa.metrics import _kernels
+from videolisa.metrics import kernels
 from videolisa.metrics.frame import disk_half_widths
 
-SOURCE = Path(_kernels.__file__).with_name("_kernels.c")
+SOURCE = Path(kernels.__file__).with_name("_kernels.c")
 VARIANTS = {"swar": ["-DVIDEOLISA_GENERIC_BITS"], "byte_loop": ["-DVIDEOLISA_GENERIC_BITS", "-DVIDEOLISA_BYTE_LOOP"]}
 
 
-@pytest.fixture(scope="module", params=sorted(VARIANTS))
+@pytest.fixture(scope="module")
+def installed():
+    """The installed C extension (the reference of the comparisons)."""
+    try:
+        return kernels.load("extension")
+    except ImportError:
+        pytest.skip("the C extension videolisa.metrics._kernels is not built in this install")
+
+
+@pytest.fixture(scope="module", params=[*sorted(VARIANTS), "numpy"])
 def variant(request, tmp_path_factory):
-    """The extension compiled with one of the portable row-packing paths."""
+    """The extension compiled with one of the portable row-packing paths, or the NumPy fallback."""
+    if request.param == "numpy":
+        return kernels.load("numpy")
     compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")
     if shutil.which(compiler[0]) is None:
         pytest.skip(f"no C compiler ({compiler[0]}) to build the portable variants with")
@@ -53,52 +65,53 @@ def random_masks(rng: np.random.Generator, height: int, width: int) -> tuple[np.
 
 
 @pytest.mark.parametrize("width", [1, 7, 63, 64, 65, 127, 128, 129, 200])
-def test_portable_paths_count_like_the_installed_kernel(variant, width):
+def test_other_paths_count_like_the_installed_kernel(variant, installed, width):
     rng = np.random.default_rng(width)
     for _ in range(20):
         height = int(rng.integers(1, 50))
         pred, gt = random_masks(rng, height, width)
         half_widths = disk_half_widths(int(rng.integers(0, 12)))
-        assert variant.frame_counts(pred, gt, half_widths) == _kernels.frame_counts(pred, gt, half_widths)
-        ours, installed = np.empty_like(pred), np.empty_like(pred)
+        assert variant.frame_counts(pred, gt, half_widths) == installed.frame_counts(pred, gt, half_widths)
+        ours, theirs = np.empty_like(pred), np.empty_like(pred)
         variant.boundary_map(pred, ours)
-        _kernels.boundary_map(pred, installed)
-        np.testing.assert_array_equal(ours, installed)
+        installed.boundary_map(pred, theirs)
+        np.testing.assert_array_equal(ours, theirs)
 
 
-def test_portable_paths_unfilter_like_the_installed_kernel(variant):
+def test_other_paths_unfilter_like_the_installed_kernel(variant, installed):
     rng = np.random.default_rng(0)
     height, width = 30, 70
     filtered = rng.integers(0, 256, height * (width + 1), dtype=np.uint8)
     filtered[:: width + 1] = np.arange(height) % 5  # every filter type, first row included
     for binary in (False, True):
-        ours, installed = np.empty((height, width), np.uint8), np.empty((height, width), np.uint8)
+        ours, theirs = np.empty((height, width), np.uint8), np.empty((height, width), np.uint8)
         variant.png_unfilter(filtered.tobytes(), ours, binary)
-        _kernels.png_unfilter(filtered.tobytes(), installed, binary)
-        np.testing.assert_array_equal(ours, installed)
+        installed.png_unfilter(filtered.tobytes(), theirs, binary)
+        np.testing.assert_array_equal(ours, theirs)
 
 
-def test_frame_counts_rejects_bad_arguments_by_name():
+def test_frame_counts_rejects_bad_arguments_by_name(scoring_kernels):
     mask = np.zeros((4, 5), np.uint8)
     half_widths = disk_half_widths(2)
     with pytest.raises(ValueError, match=r"pred \[4, 5\] and gt \[4, 6\] differ"):
-        _kernels.frame_counts(mask, np.zeros((4, 6), np.uint8), half_widths)
+        scoring_kernels.frame_counts(mask, np.zeros((4, 6), np.uint8), half_widths)
     with pytest.raises(ValueError, match="gt must be a \\[H, W\\] array of bytes"):
-        _kernels.frame_counts(mask, np.zeros((4, 5), np.int32), half_widths)
+        scoring_kernels.frame_counts(mask, np.zeros((4, 5), np.int32), half_widths)
     with pytest.raises(TypeError, match="pred must be a C-contiguous"):
-        _kernels.frame_counts(np.zeros((4, 10), np.uint8)[:, ::2], mask, half_widths)
+        scoring_kernels.frame_counts(np.zeros((4, 10), np.uint8)[:, ::2], mask, half_widths)
     with pytest.raises(ValueError, match="half_widths must be a non-empty"):
-        _kernels.frame_counts(mask, mask, np.zeros(3, np.int32))
+        scoring_kernels.frame_counts(mask, mask, np.zeros(3, np.int32))
     with pytest.raises(ValueError, match=r"half_widths\[1\] is -1"):
-        _kernels.frame_counts(mask, mask, np.array([1, -1], np.int64))
-    assert _kernels.frame_counts(np.zeros((0, 5), np.uint8), np.zeros((0, 5), np.uint8), half_widths) == (0,) * 7
+        scoring_kernels.frame_counts(mask, mask, np.array([1, -1], np.int64))
+    empty = np.zeros((0, 5), np.uint8)
+    assert scoring_kernels.frame_counts(empty, empty, half_widths) == (0,) * 7
 
 
-def test_png_unfilter_rejects_wrong_lengths_and_filter_types():
+def test_png_unfilter_rejects_wrong_lengths_and_filter_types(scoring_kernels):
     out = np.empty((2, 3), np.uint8)
     with pytest.raises(ValueError, match="has 7 bytes; a 2 x 3 image needs 8"):
-        _kernels.png_unfilter(bytes(7), out, False)
+        scoring_kernels.png_unfilter(bytes(7), out, False)
     with pytest.raises(ValueError, match="invalid PNG filter type 5 in row 1"):
-        _kernels.png_unfilter(bytes([0, 1, 2, 3, 5, 0, 0, 0]), out, False)
+        scoring_kernels.png_unfilter(bytes([0, 1, 2, 3, 5, 0, 0, 0]), out, False)
     with pytest.raises(TypeError, match="out must be a C-contiguous writable"):
-        _kernels.png_unfilter(bytes(8), np.zeros((2, 3), np.uint8)[::-1], False)
+        scoring_kernels.png_unfilter(bytes(8), np.zeros((2, 3), np.uint8)[::-1], False)

@@ -14,6 +14,9 @@ from videolisa.metrics import boundary_tolerance, compute_jf, disk_footprint, fr
 from videolisa.metrics.frame import boundary_map, disk_half_widths
 from videolisa.metrics.reference import boundary_measure, reference_jf, region_similarity, seg2bmap
 
+# Every test runs with the C kernels and with their NumPy fallback (the conftest fixture).
+pytestmark = pytest.mark.usefixtures("scoring_kernels")
+
 
 def official_f_measure(foreground_mask, gt_mask, void_pixels=None, bound_th=0.008):
     """davis2017-evaluation ``f_measure``, transcribed line by line (``np.bool`` -> ``bool``).

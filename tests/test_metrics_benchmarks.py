@@ -25,6 +25,9 @@ from videolisa.metrics.io import davis_palette
 from videolisa.metrics.reference import reference_jf
 from videolisa.metrics.refdavis import merge_frame
 
+# Every test runs with the C kernels and with their NumPy fallback (the conftest fixture).
+pytestmark = pytest.mark.usefixtures("scoring_kernels")
+
 HEIGHT, WIDTH = 48, 64
 
 

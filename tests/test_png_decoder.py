@@ -14,6 +14,9 @@ from PIL import Image
 from videolisa.errors import VideoReadError
 from videolisa.metrics.io import _decode_8bit_png, read_mask, read_png
 
+# Every test runs with the C kernels and with their NumPy fallback (the conftest fixture).
+pytestmark = pytest.mark.usefixtures("scoring_kernels")
+
 
 def paeth(left: int, up: int, up_left: int) -> int:
     estimate = left + up - up_left

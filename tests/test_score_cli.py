@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -108,3 +109,41 @@ def test_help_describes_every_layout():
     assert result.returncode == 0
     for benchmark in ("mevis", "reasonvos", "davis-semi", "davis-unsup", "refdavis", "refseg", "folders"):
         assert benchmark in result.stdout
+
+
+BLOCK_EXTENSION = '''import importlib.abc, sys
+
+
+class NoKernels(importlib.abc.MetaPathFinder):
+    """An install where the optional C extension was not built."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "videolisa.metrics._kernels":
+            raise ImportError("no compiled kernels in this test")
+        return None
+
+
+sys.meta_path.insert(0, NoKernels())
+'''
+
+
+def test_score_without_the_c_extension_says_so_once_and_scores_the_same(tmp_path):
+    write_folders(tmp_path, shift=3)
+    # sitecustomize runs in every interpreter, the pool's server and workers included.
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(BLOCK_EXTENSION)
+    reports = {}
+    for name, extra_path in (("extension", ""), ("numpy", str(tmp_path / "site"))):
+        out = tmp_path / name / "report.json"
+        result = subprocess.run(
+            [sys.executable, "-m", "videolisa.cli", "score", "--benchmark", "folders", "--gt", str(tmp_path / "gt"),
+             "--pred", str(tmp_path / "pred"), "--workers", "2", "--out", str(out)],
+            cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (extra_path, str(REPO))))},
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stderr.count("slower exact NumPy fallback") == (name == "numpy"), result.stderr
+        reports[name] = json.loads(out.read_text())
+    assert reports["numpy"]["overall"] == reports["extension"]["overall"]
+    assert reports["numpy"]["sequences"] == reports["extension"]["sequences"]
+    assert 0 < reports["numpy"]["overall"]["JF"] < 1

@@ -10,10 +10,11 @@ which MeViS, ReasonVOS and Ref-DAVIS all use (see ``reference/metrics.md``):
 
 :mod:`videolisa.metrics.reference` computes the same numbers the straightforward way (full frame,
 ``cv2.dilate`` with a disk). This module gives bit-identical results from the integer counts of
-:func:`videolisa.metrics._kernels.frame_counts` (a C extension), which packs each row into 64-pixel bit
-sets, counts and builds the boundaries with word operations, and then works only on the boundary
-pixels: a boundary pixel is matched when one row of the disk around it (``|dx| <= isqrt(r² - dy²)``)
-holds a pixel of the other boundary.
+:func:`videolisa.metrics._kernels.frame_counts` (a C extension; without it, its exact NumPy twin, see
+:mod:`videolisa.metrics.kernels`), which packs each row into 64-pixel bit sets, counts and builds the
+boundaries with word operations, and then works only on the boundary pixels: a boundary pixel is
+matched when one row of the disk around it (``|dx| <= isqrt(r² - dy²)``) holds a pixel of the other
+boundary.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from videolisa.metrics import _kernels
+from videolisa.metrics import kernels
 
 # Boundary tolerance as a fraction of the image diagonal (davis2017 ``bound_th``).
 BOUNDARY_THRESHOLD = 0.008
@@ -68,7 +69,7 @@ def boundary_map(mask: np.ndarray) -> np.ndarray:
     """
     mask = _as_u8(mask)  # the kernel rejects anything but [H, W], naming "mask"
     boundary = np.empty_like(mask)
-    _kernels.boundary_map(mask, boundary)
+    kernels.active.boundary_map(mask, boundary)
     return boundary
 
 
@@ -121,7 +122,7 @@ def frame_jf(pred: np.ndarray, gt: np.ndarray, radius: int | None = None) -> tup
         raise ValueError(f"expected [H, W] masks, got shape {pred.shape}")
     if radius is None:
         radius = boundary_tolerance(*pred.shape)
-    intersection, pred_pixels, gt_pixels, n_pred, n_gt, pred_matched, gt_matched = _kernels.frame_counts(
+    intersection, pred_pixels, gt_pixels, n_pred, n_gt, pred_matched, gt_matched = kernels.active.frame_counts(
         _as_u8(pred), _as_u8(gt), disk_half_widths(radius)
     )
     union = pred_pixels + gt_pixels - intersection

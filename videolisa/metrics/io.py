@@ -23,7 +23,7 @@ import deflate
 import numpy as np
 
 from videolisa.errors import InvalidInputError, MissingFilesError, VideoReadError
-from videolisa.metrics import _kernels
+from videolisa.metrics import kernels
 from videolisa.metrics.names import MISSING_POLICIES
 
 # How many missing files an error message lists before summarising the rest.
@@ -73,7 +73,7 @@ def _decode_8bit_png(data: bytes, binary: bool) -> np.ndarray | None:
     pixels = np.empty((height, width), np.uint8)
     try:
         filtered = deflate.zlib_decompress(b"".join(image_data), height * (width + 1))
-        _kernels.png_unfilter(filtered, pixels, binary)  # ValueError: wrong length or filter type
+        kernels.active.png_unfilter(filtered, pixels, binary)  # ValueError: wrong length or filter type
     except (deflate.DeflateError, ValueError):
         return None
     return pixels
