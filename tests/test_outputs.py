@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import stat
 
 import av
 import numpy as np
@@ -22,6 +25,8 @@ from videolisa.outputs import (
     tint_masks,
 )
 from videolisa.processing.video_io import open_video
+
+from faults import FullDisk, refuse_new_files
 
 NUM_FRAMES, HEIGHT, WIDTH = 12, 121, 160  # odd height: the mp4 must pad it
 
@@ -255,3 +260,67 @@ def test_atomic_path_replaces_only_on_success(tmp_path):
         assert temp.parent == tmp_path and temp != target
         temp.write_text("new")
     assert target.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+# ------------------------------------------------------------------------------------ file-system faults
+
+
+def _temp_files(root):
+    return sorted(str(path.relative_to(root)) for path in root.rglob("*.tmp"))
+
+
+def test_full_disk_discards_every_unfinished_output_and_names_the_file(tmp_path, video, monkeypatch):
+    """The disk fills while masks.json is written: closing that file fails again (its buffer cannot be flushed),
+    and the overlay's temporary file must still go; the error names masks.json, not a temporary name."""
+    frames, masks = video
+    disk = FullDisk(600, affects=lambda path: path.name.startswith(".masks.json.")).install(monkeypatch)
+    with pytest.raises(OSError) as raised:
+        write_all(tmp_path, frames, masks, chunk_size=2)
+    assert raised.value.errno == errno.ENOSPC and disk.failures >= 1
+    assert raised.value.filename == str(tmp_path / "masks.json")
+    assert _temp_files(tmp_path) == []
+    assert not (tmp_path / "masks.json").exists() and not (tmp_path / "overlay.mp4").exists()
+
+
+def test_a_read_only_mask_folder_is_an_error_naming_the_png(tmp_path, video, monkeypatch):
+    frames, masks = video
+    (tmp_path / "png").mkdir()
+    refuse_new_files(monkeypatch, tmp_path / "png")
+    with pytest.raises(PermissionError) as raised:
+        write_all(tmp_path, frames, masks)
+    assert raised.value.filename == str(tmp_path / "png" / "00000.png")
+    assert _temp_files(tmp_path) == []
+
+
+def test_a_rerun_sweeps_the_temporary_files_a_killed_run_left_and_nothing_else(tmp_path, video):
+    frames, masks = video
+    (tmp_path / "png" / "sub").mkdir(parents=True)
+    left_by_killed_run = [".masks.json.k3j4h5g6.tmp", ".overlay.mp4.0123abcd.tmp", "png/.00003.png.9f8e7d6c.tmp"]
+    not_ours = [
+        ".notes.txt.0123abcd.tmp",  # not a file this writer writes
+        ".masks.json.tmp",  # another naming pattern
+        "png/.00099.png.9f8e7d6c.tmp",  # a frame this video does not have
+        "png/sub/.00003.png.9f8e7d6c.tmp",  # not directly in the output folder
+    ]
+    for name in left_by_killed_run + not_ours:
+        (tmp_path / name).write_text("partial")
+    write_all(tmp_path, frames, masks)
+    assert _temp_files(tmp_path) == sorted(not_ours)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_final_files_get_the_mode_the_umask_allows(tmp_path, video, umask):
+    frames, masks = video
+    previous = os.umask(umask)
+    try:
+        write_all(tmp_path, frames, masks)
+        with atomic_path(tmp_path / "plain.txt") as temp:
+            temp.write_text("x")
+        (tmp_path / "reference.txt").write_text("x")  # what open() gives under this umask
+    finally:
+        os.umask(previous)
+    expected = 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "reference.txt").stat().st_mode) == expected
+    for path in [tmp_path / "masks.json", tmp_path / "overlay.mp4", tmp_path / "png" / "00000.png",
+                 tmp_path / "plain.txt"]:
+        assert stat.S_IMODE(path.stat().st_mode) == expected, path

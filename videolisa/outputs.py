@@ -14,11 +14,14 @@ folder, then ``os.replace`` (each PNG on its own; the JSON and the mp4 when :met
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import re
+import secrets
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -29,6 +32,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from videolisa.errors import InvalidInputError
 from videolisa.processing.video_io import DEFAULT_FPS, natural_sort_key
+
+logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike[str]]
 RLE_FORMAT = "videolisa-masks-rle"
@@ -44,15 +49,69 @@ _CAPTION_MAX_LINES = 3
 # Atomic files
 
 
+# The temporary name of a final file ``<name>``: ``.<name>.<8 characters>.tmp`` in the same folder. Files of
+# this exact form, for the names a writer is about to write, are what a killed run can leave; writers remove them
+# (:func:`sweep_temp_files`). Eight characters of [a-z0-9_] also match the names tempfile.mkstemp gave earlier.
+_TEMP_NAME = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")
+
+
+def _create_temp_file(path: Path) -> Path:
+    """Create an empty ``.<name>.<random>.tmp`` next to ``path`` and return its path.
+
+    Created with mode 0o666 so that the umask decides the final file's permissions exactly as for a plain
+    ``open(path, "w")`` (``tempfile.mkstemp`` would make every output 0600).
+    """
+    for _ in range(100):
+        temp_path = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        except OSError as error:
+            error.filename = os.fspath(path)  # the temporary name would mean nothing to the user
+            raise
+        return temp_path
+    raise FileExistsError(errno.EEXIST, "no free temporary name", os.fspath(path))
+
+
+def sweep_temp_files(folder: PathLike, names: Iterable[str]) -> list[Path]:
+    """Delete the temporary files an interrupted writer left in ``folder`` for the final file ``names``.
+
+    Only files named ``.<name>.<8 characters>.tmp`` (this module's temporary names) for one of ``names`` are
+    removed, and only directly inside ``folder``. Returns the paths removed.
+    """
+    folder, wanted = Path(folder), set(names)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for entry in os.scandir(folder):
+        match = _TEMP_NAME.fullmatch(entry.name)
+        if match and match["name"] in wanted and entry.is_file(follow_symlinks=False):
+            Path(entry.path).unlink(missing_ok=True)
+            removed.append(Path(entry.path))
+    return removed
+
+
+@contextmanager
+def naming_errors(path: PathLike, *temporary: PathLike) -> Iterator[None]:
+    """Let an ``OSError`` raised in the block name ``path``: one that names no file (a full disk while writing
+    to an open handle) or one of the ``temporary`` names, which mean nothing to the user."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is None or os.fsdecode(error.filename) in {os.fspath(name) for name in temporary}:
+            error.filename = os.fspath(path)
+        raise
+
+
 class _AtomicFile:
     """A temporary file next to ``path`` that becomes ``path`` on :meth:`commit` (``os.replace``)."""
 
     def __init__(self, path: PathLike) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        os.close(handle)
-        self.temp_path = Path(temp_name)
+        with naming_errors(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.temp_path = _create_temp_file(self.path)
 
     def commit(self) -> None:
         """Move the finished temporary file onto the final path."""
@@ -63,16 +122,27 @@ class _AtomicFile:
         self.temp_path.unlink(missing_ok=True)
 
 
+def _start_file(path: PathLike) -> _AtomicFile:
+    """An :class:`_AtomicFile` for ``path``, after deleting what an interrupted earlier write of ``path`` left."""
+    path = Path(path)
+    with naming_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sweep_temp_files(path.parent, [path.name])
+    return _AtomicFile(path)
+
+
 @contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path in ``path``'s folder; it replaces ``path`` only if the block succeeds.
 
     Example: ``with atomic_path("out/a.png") as tmp: image.save(tmp, format="PNG")``. The temporary name does
-    not end in the final extension, so writers must be told the format.
+    not end in the final extension, so writers must be told the format. An ``OSError`` in the block names
+    ``path`` (see :func:`naming_errors`); the final file gets the permissions the umask allows.
     """
     target = _AtomicFile(path)
     try:
-        yield target.temp_path
+        with naming_errors(target.path, target.temp_path):
+            yield target.temp_path
     except BaseException:
         target.discard()
         raise
@@ -209,9 +279,11 @@ class _PngSink:
         if not 1 <= foreground_value <= 255:
             raise InvalidInputError(f"png foreground value must be in 1..255, got {foreground_value!r}")
         self._directory = Path(directory)
-        self._directory.mkdir(parents=True, exist_ok=True)
         self._frame_names = [_check_frame_name(name) for name in frame_names]
         self._foreground_value = foreground_value
+        with naming_errors(self._directory):
+            self._directory.mkdir(parents=True, exist_ok=True)
+            sweep_temp_files(self._directory, (f"{name}.png" for name in self._frame_names))
 
     def write(self, start: int, masks: np.ndarray, frames: np.ndarray | None) -> None:
         for offset, mask in enumerate(masks):
@@ -232,8 +304,9 @@ class _RleJsonSink:
     def __init__(
         self, path: PathLike, frame_names: list[str], height: int, width: int, instruction: str, fps: float
     ) -> None:
-        self._file = _AtomicFile(path)
-        self._handle = open(self._file.temp_path, "w", encoding="utf-8")  # closed by close() or abort()
+        self._file = _start_file(path)
+        with self._naming():
+            self._handle = open(self._file.temp_path, "w", encoding="utf-8")  # closed by close() or abort()
         header = {
             "format": RLE_FORMAT,
             "instruction": instruction,
@@ -244,27 +317,35 @@ class _RleJsonSink:
             "frame_names": frame_names,
         }
         # Everything but the closing brace, then the list that write() extends frame by frame.
-        self._handle.write(json.dumps(header, ensure_ascii=False)[:-1] + ', "rles": [')
+        with self._naming():
+            self._handle.write(json.dumps(header, ensure_ascii=False)[:-1] + ', "rles": [')
         self._separator = "\n"
+
+    def _naming(self) -> AbstractContextManager[None]:
+        return naming_errors(self._file.path, self._file.temp_path)
 
     def write(self, start: int, masks: np.ndarray, frames: np.ndarray | None) -> None:
         from pycocotools import mask as mask_utils
 
         # pycocotools wants [H, W, K] uint8 in Fortran order.
         encoded = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
-        for rle in encoded:
-            entry = {"size": [int(value) for value in rle["size"]], "counts": rle["counts"].decode("ascii")}
-            self._handle.write(self._separator + json.dumps(entry))
-            self._separator = ",\n"
+        with self._naming():
+            for rle in encoded:
+                entry = {"size": [int(value) for value in rle["size"]], "counts": rle["counts"].decode("ascii")}
+                self._handle.write(self._separator + json.dumps(entry))
+                self._separator = ",\n"
 
     def close(self) -> None:
-        self._handle.write("\n]}\n")
-        self._handle.close()
-        self._file.commit()
+        with self._naming():
+            self._handle.write("\n]}\n")
+            self._handle.close()
+            self._file.commit()
 
     def abort(self) -> None:
-        self._handle.close()
-        self._file.discard()
+        try:
+            self._handle.close()  # on a full disk this raises too (the buffered rest cannot be written)
+        finally:
+            self._file.discard()
 
 
 def _pad_to_even(frames: np.ndarray) -> np.ndarray:
@@ -300,16 +381,24 @@ class _OverlayVideoSink:
         self._color = _check_color(color).astype(int).tolist()
         self._alpha = _check_alpha(alpha)
         self._caption = _CaptionBand(instruction, height, width) if instruction else None
-        self._file = _AtomicFile(path)
-        # faststart puts the index first so browsers (the demo) can play the file while it downloads.
-        self._container = av.open(
-            str(self._file.temp_path), mode="w", format="mp4", options={"movflags": "+faststart"}
-        )
+        self._file = _start_file(path)
+        try:
+            with self._naming():
+                # faststart puts the index first so browsers (the demo) can play the file while it downloads.
+                self._container = av.open(
+                    str(self._file.temp_path), mode="w", format="mp4", options={"movflags": "+faststart"}
+                )
+        except BaseException:
+            self._file.discard()
+            raise
         try:
             self._stream = self._add_video_stream(height + height % 2, width + width % 2, fps)
         except BaseException:
             self.abort()
             raise
+
+    def _naming(self) -> AbstractContextManager[None]:
+        return naming_errors(self._file.path, self._file.temp_path)
 
     def _add_video_stream(self, height: int, width: int, fps: float) -> Any:
         codec = overlay_codec()
@@ -332,17 +421,21 @@ class _OverlayVideoSink:
         overlay = tint_masks(frames, masks, self._color, self._alpha)
         if self._caption is not None:
             self._caption.apply(overlay)
-        for image in _pad_to_even(overlay):
-            self._container.mux(self._stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        with self._naming():
+            for image in _pad_to_even(overlay):
+                self._container.mux(self._stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
 
     def close(self) -> None:
-        self._container.mux(self._stream.encode(None))
-        self._container.close()
-        self._file.commit()
+        with self._naming():
+            self._container.mux(self._stream.encode(None))
+            self._container.close()
+            self._file.commit()
 
     def abort(self) -> None:
-        self._container.close()
-        self._file.discard()
+        try:
+            self._container.close()  # writes the trailer, which can fail as the writes before it did
+        finally:
+            self._file.discard()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -469,14 +562,32 @@ class MaskWriter:
                 "the JSON and overlay outputs were discarded"
             )
         self._open = False
-        for sink in self._sinks:
-            sink.close()
+        for index, sink in enumerate(self._sinks):
+            try:
+                sink.close()
+            except BaseException:
+                # This sink's file is unfinished, and so is the run: discard it and the ones not closed yet.
+                _abort_all(self._sinks[index:])
+                raise
 
     def abort(self) -> None:
-        """Stop and delete unfinished files (PNGs already written stay: each is complete)."""
+        """Stop and delete unfinished files (PNGs already written stay: each is complete).
+
+        Every output's temporary file is removed even when another's abort fails (a full disk fails the
+        buffered writes of closing too); such failures are logged, not raised, so that the error that
+        caused the abort is the one the caller sees.
+        """
         self._open = False
-        for sink in self._sinks:
+        _abort_all(self._sinks)
+
+
+def _abort_all(sinks: Sequence[_Sink]) -> None:
+    """``abort()`` every sink, logging (not raising) what fails so that each still gets its turn."""
+    for sink in sinks:
+        try:
             sink.abort()
+        except Exception as error:  # noqa: BLE001 - the abort of the next sink must run whatever happened here
+            logger.warning("while discarding an unfinished output: %s", error)
 
 
 # ----------------------------------------------------------------------------------------------------------
