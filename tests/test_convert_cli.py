@@ -68,19 +68,49 @@ def test_convert_command_writes_an_equivalent_model(tmp_path, parity_dir, parity
     assert torch.equal(prompt_embedding(converted, input_ids), prompt_embedding(original_model, input_ids))
 
 
-def test_convert_in_bf16_by_default(tmp_path, parity_original_layout, original_model, capsys):
+@torch.no_grad()
+def parity_case_outputs(model: VideoLisaForSegmentation, parity_dir: Path) -> dict[str, torch.Tensor]:
+    """The parity case through ``model``: video tokens, prompt embedding, mask logits and masks of frame 0."""
+    import numpy as np
+
+    from videolisa.processing.transforms import preprocess_clip, preprocess_sam
+
+    frames = np.load(parity_dir / "frames.npy")
+    pixel_values_sam, resized_hw = preprocess_sam(frames[:1])
+    video_tokens = model.build_video_tokens(
+        preprocess_clip(frames[np.load(parity_dir / "sparse_indices.npy")])[None],
+        torch.from_numpy(np.load(parity_dir / "dense_indices.npy"))[None],
+    )
+    prompts = model.compute_prompts(parity_input_ids(parity_dir), video_tokens).prompt_embeddings
+    logits = model.decode_masks(model.encode_images(pixel_values_sam), prompts, resized_hw, frames.shape[1:3])
+    return {"video_tokens": video_tokens, "prompt_embedding": prompts, "mask_logits": logits, "masks": logits > 0}
+
+
+def test_convert_is_lossless_by_default(tmp_path, parity_dir, parity_original_layout, original_model, capsys):
+    """Each tensor keeps its source dtype (bf16 release weights, float32 CLIP), so the converted model gives
+    exactly the outputs of the original layout loaded directly."""
     checkpoint, clip = parity_original_layout
-    out = tmp_path / "converted-bf16"
+    out = tmp_path / "converted"
     assert main(["convert", str(checkpoint), str(out), "--vision-tower", str(clip)]) == 0
-    assert "(bf16" in capsys.readouterr().out
+    assert "(source dtypes" in capsys.readouterr().out
     with safe_open(str(out / "model.safetensors"), framework="pt") as handle:
-        dtypes = {handle.get_slice(name).get_dtype() for name in handle.keys()}
-    assert dtypes == {"BF16"}
+        dtypes = {name: handle.get_slice(name).get_dtype() for name in handle.keys()}
+    assert {dtype for name, dtype in dtypes.items() if name.startswith("vision_tower.")} == {"F32"}
+    assert {dtype for name, dtype in dtypes.items() if not name.startswith("vision_tower.")} == {"BF16"}
+
     converted = VideoLisaForSegmentation.from_pretrained(out, dtype=torch.float32)
-    # The original weights are bf16 values, so everything but the float32 CLIP survives bf16 storage exactly.
     for name, tensor in original_model.state_dict().items():
-        if not name.startswith("vision_tower."):
-            assert torch.equal(converted.state_dict()[name], tensor), name
+        assert torch.equal(converted.state_dict()[name], tensor), name
+    expected = parity_case_outputs(original_model, parity_dir)
+    for name, value in parity_case_outputs(converted, parity_dir).items():
+        assert torch.equal(value, expected[name]), name
+    assert expected["masks"].any()  # the case has foreground to compare
+
+
+def test_convert_help_says_it_is_lossless(capsys):
+    with pytest.raises(SystemExit):
+        main(["convert", "--help"])
+    assert "lossless" in " ".join(capsys.readouterr().out.split())
 
 
 def test_convert_refuses_to_write_into_the_original_directory(parity_original_layout, capsys):

@@ -306,6 +306,7 @@ def load_state_dict_strict(
     dtype: torch.dtype | None = None,
     source: str = "checkpoint",
     scope: Callable[[str], bool] | None = None,
+    keep_dtypes: bool = False,
 ) -> None:
     """Fill ``module``'s parameters and persistent buffers (those whose name ``scope`` accepts; all if None)
     from ``tensors``.
@@ -313,7 +314,8 @@ def load_state_dict_strict(
     Every incoming name is mapped by ``key_map`` (identity if None); an unmapped name, a name the module
     does not have, a shape mismatch, or an expected tensor that never arrives raises
     :class:`CheckpointError` listing them. Floating tensors are cast to ``dtype`` (default: the
-    module's dtype for that tensor) as they are read, so at most one copy is held.
+    module's dtype for that tensor) as they are read, so at most one copy is held; with ``keep_dtypes``
+    each keeps the dtype it is stored in (``dtype`` is then ignored), for lossless conversion.
     """
     expected = {name: tensor for name, tensor in module.state_dict(keep_vars=True).items()
                 if scope is None or scope(name)}
@@ -328,7 +330,7 @@ def load_state_dict_strict(
         elif tuple(tensor.shape) != tuple(expected[target].shape):
             mismatched.append(f"{name}: checkpoint {tuple(tensor.shape)} vs model {tuple(expected[target].shape)}")
         else:
-            target_dtype = dtype if dtype is not None else expected[target].dtype
+            target_dtype = tensor.dtype if keep_dtypes else dtype if dtype is not None else expected[target].dtype
             # Always an owned copy: safetensors and mmap'd pickles hand out views into the file at arbitrary
             # offsets, and misaligned weights change CPU matmul results (no bit-identical round trip).
             loaded[target] = tensor.to(target_dtype, copy=True) if tensor.is_floating_point() else tensor.clone()
@@ -418,6 +420,7 @@ def load_model(
     device: str | torch.device = "cpu",
     vision_tower: str | Path | None = None,
     sam_config: SamConfig | dict[str, Any] | None = None,
+    keep_dtypes: bool = False,
 ) -> "VideoLisaForSegmentation":
     """Load a model in this package's format or the original release's (detected from ``config.json``).
 
@@ -428,6 +431,9 @@ def load_model(
         vision_tower: CLIP id or directory, for checkpoints without CLIP weights (the original); default
             the one the config names.
         sam_config: SAM dimensions for the original layout; default inferred from the tensor shapes.
+        keep_dtypes: every tensor keeps the dtype the checkpoint stores it in (``dtype`` is ignored) and CLIP
+            weights read from a separate CLIP model are float32, the dtype they are read in: an exact copy
+            to save again (:func:`convert_original_checkpoint`), not a model to run.
 
     Returns:
         The model in eval mode.
@@ -465,10 +471,10 @@ def load_model(
     model = build_empty_model(config)
     has_clip = any(_is_clip_key(name) for name in shapes)
     if not has_clip:
-        load_clip_weights(model, clip_source or config.vision_tower_name, dtype)
+        load_clip_weights(model, clip_source or config.vision_tower_name, None if keep_dtypes else dtype)
     load_state_dict_strict(
         model, iter_checkpoint_tensors(paths), key_map, dtype, source=f"checkpoint {model_dir}",
-        scope=None if has_clip else (lambda name: not _is_clip_key(name)),
+        scope=None if has_clip else (lambda name: not _is_clip_key(name)), keep_dtypes=keep_dtypes,
     )
     # Parameters and persistent buffers were cast to ``dtype`` as they were loaded. Non-persistent buffers
     # keep their build dtype: RoPE ``inv_freq`` must stay float32 (the original computed it in float32 in
@@ -542,16 +548,22 @@ def save_model(
 
 def convert_original_checkpoint(
     original_dir: str | Path, out_dir: str | Path, vision_tower: str | Path | None = None,
-    dtype: torch.dtype = torch.bfloat16,
+    dtype: torch.dtype | None = None,
 ) -> Path:
     """Convert an original VideoLISA checkpoint (+ its CLIP) to this package's self-contained format.
 
-    The tokenizer is copied when the source has one. Returns the output directory.
+    Lossless: with ``dtype`` None every tensor keeps the dtype it is stored in (the release's bf16 LLM, SAM
+    and projector stay bf16; the CLIP tower, read from its own float32 checkpoint, stays float32), so the
+    converted model gives the same outputs as loading the original directly. ``dtype=torch.float32`` stores
+    everything in float32 (also lossless, larger). The tokenizer is copied when the source has one. Returns
+    the output directory.
     """
+    if dtype is not None and dtype != torch.float32:
+        raise CheckpointError(f"convert stores the source dtypes or float32, not {dtype}: other dtypes round weights")
     source = resolve_model_dir(original_dir)
     if not is_original_config(read_config_json(source)):
         raise CheckpointError(f"{source}/config.json is not an original VideoLISA config (model_type llava_phi)")
-    model = load_model(source, dtype=dtype, vision_tower=vision_tower)
+    model = load_model(source, dtype=dtype, vision_tower=vision_tower, keep_dtypes=dtype is None)
     out = Path(out_dir)
     save_model(model, out, tokenizer=load_tokenizer(source))
     logger.info("converted %s -> %s", source, out)
