@@ -30,13 +30,8 @@ from PIL import Image
 from videolisa.benchmarks import Benchmark, BenchmarkItem, get_benchmark
 from videolisa.cli import main
 from videolisa.errors import InvalidInputError, MissingFilesError
-from videolisa.evaluation import (
-    DistributedContext,
-    EvaluationFailed,
-    EvaluationConfig,
-    run_evaluation,
-    shard_videos,
-)
+from videolisa.distributed import DistributedContext
+from videolisa.evaluation import EvaluationConfig, EvaluationFailed, run_evaluation, shard_videos
 
 SIZE = (32, 48)  # frame height, width
 REFDAVIS_VIDEOS = ("bear", "blackswan")

@@ -9,33 +9,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from videolisa.checkpoint import build_empty_model
 from videolisa.config import SamConfig, VideoLisaConfig
 from videolisa.errors import CheckpointError, InvalidInputError, MissingFilesError
-from videolisa.training import (
-    CHECKPOINT_DIR,
-    LoraConfig,
-    ModelConfig,
-    TrainingConfig,
-    apply_freezing_and_lora,
-    build_deepspeed_config,
-    build_model_and_tokenizer,
-    build_parameter_groups,
-    check_resume_changes,
-    default_metric,
-    gradient_accumulation_steps,
-    load_llava_phi3_base,
-    load_training_config,
-    lora_target_pattern,
-    micro_batch_seed,
-    optimizer_parameter_groups,
-    prepare_run,
-    remove_old_checkpoints,
-    resolve_export_tag,
-    scale_schedule,
-    trainable_parameter_count,
-    unwrap_model,
-)
+from videolisa.builder import build_model_and_tokenizer, load_llava_phi3_base
+from videolisa.checkpoint import build_empty_model
+from videolisa.training import LoraConfig, ModelConfig, TrainingConfig, load_training_config, prepare_run
+from videolisa.training.config import check_resume_changes
+from videolisa.training.engine import build_deepspeed_config, gradient_accumulation_steps
+from videolisa.training.export import resolve_export_tag
+from videolisa.training.loop import micro_batch_seed
+from videolisa.training.model import apply_freezing_and_lora, lora_target_pattern, trainable_parameter_count, unwrap_model
+from videolisa.training.optim import build_parameter_groups, optimizer_parameter_groups, scale_schedule
+from videolisa.training.run import CHECKPOINT_DIR, remove_old_checkpoints
+from videolisa.training.validation import default_metric
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "train" / "configs"
@@ -308,7 +294,7 @@ def test_pretrained_source_loads_a_saved_model_and_its_tokenizer(tmp_path):
 
 
 def test_bf16_layout_keeps_buffers_in_float32():
-    from videolisa.training import cast_parameters
+    from videolisa.builder import cast_parameters
 
     model, _ = tiny_model_and_tokenizer()
     cast_parameters(model, torch.bfloat16)
@@ -322,7 +308,8 @@ def test_validation_leaves_the_trained_model_untouched(tmp_path):
     the same tensors, its buffers the same dtype, and its gradients bit-identical to before."""
     from videolisa.data import MixtureDataset, SampleConfig, VideoLisaCollator, build_dataset_groups
     from videolisa.synthetic import SyntheticConfig, write_synthetic_dataset
-    from videolisa.training import ValidationConfig, validate
+    from videolisa.training import ValidationConfig
+    from videolisa.training.validation import validate
 
     small = SyntheticConfig(min_frames=8, max_frames=8, sizes=((48, 64),))
     write_synthetic_dataset(tmp_path / "train", num_videos=1, seed=0, split="train", config=small, progress=False)
@@ -407,7 +394,7 @@ def test_every_group_follows_the_scaled_warmup_decay_schedule(monkeypatch):
     import deepspeed
     import torch.distributed as dist
 
-    from videolisa.training import init_distributed
+    from videolisa.distributed import init_distributed
 
     for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(key, raising=False)

@@ -164,7 +164,9 @@ def test_export_then_from_pretrained_matches_the_trained_weights(data, reference
     from videolisa.checkpoint import load_tokenizer
     from videolisa.data import MixtureDataset, SampleConfig, VideoLisaCollator, build_dataset_groups
     from videolisa.modeling.videolisa import VideoLisaForSegmentation
-    from videolisa.training import apply_freezing_and_lora, build_model_skeleton, load_training_config
+    from videolisa.builder import build_model_skeleton
+    from videolisa.training import load_training_config
+    from videolisa.training.model import apply_freezing_and_lora
 
     out = tmp_path / "exported"
     assert load_export_script().main([str(reference_run), str(out), "--tag", "latest", "--dtype", "fp32"]) == 0

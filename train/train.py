@@ -7,7 +7,7 @@
 
 ``key=value`` arguments override the YAML (``train.total_steps=100``, ``data.rates.custom=1``,
 ``data.custom_files=[my.jsonl]``, ``optim.lr_scales={sam.image_encoder: 0.1}``); they are checked against
-:class:`videolisa.training.TrainingConfig`.
+:class:`videolisa.training.config.TrainingConfig`.
 """
 
 from __future__ import annotations

@@ -19,13 +19,14 @@ import time
 import zipfile
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from videolisa.benchmarks import Benchmark, BenchmarkItem, ImageBenchmark, get_benchmark
+from videolisa.distributed import DistributedContext, barrier, gather_objects
 from videolisa.errors import InvalidInputError, VideoLisaError
 
 if TYPE_CHECKING:
@@ -73,29 +74,6 @@ class RankSummary:
     videos: int = 0
     frames: int = 0
     seconds: float = 0.0
-
-
-@dataclass
-class DistributedContext:
-    """Rank and world size from the launcher's environment (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @classmethod
-    def from_environment(cls) -> "DistributedContext":
-        """Read the variables torchrun and the deepspeed launcher set; a single process otherwise."""
-        return cls(
-            rank=int(os.environ.get("RANK", 0)),
-            world_size=int(os.environ.get("WORLD_SIZE", 1)),
-            local_rank=int(os.environ.get("LOCAL_RANK", 0)),
-        )
-
-    @property
-    def is_distributed(self) -> bool:
-        """More than one process."""
-        return self.world_size > 1
 
 
 # ============================================================================ item bookkeeping
@@ -409,7 +387,7 @@ def run_evaluation(
     settings.out.mkdir(parents=True, exist_ok=True)
     if context.rank == 0:
         _remove_stale_temporaries(settings.out, items)
-    _barrier(context)
+    barrier(context)
     if predictor is None:
         from videolisa.predictor import VideoLisaPredictor
 
@@ -418,7 +396,7 @@ def run_evaluation(
             vision_tower=settings.vision_tower, chunk_size=settings.chunk_size,
         )
     summary = predict_shard(predictor, shard_videos(items, context), settings, context)
-    summaries = _gather(summary, context)
+    summaries = gather_objects(summary, context)
     if context.rank != 0:
         return {}
     result = _finish(benchmark, items, settings, summaries, describe_runtime(predictor, settings))
@@ -520,32 +498,3 @@ def _finish(
     _write_text(settings.out / "results.json", json.dumps(result, indent=2, default=str))
     _write_text(settings.out / "results.md", markdown_report(result))
     return result
-
-
-def _barrier(context: DistributedContext) -> None:
-    if context.is_distributed:
-        _process_group(context)
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
-def _gather(summary: RankSummary, context: DistributedContext) -> list[RankSummary]:
-    """All ranks' summaries on rank 0 (a list of one without a launcher)."""
-    if not context.is_distributed:
-        return [summary]
-    import torch.distributed as dist
-
-    _process_group(context)
-    gathered: list[RankSummary | None] = [None] * context.world_size
-    dist.all_gather_object(gathered, summary)
-    return [item for item in gathered if item is not None]
-
-
-def _process_group(context: DistributedContext) -> None:
-    """Join the launcher's process group (gloo: only small Python objects travel; long timeout because
-    ranks may finish their shards hours apart)."""
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("gloo", rank=context.rank, world_size=context.world_size, timeout=timedelta(hours=24))

@@ -1,0 +1,204 @@
+"""Building and loading models: the one module above :mod:`videolisa.modeling` that decides which model comes
+from which name or training source.
+
+Layers: :mod:`videolisa.config` and :mod:`videolisa.checkpoint` (file formats) below :mod:`videolisa.modeling`
+(the network), this module above it; the predictor, training and the commands build their models here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from videolisa.constants import DEFAULT_SEG_TOKEN
+from videolisa.errors import CheckpointError, InvalidInputError, MissingFilesError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from videolisa.modeling.videolisa import VideoLisaForSegmentation
+    from videolisa.training.config import ModelConfig
+
+
+def cast_parameters(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """Floating parameters in ``dtype``, floating buffers in float32: the layout DeepSpeed's bf16 mode
+    trains (it casts parameters only). Stock ``segment_anything`` needs it: its positional encoding
+    multiplies a float32 grid with its Gaussian-matrix buffer."""
+    for parameter in model.parameters():
+        if parameter.is_floating_point():
+            parameter.data = parameter.data.to(dtype)
+    for buffer in model.buffers():
+        if buffer.is_floating_point():
+            buffer.data = buffer.data.float()
+    return model
+
+
+def load_tokenizer_source(source: str, seg_token: str) -> "PreTrainedTokenizerBase":
+    """``"tiny"`` -> the in-memory test tokenizer; otherwise a tokenizer folder."""
+    from videolisa.checkpoint import load_tokenizer, resolve_model_dir
+    from videolisa.tokenization import build_tiny_tokenizer
+
+    if source == "tiny":
+        return build_tiny_tokenizer(seg_token)
+    tokenizer = load_tokenizer(resolve_model_dir(source))
+    if tokenizer is None:
+        raise MissingFilesError(f"model.tokenizer={source} has no tokenizer files")
+    return tokenizer
+
+
+def _ensure_pad_token(tokenizer: "PreTrainedTokenizerBase") -> None:
+    """Pad with ``<unk>`` (id 0 for Phi-3) as the original does (spec §4.7, §7.4)."""
+    if tokenizer.unk_token is not None:
+        tokenizer.pad_token = tokenizer.unk_token
+    elif tokenizer.pad_token is None:
+        raise InvalidInputError("the tokenizer has neither an unk nor a pad token to pad batches with")
+
+
+def allocate_meta_parameters(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Give every parameter still on the meta device real (uninitialised) storage; shared parameters stay
+    shared. For models whose weights are loaded right after (DeepSpeed checkpoints)."""
+    allocated: dict[int, torch.nn.Parameter] = {}
+    for module in model.modules():
+        for name, parameter in list(module._parameters.items()):
+            if parameter is None or not parameter.is_meta:
+                continue
+            if id(parameter) not in allocated:
+                allocated[id(parameter)] = torch.nn.Parameter(
+                    torch.empty(parameter.shape, dtype=dtype), requires_grad=parameter.requires_grad
+                )
+            module._parameters[name] = allocated[id(parameter)]
+
+
+def initialise_prompt_head(model: "VideoLisaForSegmentation") -> None:
+    """Random prompt head (PyTorch's Linear init, as the original), also when it was built on meta."""
+    model.prompt_head.to_empty(device="cpu")
+    for layer in model.prompt_head:
+        if isinstance(layer, torch.nn.Linear):
+            layer.reset_parameters()
+
+
+def is_llava_phi3_config(config_dict: dict[str, Any]) -> bool:
+    """LLaVA-Phi-3 (``model_type: llava_phi``, ``LlavaPhiForCausalLM``) or an original VideoLISA config."""
+    from videolisa.checkpoint import is_original_config
+
+    return is_original_config(config_dict) or "LlavaPhiForCausalLM" in (config_dict.get("architectures") or ())
+
+
+def load_llava_phi3_base(
+    path: str | Path, sam_checkpoint: str | Path, vision_tower: str | Path | None, dtype: torch.dtype
+) -> tuple["VideoLisaForSegmentation", "PreTrainedTokenizerBase"]:
+    """The original starting point: LLaVA-Phi-3 (LLM + projector) + SAM ``.pth`` + CLIP + ``[SEG]``.
+
+    The LLaVA-Phi-3 keys (``model.embed_tokens``, ``model.layers.*``, ``model.norm``, ``lm_head``,
+    ``model.mm_projector.*``) load strictly through :data:`videolisa.checkpoint.ORIGINAL_KEY_MAP`; CLIP comes
+    from ``vision_tower`` (default: the config's ``mm_vision_tower``) unless the checkpoint has it; SAM's
+    dimensions are read off the ``.pth`` shapes; the prompt head is random; ``[SEG]`` is added and the
+    embeddings resized to the tokenizer (spec §4.2).
+    """
+    from videolisa.checkpoint import (
+        ORIGINAL_KEY_MAP,
+        SAM_CHECKPOINT_KEY_MAP,
+        build_empty_model,
+        convert_original_config,
+        infer_sam_config,
+        iter_checkpoint_tensors,
+        load_clip_weights,
+        load_sam_checkpoint,
+        load_state_dict_strict,
+        load_tokenizer,
+        load_vision_config,
+        map_key,
+        prepare_tokenizer_and_embeddings,
+        read_config_json,
+        resolve_model_dir,
+        weight_files,
+    )
+
+    model_dir = resolve_model_dir(path)
+    config_dict = read_config_json(model_dir)
+    if not is_llava_phi3_config(config_dict):
+        raise CheckpointError(
+            f"{model_dir}/config.json is not a LLaVA-Phi-3 config (model_type 'llava_phi', LlavaPhiForCausalLM)"
+        )
+    sam_path = Path(sam_checkpoint)
+    if not sam_path.is_file():
+        raise MissingFilesError(f"model.sam_checkpoint={sam_path} does not exist")
+    sam_shapes = {
+        map_key(name, SAM_CHECKPOINT_KEY_MAP): tuple(tensor.shape)
+        for name, tensor in iter_checkpoint_tensors([sam_path])
+    }
+    clip_source = vision_tower or config_dict.get("mm_vision_tower") or config_dict.get("vision_tower")
+    if not clip_source:
+        raise CheckpointError(f"{model_dir}/config.json names no vision tower; set model.vision_tower")
+    tokenizer = load_tokenizer(model_dir)
+    if tokenizer is None:
+        raise MissingFilesError(f"{model_dir} has no tokenizer files")
+    # The id [SEG] has (or will get when prepare_tokenizer_and_embeddings adds it): 32011 for Phi-3.
+    seg_id = tokenizer.get_vocab().get(DEFAULT_SEG_TOKEN, len(tokenizer))
+    config = convert_original_config(
+        config_dict, load_vision_config(clip_source), infer_sam_config(sam_shapes), str(clip_source), seg_id
+    )
+    model = build_empty_model(config)
+    paths = weight_files(model_dir)
+    names = [name for name, _ in iter_checkpoint_tensors(paths)]
+    has_clip = any((map_key(name, ORIGINAL_KEY_MAP) or "").startswith("vision_tower.") for name in names)
+    scope_prefixes = ("llm.", "projector.", "vision_tower.") if has_clip else ("llm.", "projector.")
+    load_state_dict_strict(
+        model, iter_checkpoint_tensors(paths), ORIGINAL_KEY_MAP, dtype, source=f"LLaVA-Phi-3 checkpoint {model_dir}",
+        scope=lambda name: name.startswith(scope_prefixes),
+    )
+    if not has_clip:
+        load_clip_weights(model, clip_source, dtype)
+    load_sam_checkpoint(model, sam_path)
+    initialise_prompt_head(model)
+    cast_parameters(model, dtype)
+    prepare_tokenizer_and_embeddings(model, tokenizer)
+    return model, tokenizer
+
+
+def build_model_and_tokenizer(
+    config: ModelConfig, dtype: torch.dtype
+) -> tuple["VideoLisaForSegmentation", "PreTrainedTokenizerBase"]:
+    """The model to train and its tokenizer, from ``model.source`` (weights in ``dtype``)."""
+    from videolisa.checkpoint import (
+        load_clip_weights,
+        load_model,
+        load_sam_checkpoint,
+        prepare_tokenizer_and_embeddings,
+    )
+    from videolisa.config import VideoLisaConfig
+    from videolisa.modeling.videolisa import VideoLisaForSegmentation
+
+    if config.source == "llava_phi3":
+        model, tokenizer = load_llava_phi3_base(config.path, config.sam_checkpoint, config.vision_tower, dtype)
+    elif config.source == "pretrained":
+        from videolisa.predictor import resolve_model_source
+
+        path = resolve_model_source(config.path)  # also "builtin:<name>"
+        model = load_model(path, dtype=dtype, vision_tower=config.vision_tower)
+        tokenizer = load_tokenizer_source(config.tokenizer or str(path), model.config.seg_token)
+        prepare_tokenizer_and_embeddings(model, tokenizer)
+    else:
+        model_config = VideoLisaConfig.from_preset(config.preset, **config.config_overrides)
+        model = VideoLisaForSegmentation(model_config)
+        if config.sam_checkpoint:
+            load_sam_checkpoint(model, config.sam_checkpoint)
+        if config.vision_tower:
+            load_clip_weights(model, config.vision_tower)
+        tokenizer = load_tokenizer_source(config.tokenizer, model_config.seg_token)
+        prepare_tokenizer_and_embeddings(model, tokenizer)
+    _ensure_pad_token(tokenizer)
+    return cast_parameters(model, dtype).train(), tokenizer
+
+
+def build_model_skeleton(model_dir: Path, dtype: torch.dtype) -> "VideoLisaForSegmentation":
+    """A model with the architecture saved in a run's ``model/`` folder and uninitialised weights (to be
+    filled from a DeepSpeed checkpoint)."""
+    from videolisa.checkpoint import build_empty_model
+    from videolisa.config import VideoLisaConfig
+
+    model = build_empty_model(VideoLisaConfig.from_pretrained(model_dir))
+    allocate_meta_parameters(model, dtype)
+    return cast_parameters(model, dtype)

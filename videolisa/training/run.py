@@ -1,0 +1,118 @@
+"""The run folder: preparing a new or resumed run, the files it holds, and checkpoint bookkeeping.
+
+A run directory holds ``train_config.yaml`` (the resolved config), ``deepspeed_config.json``, ``model/``
+(the model config and tokenizer, no weights), ``checkpoints/`` (DeepSpeed checkpoints ``step_XXXXXX``, the
+``latest`` tag file, ``best.json``), ``metrics.jsonl`` (one line per step), ``tensorboard/`` and
+``validation/step_XXXXXX/`` (evaluation outputs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from videolisa.errors import InvalidInputError, MissingFilesError
+from videolisa.training.config import TrainingConfig, check_resume_changes, load_training_config
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from videolisa.modeling.videolisa import VideoLisaForSegmentation
+
+RUN_CONFIG_FILE = "train_config.yaml"
+RUN_DEEPSPEED_FILE = "deepspeed_config.json"
+RUN_MODEL_DIR = "model"
+CHECKPOINT_DIR = "checkpoints"
+BEST_FILE = "best.json"
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class TrainingRun:
+    """Everything a run needs, prepared by :func:`prepare_run` (config, directories, resume state)."""
+
+    config: TrainingConfig
+    run_dir: Path
+    resume: bool
+
+
+def prepare_run(config_path: Path | None, resume_dir: Path | None, overrides: Sequence[str]) -> TrainingRun:
+    """A new run from ``config_path`` + overrides, or a resumed one from ``resume_dir``'s saved config +
+    overrides (only logging, checkpointing, workers, micro-batch and validation may change)."""
+    if resume_dir is None:
+        if config_path is None:
+            raise InvalidInputError("give --config CONFIG.yaml for a new run, or --resume RUN_DIR")
+        config = load_training_config(config_path, overrides)
+        run_dir = Path(config.train.output_dir).expanduser().resolve()
+        if (run_dir / RUN_CONFIG_FILE).exists():
+            raise InvalidInputError(
+                f"train.output_dir={run_dir} already holds a run; continue it with --resume {run_dir} or choose "
+                "another train.output_dir"
+            )
+        return TrainingRun(config, run_dir, resume=False)
+    if config_path is not None:
+        raise InvalidInputError("--resume uses the run's saved train_config.yaml; do not pass --config too")
+    resume_dir = resume_dir.expanduser().resolve()
+    saved_path = resume_dir / RUN_CONFIG_FILE
+    if not saved_path.is_file():
+        raise MissingFilesError(f"--resume {resume_dir}: {RUN_CONFIG_FILE} not found (is it a run directory?)")
+    if latest_tag(resume_dir) is None:
+        raise MissingFilesError(f"--resume {resume_dir}: no checkpoint in {resume_dir / CHECKPOINT_DIR} to resume from")
+    saved = load_training_config(saved_path)
+    config = load_training_config(saved_path, overrides)
+    check_resume_changes(saved, config)
+    return TrainingRun(config, resume_dir, resume=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a text file via a temporary name in the same folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def save_run_files(run_dir: Path, config: TrainingConfig, ds_config: dict[str, Any], model: "VideoLisaForSegmentation",
+                   tokenizer: "PreTrainedTokenizerBase") -> None:
+    """``train_config.yaml``, ``deepspeed_config.json`` and ``model/`` (config + tokenizer, no weights)."""
+    import yaml
+
+    write_text_atomic(run_dir / RUN_CONFIG_FILE, yaml.safe_dump(asdict(config), sort_keys=False))
+    write_text_atomic(run_dir / RUN_DEEPSPEED_FILE, json.dumps(ds_config, indent=2))
+    model_dir = run_dir / RUN_MODEL_DIR
+    model_dir.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+
+
+def checkpoint_tag(step: int) -> str:
+    """DeepSpeed tag of the checkpoint after ``step`` optimizer steps: ``step_000300``."""
+    return f"step_{step:06d}"
+
+
+def latest_tag(run_dir: Path) -> str | None:
+    """The tag in ``checkpoints/latest`` (DeepSpeed's pointer to the last complete checkpoint), or None."""
+    latest = run_dir / CHECKPOINT_DIR / "latest"
+    return latest.read_text().strip() if latest.is_file() else None
+
+
+def read_best(run_dir: Path) -> dict[str, Any] | None:
+    """``checkpoints/best.json`` (``{"tag", "step", "metric", "score"}``), or None."""
+    path = run_dir / CHECKPOINT_DIR / BEST_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def remove_old_checkpoints(run_dir: Path, keep_last: int) -> list[str]:
+    """Delete ``step_*`` checkpoints except the ``keep_last`` newest and the best; returns the removed tags."""
+    checkpoints = run_dir / CHECKPOINT_DIR
+    best = read_best(run_dir)
+    protected = {best["tag"]} if best else set()
+    tags = sorted(path.name for path in checkpoints.glob("step_*") if path.is_dir())
+    removed = [tag for tag in tags[:-keep_last] if tag not in protected]
+    for tag in removed:
+        shutil.rmtree(checkpoints / tag)
+    return removed
