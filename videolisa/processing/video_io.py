@@ -44,6 +44,11 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".webm", ".mkv")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # Frame rate reported for frame folders, single images and arrays, which carry none.
 DEFAULT_FPS = 10.0
+# decord is used for an 8-bit video file only if its frame 0 is within this many levels (0-255, any channel and
+# pixel) of PyAV's. Measured on every 8-bit file of the corpus (tests/test_video_corpus.py: H.264 4:2:0/4:2:2/
+# 4:4:4 in limited and full range, MJPEG, ProRes, VP9, FFV1 gray): identical pixels. Two levels absorb a one-step
+# rounding difference of another FFmpeg build; 10-bit files, which differ by up to ~20, go to PyAV by rule.
+DECORD_PIXEL_TOLERANCE = 2
 
 VideoBackend = Literal["auto", "pyav"]
 _EXPECTED_INPUT = (
@@ -369,15 +374,110 @@ class _ImageFrames(VideoReader):
 
 
 @dataclass(frozen=True)
-class _StreamProbe:
-    """What PyAV learns about a video file's first video stream by demuxing it (no decoding)."""
+class _Orientation:
+    """How stored pixels become the displayed picture: an optional transpose, then optional mirrors.
 
+    Every quarter turn and mirror of a display matrix is one of these eight. Example: a phone video recorded in
+    portrait stores landscape frames and a quarter turn clockwise, ``_Orientation(True, False, True)``.
+    """
+
+    transpose: bool = False
+    flip_rows: bool = False  # reverse the row order (upside down)
+    flip_columns: bool = False  # reverse the column order (mirror left-right)
+
+    def apply(self, frames: np.ndarray) -> np.ndarray:
+        """``[..., H, W, C]`` stored -> ``[..., H', W', C]`` displayed, as a view (no copy)."""
+        if self.transpose:
+            frames = np.swapaxes(frames, -3, -2)
+        if self.flip_rows:
+            frames = frames[..., ::-1, :, :]
+        if self.flip_columns:
+            frames = frames[..., ::-1, :]
+        return frames
+
+    @property
+    def mirrors(self) -> bool:
+        """True for the four orientations that mirror the picture (a quarter turn transposes and flips once)."""
+        return self.transpose == (self.flip_rows == self.flip_columns)
+
+
+# Quarter turns clockwise (the legacy ``rotate`` tag's unit) -> orientation.
+_CLOCKWISE_TURNS = (
+    _Orientation(),
+    _Orientation(transpose=True, flip_columns=True),
+    _Orientation(flip_rows=True, flip_columns=True),
+    _Orientation(transpose=True, flip_rows=True),
+)
+
+
+def _orientation_from_display_matrix(matrix: np.ndarray, path: Path) -> _Orientation:
+    """The orientation of a display matrix (9 int32 values, libavutil/display.h layout).
+
+    The matrix maps a stored pixel (column p, row q) to the displayed one: ``p' = a p + c q``, ``q' = b p + d q``
+    (plus a translation). Diagonal: mirrors only; anti-diagonal: a transpose, then mirrors. Angles that are not
+    quarter turns are rounded to the nearest one, as mpv does, with a warning.
+    """
+    a, b, c, d = (int(matrix[index]) for index in (0, 1, 3, 4))
+    if abs(b) + abs(c) > abs(a) + abs(d):
+        orientation, exact = _Orientation(True, flip_rows=b < 0, flip_columns=c < 0), a == 0 and d == 0
+    else:
+        orientation, exact = _Orientation(False, flip_rows=d < 0, flip_columns=a < 0), b == 0 and c == 0
+    if not exact:
+        degrees = math.degrees(math.atan2(b, a))
+        logger.warning("%s: the display matrix rotates by %.1f degrees; showing it at the nearest quarter turn",
+                       path, degrees)
+    return orientation
+
+
+def _orientation_from_rotate_tag(tag: str, path: Path) -> _Orientation:
+    """The legacy ``rotate`` stream tag (degrees clockwise) as an orientation, to the nearest quarter turn."""
+    try:
+        degrees = float(tag)
+    except ValueError:
+        logger.warning("%s: ignoring the rotate tag %r, which is not a number of degrees", path, tag)
+        return _Orientation()
+    if degrees % 90:
+        logger.warning("%s: the rotate tag says %g degrees; showing it at the nearest quarter turn", path, degrees)
+    return _CLOCKWISE_TURNS[round(degrees / 90) % 4]
+
+
+def _frame_orientation(frame: object, stream: object, path: Path) -> _Orientation:
+    """Orientation from the decoded frame's display matrix (FFmpeg 7+ copies the container's onto every frame),
+    else from a legacy ``rotate`` tag on the stream (written by old muxers, read by players and decord)."""
+    import av
+
+    side_data = frame.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)  # type: ignore[attr-defined]
+    if side_data is not None:
+        return _orientation_from_display_matrix(np.frombuffer(bytes(side_data), dtype=np.int32), path)
+    tags = {key.lower(): value for key, value in stream.metadata.items()}  # type: ignore[attr-defined]
+    return _orientation_from_rotate_tag(tags["rotate"], path) if "rotate" in tags else _Orientation()
+
+
+@dataclass(frozen=True)
+class _StreamProbe:
+    """What PyAV learns about a video file's first video stream: all packets demuxed, the first frame decoded."""
+
+    # Frames a player shows: stored packets minus those the edit list hides and those the decoder drops
+    # before its first output frame.
     num_frames: int
+    num_packets: int
     fps: float | None
-    height: int
-    width: int
-    # Presentation timestamps of the stored frames in ascending order, or None when some packet has none.
-    sorted_pts: list[int] | None
+    orientation: _Orientation
+    # Frame 0 as displayed, [H, W, 3] uint8 RGB: its shape is the displayed size; decord must reproduce it.
+    first_frame: np.ndarray
+    bits_per_component: int  # of the decoded pixel format: 8, or 10 for 10-bit video
+    # Presentation timestamps of the shown frames in ascending order, or None when some packet has none.
+    shown_pts: list[int] | None
+
+    @property
+    def height(self) -> int:
+        """Displayed frame height."""
+        return int(self.first_frame.shape[0])
+
+    @property
+    def width(self) -> int:
+        """Displayed frame width."""
+        return int(self.first_frame.shape[1])
 
 
 def _unreadable(path: Path, err: Exception) -> VideoReadError:
@@ -386,49 +486,111 @@ def _unreadable(path: Path, err: Exception) -> VideoReadError:
     )
 
 
-def _probe_video_file(path: Path) -> _StreamProbe:
+def _undecodable(path: Path, index: int, err: Exception) -> VideoReadError:
+    return VideoReadError(f"{path}: frame {index} could not be decoded ({err}); the video is corrupt or truncated")
+
+
+def _open_container(path: Path) -> tuple[object, object]:
+    """``(container, first video stream)``; raises naming the file when it is unreadable or has no decoder."""
     import av
 
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as err:
         raise _unreadable(path, err) from err
-    with container:
-        if not container.streams.video:
-            raise VideoReadError(f"{path} has no video stream; expected a video file")
-        stream = container.streams.video[0]
-        timestamps: list[int | None] = []
+    if not container.streams.video:
+        container.close()
+        raise VideoReadError(f"{path} has no video stream; expected a video file")
+    stream = container.streams.video[0]
+    if stream.codec_context is None:
+        container.close()
+        raise VideoReadError(
+            f"{path}: the FFmpeg of PyAV {av.__version__} on this machine has no decoder for its video codec; "
+            "expected a codec FFmpeg decodes (re-encode it, e.g. to H.264 mp4)"
+        )
+    return container, stream
+
+
+def _probe_video_file(path: Path) -> _StreamProbe:
+    """Demux every video packet (no decoding) and decode only until the first frame comes out."""
+    import av
+
+    container, stream = _open_container(path)
+    with container:  # type: ignore[attr-defined]
+        packets: list[tuple[int | None, bool]] = []  # (pts, hidden by the edit list) of every stored frame
+        first: av.VideoFrame | None = None
         try:
-            for packet in container.demux(stream):
-                if packet.size > 0:
-                    timestamps.append(packet.pts)
+            for packet in container.demux(stream):  # type: ignore[attr-defined]
+                if packet.size == 0:
+                    continue
+                packets.append((packet.pts, packet.is_discard))
+                if first is None:
+                    first = _first_output(stream, packet, path)
         except av.error.FFmpegError as err:
             raise VideoReadError(
-                f"{path}: frame {len(timestamps)} cannot be read ({err}); the video is truncated or corrupt"
+                f"{path}: frame {len(packets)} cannot be read ({err}); the video is truncated or corrupt"
             ) from err
-        rate = stream.average_rate or stream.guessed_rate
-        header_frames = stream.frames
-        height, width = stream.codec_context.height, stream.codec_context.width
-    if header_frames and header_frames != len(timestamps):
-        logger.warning(
-            "%s: the container header declares %d frames but %d are stored; using %d",
-            path,
-            header_frames,
-            len(timestamps),
-            len(timestamps),
-        )
-    if not timestamps:
-        raise VideoReadError(f"{path} contains no video frames; expected a video with at least one frame")
-    if height <= 0 or width <= 0:
-        raise VideoReadError(f"{path}: the video stream has no frame size ({width}x{height}); expected a video")
-    known_pts = None if any(pts is None for pts in timestamps) else sorted(pts for pts in timestamps if pts is not None)
+        if not packets:
+            raise VideoReadError(f"{path} contains no video frames; expected a video with at least one frame")
+        if first is None:
+            first = _first_output(stream, None, path)  # flush: a one-frame video may wait in the decoder
+        if first is None:
+            raise VideoReadError(f"{path}: no frame could be decoded; expected a video with a decodable frame")
+        rate = stream.average_rate or stream.guessed_rate  # type: ignore[attr-defined]
+        header_frames = stream.frames  # type: ignore[attr-defined]
+        orientation = _frame_orientation(first, stream, path)
+        first_frame = np.ascontiguousarray(orientation.apply(first.to_ndarray(format="rgb24")))
+    shown = [pts for pts, hidden in packets if not hidden]
+    num_hidden = len(packets) - len(shown)
+    if first.pts is not None and None not in shown:
+        # A decoder that drops frames (e.g. a clip cut before its first key frame) starts at a later timestamp.
+        shown = [pts for pts in shown if pts >= first.pts]  # type: ignore[operator]
+    _warn_about_hidden_frames(path, header_frames, packets, len(shown), first.pts)
     return _StreamProbe(
-        num_frames=len(timestamps),
+        num_frames=len(shown),
+        num_packets=len(packets),
         fps=float(rate) if rate else None,
-        height=height,
-        width=width,
-        sorted_pts=known_pts,
+        orientation=orientation,
+        first_frame=first_frame,
+        bits_per_component=max(component.bits for component in first.format.components),
+        shown_pts=None if None in shown else sorted(shown),  # type: ignore[type-var]
     )
+
+
+def _first_output(stream: object, packet: object | None, path: Path) -> object | None:
+    """The first frame the decoder returns for ``packet`` (None: flush), or None when it returns none yet."""
+    import av
+
+    try:
+        frames = stream.decode(packet)  # type: ignore[attr-defined]
+    except av.error.FFmpegError as err:
+        raise _undecodable(path, 0, err) from err
+    return frames[0] if frames else None
+
+
+def _warn_about_hidden_frames(
+    path: Path, header_frames: int, packets: list[tuple[int | None, bool]], num_shown: int, first_pts: int | None
+) -> None:
+    """One warning line when the header, the stored packets and the shown frames disagree on the count."""
+    if num_shown == len(packets):
+        if header_frames and header_frames != len(packets):
+            logger.warning("%s: the container header declares %d frames but %d are stored; using %d",
+                           path, header_frames, len(packets), len(packets))
+        return
+    hidden = [pts for pts, is_hidden in packets if is_hidden]
+    reasons = []
+    if hidden:
+        if first_pts is not None and None not in hidden:
+            before = sum(pts < first_pts for pts in hidden)  # type: ignore[operator]
+            reasons.append(f"the edit list hides {before} before the start and {len(hidden) - before} after the end")
+        else:
+            reasons.append(f"the edit list hides {len(hidden)}")
+    dropped = len(packets) - len(hidden) - num_shown
+    if dropped:
+        reasons.append(f"the decoder drops {dropped} before the first decodable frame")
+    header = f"the header declares {header_frames} frames, " if header_frames and header_frames != len(packets) else ""
+    logger.warning("%s: %s%d packets, %d frames shown (%s); using the %d frames shown",
+                   path, header, len(packets), num_shown, "; ".join(reasons), num_shown)
 
 
 def _import_decord() -> ModuleType | None:
@@ -461,11 +623,9 @@ def _open_video_file(path: Path, *, default_fps: float, backend: VideoBackend) -
         decord = _import_decord()
         if decord is not None:
             reader = _DecordVideo.open_if_consistent(decord, path, probe, fps)
-    if reader is None:
-        reader = _PyAVVideo(path, probe, fps)
-    # Decode frame 0 now: a file without a decodable frame fails here, with the reason.
-    reader.get_frames([0])
-    return reader
+    # The probe decoded frame 0 with PyAV, and decord's frame 0 was compared with it: a file without a decodable
+    # frame has failed by now, with the reason.
+    return _PyAVVideo(path, probe, fps) if reader is None else reader
 
 
 def _video_file_kwargs(probe: _StreamProbe, fps: float) -> dict[str, object]:
@@ -502,19 +662,44 @@ class _DecordVideo(VideoReader):
     def open_if_consistent(
         cls, decord: ModuleType, path: Path, probe: _StreamProbe, fps: float
     ) -> _DecordVideo | None:
-        """A decord reader for ``path``, or None (with a logged reason) when decord cannot be trusted on it."""
+        """A decord reader for ``path``, or None (with a logged reason) when decord disagrees with PyAV on it.
+
+        The rule: decord is used only when it counts the frames shown (it counts packets, including those an
+        edit list hides), the picture is not mirrored (decord applies an MP4 display matrix's rotation and the
+        legacy ``rotate`` tag, but neither mirrors nor a Matroska display matrix), the pixels have 8 bits (decord's
+        bundled FFmpeg converts 10-bit YUV to RGB up to ~20 levels away from PyAV's) and its frame 0 equals
+        PyAV's displayed frame 0 up to :data:`DECORD_PIXEL_TOLERANCE`. Otherwise PyAV decodes. Reasons that are
+        known decord limitations are logged at INFO level, surprises as warnings.
+        """
+        if probe.orientation.mirrors or probe.bits_per_component > 8:
+            logger.info("%s is %s; decord does not decode it as PyAV does, so PyAV decodes it", path,
+                        "mirrored" if probe.orientation.mirrors else f"{probe.bits_per_component}-bit")
+            return None
         try:
             reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
         except decord.DECORDError as err:
-            logger.warning("decord cannot open %s (%s); decoding it with PyAV", path, _decord_message(err))
+            logger.info("decord cannot open %s (%s); decoding it with PyAV", path, _decord_message(err))
             return None
         if len(reader) != probe.num_frames:
-            logger.warning(
-                "decord counts %d frames in %s but the file stores %d; decoding it with PyAV",
-                len(reader),
-                path,
-                probe.num_frames,
-            )
+            # Counting the hidden packets is decord's known limitation (the probe has warned about them).
+            log = logger.info if len(reader) == probe.num_packets else logger.warning
+            log("decord counts %d frames in %s but %d are shown; decoding it with PyAV",
+                len(reader), path, probe.num_frames)
+            return None
+        try:
+            first = reader.get_batch([0]).asnumpy()[0]
+            reader.seek(0)
+        except decord.DECORDError as err:
+            logger.info("decord cannot decode frame 0 of %s (%s); decoding it with PyAV", path, _decord_message(err))
+            return None
+        if first.shape != probe.first_frame.shape:
+            logger.info("decord shows %s as %dx%d (HxW), players as %dx%d; decoding it with PyAV",
+                        path, first.shape[0], first.shape[1], probe.height, probe.width)
+            return None
+        difference = int(np.abs(first.astype(np.int16) - probe.first_frame).max())
+        if difference > DECORD_PIXEL_TOLERANCE:
+            logger.warning("decord's frame 0 of %s differs from PyAV's by up to %d levels (more than %d); decoding "
+                           "it with PyAV", path, difference, DECORD_PIXEL_TOLERANCE)
             return None
         return cls(decord, reader, path, probe, fps)
 
@@ -569,7 +754,8 @@ class _PyAVVideo(VideoReader):
 
     def __init__(self, path: Path, probe: _StreamProbe, fps: float) -> None:
         self._path = path
-        self._sorted_pts = probe.sorted_pts
+        self._orientation = probe.orientation
+        self._shown_pts = probe.shown_pts
         super().__init__(str(path), **_video_file_kwargs(probe, fps))  # type: ignore[arg-type]
 
     def _decode_sorted(self, indices: list[int]) -> np.ndarray:
@@ -597,26 +783,21 @@ class _PyAVVideo(VideoReader):
         import av
 
         next_index = 0
-        try:
-            container = av.open(str(self._path))
-        except (av.error.FFmpegError, OSError) as err:
-            raise _unreadable(self._path, err) from err
-        with container:
+        container, stream = _open_container(self._path)
+        with container:  # type: ignore[attr-defined]
             # No frame threading: with it the decoder reports an error a few packets late, so the index of a
-            # corrupt frame could not be named.
-            stream = container.streams.video[0]
-            for packet in container.demux(stream):
+            # corrupt frame could not be named. Frames of packets an edit list hides are decoded (later frames
+            # may refer to them) but not returned by the decoder.
+            for packet in container.demux(stream):  # type: ignore[attr-defined]
                 try:
                     decoded = packet.decode()
                 except av.error.FFmpegError as err:
-                    raise VideoReadError(
-                        f"{self._path}: frame {self._packet_index(packet.pts, next_index)} could not be decoded "
-                        f"({err}); the video is corrupt or truncated"
-                    ) from err
+                    raise _undecodable(self._path, self._packet_index(packet.pts, next_index), err) from err
                 for frame in decoded:
                     if next_index >= stop:
                         return
-                    yield next_index, self._check_frame(frame.to_ndarray(format="rgb24"), next_index)
+                    image = self._orientation.apply(frame.to_ndarray(format="rgb24"))
+                    yield next_index, self._check_frame(image, next_index)
                     next_index += 1
         if next_index < stop:
             raise VideoReadError(
@@ -626,6 +807,6 @@ class _PyAVVideo(VideoReader):
 
     def _packet_index(self, pts: int | None, frames_decoded: int) -> int:
         """Frame index of the packet with timestamp ``pts`` (decoding order differs with B-frames)."""
-        if pts is None or self._sorted_pts is None:
+        if pts is None or self._shown_pts is None:
             return frames_decoded
-        return bisect.bisect_left(self._sorted_pts, pts)
+        return min(bisect.bisect_left(self._shown_pts, pts), self._num_frames - 1)
