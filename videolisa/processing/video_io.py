@@ -6,16 +6,31 @@ size up front and decodes frames only when asked (:meth:`VideoReader.get_frames`
 Every reader returns RGB ``uint8`` frames ``[K, H, W, 3]`` (RGB everywhere: the original ``chat.py`` fed
 OpenCV's BGR frames to the model by mistake; the released weights were trained and evaluated on RGB).
 
-Video files: how the frame count is established
+Video files: the frames a player shows, the way it shows them
     Container headers are not a reliable frame count: WebM/MKV usually have none (decord then estimates
-    ``duration x fps``) and some MP4s over-report it, and decord asked for a frame past the real end can
-    fail or loop forever inside native code (dmlc/decord#54, #373). So every video file is first probed with
-    PyAV: the video packets are demuxed (read, not decoded) and counted, which is the number of frames
-    actually stored in the file; their timestamps let a decoding error be reported with the frame index.
-    decord then decodes with random access only if its own count agrees with the probe; otherwise (or if
-    decord is not installed or cannot open the file) PyAV decodes sequentially from the start, which is exact
-    by construction but slower for scattered indices. Opening a video also decodes its first frame, so a file
-    without decodable frames fails at :func:`open_video`, not later.
+    ``duration x fps``), some MP4s over-report it, and decord asked for a frame past the real end can fail or
+    loop forever inside native code (dmlc/decord#54, #373). A packet count is not a frame count either: an MP4
+    edit list can hide packets (a clip cut without re-encoding keeps the encoder delay's frames before the
+    presentation start, and sometimes one after its end; FFmpeg's demuxer flags them as discarded and its
+    decoders decode but do not return them), and a decoder drops the frames before the first one it can decode.
+    So every video file is first probed with PyAV: all video packets are demuxed (read, not decoded), and
+    only the first frame is decoded. The frames shown are the packets not hidden by the edit list whose
+    timestamps are not before that first frame's; one warning line says so when this differs from the packet
+    count (``144 packets, 141 frames shown (...)``). The probe costs one demuxing pass and one frame's decoding,
+    not a decoding pass; the packets' timestamps also let a decoding error name its frame.
+
+    The first frame also carries the orientation: the display matrix (FFmpeg 7+ copies the container's onto
+    every decoded frame; phones record portrait video as landscape frames plus a quarter turn) or, without one,
+    the legacy ``rotate`` tag. Frames, sizes and everything computed from them (masks, overlay, RLE) are in the
+    displayed orientation, as players show them.
+
+    decord then decodes with random access only where it agrees with PyAV (the rule is in
+    :meth:`_DecordVideo.open_if_consistent`: same frame count, same orientation, 8-bit pixels, frame 0 equal
+    up to :data:`DECORD_PIXEL_TOLERANCE`); otherwise (or if decord is not installed or cannot open the file)
+    PyAV decodes sequentially from the start, which is exact by construction but slower for scattered indices.
+    A file without a decodable frame fails at :func:`open_video`, not later.
+
+Images: an EXIF orientation is applied (phone photos come out upright), as OpenCV's ``imread`` does.
 """
 
 from __future__ import annotations
@@ -34,13 +49,17 @@ from types import ModuleType
 from typing import Literal, Union
 
 import numpy as np
-from PIL import Image
+from PIL import ExifTags, Image
 
 from videolisa.errors import VideoReadError
 
 logger = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".webm", ".mkv")
+# Every one is read by PyAV (tests/test_video_corpus.py writes and reads a file of each); decord is optional.
+VIDEO_EXTENSIONS = (
+    ".mp4", ".avi", ".mov", ".webm", ".mkv", ".m4v", ".gif", ".3gp", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
+    ".wmv", ".flv",
+)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # Frame rate reported for frame folders, single images and arrays, which carry none.
 DEFAULT_FPS = 10.0
@@ -212,12 +231,13 @@ def open_video(
 ) -> VideoReader:
     """Open a video file, a folder of frames, a single image or a ``[T, H, W, 3] uint8`` RGB array.
 
-    * Video files (``.mp4 .avi .mov .webm .mkv``): decord, or PyAV (see the module docstring for when);
-      ``backend="pyav"`` forces PyAV. ``frame_names`` are ``00000``, ``00001``, ...
+    * Video files (:data:`VIDEO_EXTENSIONS`: ``.mp4 .mov .mkv .webm .avi .gif ...``): the frames a player
+      shows, upright (see the module docstring), decoded by decord or PyAV; ``backend="pyav"`` forces PyAV.
+      ``frame_names`` are ``00000``, ``00001``, ...
     * Folders: every ``.jpg/.jpeg/.png`` file in natural order (``2.jpg`` before ``10.jpg``); frame names
       are the file stems. Other files are ignored with a logged warning; sizes are checked from the
-      image headers; pixels are used as stored (EXIF orientation is not applied).
-    * A single image is a 1-frame video named after its stem.
+      image headers; an EXIF orientation (phone photos) is applied, as OpenCV's ``imread`` in the original does.
+    * A single image is a 1-frame video named after its stem, upright as its EXIF orientation says.
     * Arrays are wrapped without copying (frames are returned as read-only views).
     * An existing :class:`VideoReader` is returned unchanged.
 
@@ -315,11 +335,41 @@ def _path_sort_key(path: Path) -> tuple[tuple[object, ...], str]:
     return natural_sort_key(path.name)
 
 
+# EXIF orientation (2-8; 1 is upright) -> the transpose that shows the stored pixels upright. 5-8 turn the
+# picture sideways.
+_EXIF_TRANSPOSES = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation in the image's header (1 when there is none), read without decoding the pixels.
+
+    Only metadata before the pixels counts (a PNG eXIf chunk after them would need the whole file decoded), so
+    that the header size and the decoded frame always agree.
+    """
+    data = image.info.get("exif")
+    if not data:
+        return 1
+    exif = Image.Exif()
+    exif.load(data)
+    orientation = exif.get(ExifTags.Base.Orientation, 1)
+    return orientation if orientation in _EXIF_TRANSPOSES else 1
+
+
 def _image_header_size(path: Path) -> tuple[int, int]:
-    """(height, width) read from the image header, without decoding the pixels."""
+    """Displayed (height, width) read from the image header and its EXIF orientation, without decoding pixels."""
     try:
         with Image.open(path) as image:
             width, height = image.size
+            if _exif_orientation(image) >= 5:
+                width, height = height, width
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise VideoReadError(f"cannot read image {path}: {err}; expected a JPEG or PNG file") from err
     return height, width
@@ -338,7 +388,9 @@ def _to_rgb8(image: Image.Image) -> np.ndarray:
 def _read_rgb_image(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
-            return _to_rgb8(image)
+            orientation = _exif_orientation(image)
+            upright = image.transpose(_EXIF_TRANSPOSES[orientation]) if orientation != 1 else image
+            return _to_rgb8(upright)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise VideoReadError(f"cannot decode image {path}: {err}; expected a readable JPEG or PNG file") from err
 
