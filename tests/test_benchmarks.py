@@ -333,6 +333,91 @@ def test_refcoco_reads_sets_in_protocol_0_pickles(refer_root: Path) -> None:
     assert load_container_pickle(path) == data
 
 
+# ------------------------------------------------------------------------------------------- hostile ids
+# Ids from metadata become output paths (<out>/predictions/<video>/<exp_id>): each must be one plain name.
+HOSTILE_IDS = ["../../../elsewhere/x", "..", "/tmp/abs", "a\\b", "nul\0byte", "", "C:drive"]
+
+
+def rename_key(mapping: dict[str, Any], old: str, new: str) -> None:
+    mapping[new] = mapping.pop(old)
+
+
+def rewrite_json(path: Path, change: Any) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    write_json(path, data)
+
+
+def assert_refused(benchmark: str, root: Path, file_name: str, hostile: str) -> None:
+    with pytest.raises(InvalidInputError) as error:
+        get_benchmark(benchmark, root).items()
+    assert file_name in str(error.value) and repr(hostile) in str(error.value)
+    assert "not a plain file name" in str(error.value)
+
+
+@pytest.mark.parametrize("hostile", HOSTILE_IDS)
+def test_expression_dict_readers_refuse_hostile_video_and_expression_ids(tmp_path: Path, hostile: str) -> None:
+    mevis = write_mevis(tmp_path / "MeViS")
+    meta = mevis / "valid_u" / "meta_expressions.json"
+    rewrite_json(meta, lambda data: rename_key(data["videos"], "v2", hostile))
+    assert_refused("mevis", mevis, str(meta), hostile)
+
+    refytvos = write_refytvos(tmp_path / "refer_youtube_vos")
+    meta = refytvos / "meta_expressions" / "valid" / "meta_expressions.json"
+    rewrite_json(meta, lambda data: rename_key(data["videos"]["aaa"]["expressions"], "1", hostile))
+    assert_refused("refytvos", refytvos, str(meta), hostile)
+
+    refdavis = write_refdavis(tmp_path / "ref-davis")
+    meta = refdavis / "meta_expressions" / "valid" / "meta_expressions.json"
+    rewrite_json(meta, lambda data: rename_key(data["videos"], "blackswan", hostile))
+    assert_refused("refdavis", refdavis, str(meta), hostile)
+
+
+@pytest.mark.parametrize("field", ["video", "source", "obj_id", "exp_id"])
+@pytest.mark.parametrize("hostile", ["../../../elsewhere/x", "..", "/tmp/abs", "nul\0byte"])
+def test_reasonvos_refuses_hostile_ids(reasonvos_root: Path, field: str, hostile: str) -> None:
+    def change(data: dict[str, Any]) -> None:
+        video = data["videos"]["vidB"]
+        if field == "video":
+            rename_key(data["videos"], "vidB", hostile)
+        elif field == "source":
+            video["source"] = hostile
+        else:
+            video["expressions"][0][field] = hostile
+
+    meta = reasonvos_root / "meta_expressions.json"
+    rewrite_json(meta, change)
+    assert_refused("reasonvos", reasonvos_root, str(meta), hostile)
+
+
+def test_reasonseg_refuses_an_image_named_dot(reasonseg_root: Path) -> None:
+    # "..jpg" has the stem ".": its predictions would land in the prediction root itself.
+    shutil.copy(reasonseg_root / "val" / "a_image.jpg", reasonseg_root / "val" / "..jpg")
+    shutil.copy(reasonseg_root / "val" / "a_image.json", reasonseg_root / "val" / "..json")
+    assert_refused("reasonseg", reasonseg_root, str(reasonseg_root / "val"), ".")
+
+
+@pytest.mark.parametrize("hostile", ["../../../elsewhere/x", "..", "/tmp/abs"])
+def test_refcoco_refuses_hostile_file_names_and_sentence_ids(refer_root: Path, hostile: str) -> None:
+    instances = refer_root / "refcoco" / "instances.json"
+    original = instances.read_text()
+    rewrite_json(instances, lambda data: data["images"][0].update(file_name=hostile + ".jpg"))
+    assert_refused("refcoco", refer_root, str(instances), hostile if hostile == ".." else hostile + ".jpg")
+    instances.write_text(original)
+
+    refs_path = refer_root / "refcoco" / "refs(unc).p"
+    refs = pickle.loads(refs_path.read_bytes())
+    refs[0]["sentences"][0]["sent_id"] = hostile
+    refs_path.write_bytes(pickle.dumps(refs, protocol=2))
+    assert_refused("refcoco", refer_root, str(refs_path), hostile)
+
+
+def test_plain_ids_with_dots_are_accepted(mevis_root: Path) -> None:
+    meta = mevis_root / "valid_u" / "meta_expressions.json"
+    rewrite_json(meta, lambda data: rename_key(data["videos"]["v1"]["expressions"], "2", "2..b"))
+    assert "v1/2..b" in keys(get_benchmark("mevis", mevis_root).items())
+
+
 # -------------------------------------------------------------------------------- synthetic data, registry
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import shutil
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -31,7 +33,16 @@ from videolisa.benchmarks import Benchmark, BenchmarkItem, get_benchmark
 from videolisa.cli import main
 from videolisa.errors import InvalidInputError, MissingFilesError
 from videolisa.distributed import DistributedContext
-from videolisa.evaluation import EvaluationConfig, EvaluationFailed, run_evaluation, shard_videos
+from videolisa.evaluation import (
+    EvaluationConfig,
+    EvaluationFailed,
+    _remove_stale_temporaries,
+    prediction_dir,
+    run_evaluation,
+    shard_videos,
+    write_image_ground_truth,
+    write_submission_zip,
+)
 
 SIZE = (32, 48)  # frame height, width
 REFDAVIS_VIDEOS = ("bear", "blackswan")
@@ -451,6 +462,64 @@ def test_malformed_datasets_give_clear_errors(tmp_path: Path, predictor, capsys)
     capsys.readouterr()
     assert cli_eval(mevis, model=tmp_path / "no-model") == 2
     assert capsys.readouterr().err.startswith("error: ") and not (mevis.out / "predictions").exists()
+
+
+def test_hostile_ids_in_metadata_write_and_delete_nothing_outside_out(tmp_path: Path, predictor, capsys) -> None:
+    hostile = "../../../elsewhere/x"
+    mevis = make_settings(tmp_path / "work" / "out", **write_dataset("mevis", tmp_path / "data"))
+    meta_path = mevis.data_root / "valid_u" / "meta_expressions.json"
+    meta = json.loads(meta_path.read_text())
+    meta["videos"][hostile] = meta["videos"].pop("v2")
+    write_json(meta_path, meta)
+    # The frames exist where the id points, so only the id itself can stop the run.
+    shutil.copytree(mevis.data_root / "valid_u" / "JPEGImages" / "v2", mevis.data_root / "valid_u" / "JPEGImages" / hostile)
+    # What out/predictions/<hostile> reaches; a killed run's sweep must not touch it either.
+    keep = tmp_path / "elsewhere" / "x" / ".tmp-keep"
+    keep.mkdir(parents=True)
+    (keep / "file.txt").write_text("keep")
+    with pytest.raises(InvalidInputError, match=rf"{re.escape(str(meta_path))}: video id '{re.escape(hostile)}'"):
+        run_evaluation(mevis, predictor=predictor)
+    capsys.readouterr()
+    assert cli_eval(mevis, model=tmp_path / "no-model") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(meta_path) in err and hostile in err and len(err.splitlines()) == 1
+    assert sorted(path.relative_to(tmp_path).as_posix() for path in (tmp_path / "elsewhere").rglob("*")) == [
+        "elsewhere/x", "elsewhere/x/.tmp-keep", "elsewhere/x/.tmp-keep/file.txt"
+    ]
+
+
+@pytest.mark.parametrize("output_dir", ["../../elsewhere/x", "/abs/x", "..", ".", "a/../../b", "nul\0", "a\\..\\b"])
+def test_every_output_path_stays_under_the_output_folder(tmp_path: Path, output_dir: str) -> None:
+    """Also for items of a reader that did not check its ids: writers, the temp sweep, zips, ground truth."""
+    out = tmp_path / "work" / "out"
+    (out / "predictions").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "x" / ".tmp-keep").mkdir(parents=True)
+    item = BenchmarkItem(key=output_dir, video_id="v", video_path=tmp_path, frame_names=("0",), query="q",
+                         answer="[SEG].", output_dir=output_dir, subset="short")
+    with pytest.raises(InvalidInputError, match="prediction folder of item"):
+        prediction_dir(out, item)
+    with pytest.raises(InvalidInputError):
+        _remove_stale_temporaries(out, [item])
+    with pytest.raises(InvalidInputError):
+        write_submission_zip(get_benchmark("refytvos", tmp_path / "data"), [item], out)
+    with pytest.raises(InvalidInputError, match="ground-truth folder of item"):
+        write_image_ground_truth(get_benchmark("reasonseg", tmp_path / "data"), [item], out)
+    safe = BenchmarkItem(**{**item.__dict__, "output_dir": "img", "subset": "../../../elsewhere"})
+    with pytest.raises(InvalidInputError, match="ground-truth folder of item"):
+        write_image_ground_truth(get_benchmark("reasonseg", tmp_path / "data"), [safe], out)
+    assert (tmp_path / "elsewhere" / "x" / ".tmp-keep").is_dir()
+    assert sorted(path.name for path in out.iterdir()) == ["predictions"]  # no temp zip or staging folder left
+
+
+def test_a_symlink_out_of_the_prediction_folder_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "predictions").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (out / "predictions" / "video").symlink_to(tmp_path / "elsewhere")
+    item = BenchmarkItem(key="video/0", video_id="video", video_path=tmp_path, frame_names=("0",), query="q",
+                         answer="[SEG].", output_dir="video/0")
+    with pytest.raises(InvalidInputError, match="outside"):
+        prediction_dir(out, item)
 
 
 def test_bad_limit_and_unscorable_refdavis_are_refused(tmp_path: Path, predictor) -> None:

@@ -20,7 +20,7 @@ import zipfile
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -77,9 +77,27 @@ class RankSummary:
 
 
 # ============================================================================ item bookkeeping
+def contained_path(root: Path, what: str, *relative: str) -> Path:
+    """``root / relative[0] / relative[1] ...``, refused unless it lies strictly inside ``root`` both as written
+    (each part relative, without ``..``, backslashes or NUL) and once symbolic links are resolved: benchmark ids
+    become output paths, and no id may make a run write, sweep or zip anything outside the output folder.
+    Raises InvalidInputError naming ``what``."""
+    for part in relative:
+        pure = PurePosixPath(part)
+        if "\0" in part or "\\" in part or not pure.parts or pure.is_absolute() or ".." in pure.parts:
+            raise InvalidInputError(f"{what}: {part!r} is not a relative path inside {root}")
+    path = root.joinpath(*relative)
+    resolved_root = root.resolve()
+    resolved = path.resolve()
+    if resolved == resolved_root or not resolved.is_relative_to(resolved_root):
+        raise InvalidInputError(f"{what}: {'/'.join(relative)!r} resolves to {resolved}, outside {resolved_root}")
+    return path
+
+
 def prediction_dir(out: Path, item: BenchmarkItem) -> Path:
-    """Final folder of an item's masks: ``<out>/predictions/<item.output_dir>``."""
-    return out / PREDICTIONS_DIR / item.output_dir
+    """Final folder of an item's masks: ``<out>/predictions/<item.output_dir>`` (which must stay inside
+    ``<out>/predictions``, see :func:`contained_path`)."""
+    return contained_path(out / PREDICTIONS_DIR, f"prediction folder of item {item.key!r}", item.output_dir)
 
 
 def is_complete(out: Path, item: BenchmarkItem) -> bool:
@@ -211,13 +229,18 @@ def write_image_ground_truth(benchmark: ImageBenchmark, items: Sequence[Benchmar
 
     root = out / GROUND_TRUTH_DIR
     staging = out / f".{GROUND_TRUTH_DIR}-{os.getpid()}"
+    # Every folder is checked before the first is written, so a refused id leaves no staging folder behind.
+    item_dirs = [
+        [contained_path(staging, f"ground-truth folder of item {item.key!r}", *folder, item.output_dir)
+         for folder in [("all",)] + ([("subsets", item.subset)] if item.subset is not None else [])]
+        for item in items
+    ]
     shutil.rmtree(staging, ignore_errors=True)
-    for item in tqdm(items, desc="ground truth", unit="image"):
+    for item, folders in tqdm(zip(items, item_dirs), desc="ground truth", unit="image", total=len(items)):
         target = Image.fromarray(benchmark.ground_truth(item).astype(np.uint8))
-        folders = [staging / "all"] + ([staging / "subsets" / item.subset] if item.subset is not None else [])
         for folder in folders:
-            (folder / item.output_dir).mkdir(parents=True, exist_ok=True)
-            target.save(folder / item.output_dir / f"{item.frame_names[0]}.png")
+            folder.mkdir(parents=True, exist_ok=True)
+            target.save(folder / f"{item.frame_names[0]}.png")
     shutil.rmtree(root, ignore_errors=True)
     os.replace(staging, root)
     return root
@@ -325,9 +348,12 @@ def write_submission_zip(benchmark: Benchmark, items: Sequence[BenchmarkItem], o
     prefix = SUBMISSION_PREFIX[benchmark.name]
     target = out / f"submission_{benchmark.name}_{benchmark.split}.zip"
     tmp = target.with_name(f".{target.name}.tmp")
+    # prediction_dir refuses an output_dir that is absolute or has "..", so no member name can climb out of
+    # the archive; all are checked before the zip is opened.
+    folders = [(item, prediction_dir(out, item)) for item in items]
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for item in items:
-            for png in sorted(prediction_dir(out, item).glob("*.png")):
+        for item, folder in folders:
+            for png in sorted(folder.glob("*.png")):
                 archive.write(png, f"{prefix}{item.output_dir}/{png.name}")
     os.replace(tmp, target)
     return target

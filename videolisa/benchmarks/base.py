@@ -23,6 +23,7 @@ from videolisa.benchmarks.layout import (
     require_field,
     require_listed_frames,
     require_mapping,
+    require_plain_name,
     require_string_list,
 )
 from videolisa.constants import DEFAULT_ANSWER, DEFAULT_SEG_TOKEN
@@ -222,6 +223,7 @@ class ExpressionDictBenchmark(VideoBenchmark):
         videos = require_field(read_json(meta_path, f"{self.name} meta file"), "videos", dict, str(meta_path))
         entries = []
         for name in self._selected_videos(videos):
+            require_plain_name(name, "video id", str(meta_path))
             where = f"{meta_path}: video {name!r}"
             video = require_mapping(videos[name], where)
             listed_frames = require_string_list(video, "frames", where)
@@ -230,6 +232,7 @@ class ExpressionDictBenchmark(VideoBenchmark):
             expressions = []
             for position, (exp_id, expression) in enumerate(raw_expressions.items()):
                 exp_where = f"{where}, expression {exp_id!r}"
+                require_plain_name(exp_id, "expression id", where)
                 require_mapping(expression, exp_where)
                 expressions.append(
                     ExpressionEntry(

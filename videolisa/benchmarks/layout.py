@@ -8,6 +8,7 @@ the entry (``where``).
 from __future__ import annotations
 
 import json
+import ntpath
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,22 @@ def require_id_list(mapping: Any, key: str, where: str) -> tuple[str, ...]:
         if isinstance(value, bool) or not isinstance(value, (int, str)):
             raise InvalidInputError(f"{where}: field {key!r} must list integer ids, found {value!r}")
     return tuple(str(value) for value in values)
+
+
+def require_plain_name(value: str, what: str, where: str) -> str:
+    """``value``, which must be usable as ONE file or folder name: benchmark ids become parts of output paths
+    (``<out>/predictions/<video>/<exp_id>``), so an id with a path separator (``/`` or ``\\``), a drive, NUL,
+    or that is empty, ``.`` or ``..`` could make a run write or delete outside its output folder."""
+    if (
+        value in ("", ".", "..")
+        or any(character in value for character in ("/", "\\", "\0"))
+        or ntpath.splitdrive(value)[0]
+    ):
+        raise InvalidInputError(
+            f"{where}: {what} {value!r} is not a plain file name (ids may not be empty, '.' or '..', or contain "
+            "path separators, a drive or NUL)"
+        )
+    return value
 
 
 def require_flag(mapping: Any, key: str, where: str) -> bool:

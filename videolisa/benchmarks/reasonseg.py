@@ -18,7 +18,13 @@ from typing import Any
 import numpy as np
 
 from videolisa.benchmarks.base import BenchmarkItem, ImageBenchmark, image_query, require_unique_keys
-from videolisa.benchmarks.layout import read_json, require_field, require_flag, require_string_list
+from videolisa.benchmarks.layout import (
+    read_json,
+    require_field,
+    require_flag,
+    require_plain_name,
+    require_string_list,
+)
 from videolisa.benchmarks.reasonvos import query_subset
 from videolisa.errors import InvalidInputError, MissingFilesError, VideoReadError
 
@@ -99,6 +105,7 @@ class ReasonSegBenchmark(ImageBenchmark):
             raise MissingFilesError(f"no .jpg images in {self.split_dir}")
         samples = {}
         for image_path in image_paths:
+            require_plain_name(image_path.stem, "image name", str(self.split_dir))
             annotation_path = image_path.with_suffix(".json")
             where = str(annotation_path)
             annotation = read_json(annotation_path, "ReasonSeg annotation", encodings=("utf-8", "cp1252"))

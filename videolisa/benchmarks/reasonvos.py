@@ -27,6 +27,7 @@ from videolisa.benchmarks.layout import (
     require_field,
     require_flag,
     require_mapping,
+    require_plain_name,
     require_string_list,
 )
 from videolisa.errors import InvalidInputError, MissingFilesError
@@ -77,13 +78,16 @@ class ReasonVOSBenchmark(VideoBenchmark):
         videos = require_field(read_json(meta_path, "ReasonVOS meta file"), "videos", dict, str(meta_path))
         entries = []
         for name, video in videos.items():
+            require_plain_name(name, "video id", str(meta_path))
             where = f"{meta_path}: video {name!r}"
-            source = require_field(video, "source", str, where)
+            source = require_plain_name(require_field(video, "source", str, where), "source", where)
             listed_frames = require_string_list(video, "frames", where)
             expressions = []
             for exp_id, entry in self._expression_records(video, where):
+                require_plain_name(exp_id, "expression id", where)
                 exp_where = f"{where}, expression {exp_id!r}"
-                obj_id = require_field(entry, "obj_id", (int, str), exp_where)
+                obj_id = str(require_field(entry, "obj_id", (int, str), exp_where))
+                require_plain_name(obj_id, "obj_id", exp_where)
                 text = require_field(entry, "exp_text", str, exp_where)
                 is_sentence = require_flag(entry if "is_sent" in entry else video, "is_sent", exp_where)
                 mask_folder = f"{source}_{name}_{obj_id}"

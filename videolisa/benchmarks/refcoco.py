@@ -34,6 +34,7 @@ from videolisa.benchmarks.layout import (
     read_json,
     require_field,
     require_mapping,
+    require_plain_name,
 )
 from videolisa.errors import InvalidInputError, MissingFilesError
 from videolisa.processing.video_io import natural_sort_key
@@ -121,7 +122,10 @@ class _RefCocoBenchmark(ImageBenchmark):
         images = {}
         for image in require_field(instances, "images", list, where):
             image_id = require_field(image, "id", int, f"{where}: images")
-            require_field(image, "file_name", str, f"{where}: image {image_id}")
+            file_name = require_field(image, "file_name", str, f"{where}: image {image_id}")
+            # The stem names the item's prediction folder: "...jpg" would be "..".
+            require_plain_name(file_name, "file_name", f"{where}: image {image_id}")
+            require_plain_name(Path(file_name).stem, "file_name stem", f"{where}: image {image_id}")
             require_field(image, "height", int, f"{where}: image {image_id}")
             require_field(image, "width", int, f"{where}: image {image_id}")
             images[image_id] = image
@@ -161,6 +165,7 @@ class _RefCocoBenchmark(ImageBenchmark):
             image_path = self.images_dir / images[image_id]["file_name"]
             for sentence in require_field(ref, "sentences", list, where):
                 sent_id = str(require_field(sentence, "sent_id", (int, str), where))
+                require_plain_name(sent_id, "sent_id", where)
                 text = require_field(sentence, "sent", str, f"{where}, sentence {sent_id}").strip().lower()
                 key = f"{image_path.stem}/{sent_id}"
                 if key in expressions:
