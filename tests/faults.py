@@ -1,10 +1,10 @@
-"""File-system faults injected into a test: a disk that fills up, a folder that refuses new files.
+"""File-system faults injected into a test: a disk that fills up, a read-only folder.
 
 The tests run as root in CI, where ``chmod`` does not stop writes, and a real full disk needs a tmpfs; so the
 faults are injected where Python opens files (``builtins.open``, which Pillow and ``open()`` use, and ``os.open``,
 which creates the writers' temporary files). What the code under test then sees is what the kernel gives it:
 ``OSError(ENOSPC)`` from a write and again from the flush when the file is closed, ``PermissionError(EACCES)``
-when a file is created.
+when a file is created, removed or renamed in a read-only folder.
 """
 
 from __future__ import annotations
@@ -72,31 +72,51 @@ class FullDisk:
         return self
 
 
-def refuse_new_files(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
-    """``folder`` behaves as read-only: creating a file or folder directly inside it fails with EACCES."""
-    real_os_open, real_open, real_mkdir = os.open, builtins.open, Path.mkdir
-
-    def denied(path: Any) -> PermissionError:
-        return PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+def make_read_only(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """``folder`` behaves as read-only: creating, removing or renaming a file or folder directly inside it fails
+    with EACCES (as for a folder without write permission)."""
+    real = {"os_open": os.open, "open": builtins.open, "mkdir": Path.mkdir, "unlink": os.unlink,
+            "replace": os.replace, "rmdir": os.rmdir}
 
     def inside(path: Any) -> bool:
         return isinstance(path, (str, os.PathLike)) and Path(path).parent == folder
 
+    def check(*paths: Any) -> None:
+        for path in paths:
+            if inside(path):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+
     def fake_os_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
-        if flags & os.O_CREAT and inside(path):
-            raise denied(path)
-        return real_os_open(path, flags, *args, **kwargs)
+        if flags & os.O_CREAT:
+            check(path)
+        return real["os_open"](path, flags, *args, **kwargs)
 
     def fake_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-        if any(flag in mode for flag in "wax+") and inside(file):
-            raise denied(file)
-        return real_open(file, mode, *args, **kwargs)
+        if any(flag in mode for flag in "wax+"):
+            check(file)
+        return real["open"](file, mode, *args, **kwargs)
 
     def fake_mkdir(self: Path, *args: Any, **kwargs: Any) -> None:
-        if inside(self) and not self.is_dir():
-            raise denied(self)
-        real_mkdir(self, *args, **kwargs)
+        if not self.is_dir():
+            check(self)
+        real["mkdir"](self, *args, **kwargs)
+
+    def fake_unlink(path: Any, *args: Any, **kwargs: Any) -> None:
+        check(path)
+        real["unlink"](path, *args, **kwargs)
+
+    def fake_rmdir(path: Any, *args: Any, **kwargs: Any) -> None:
+        check(path)
+        real["rmdir"](path, *args, **kwargs)
+
+    def fake_replace(source: Any, target: Any, *args: Any, **kwargs: Any) -> None:
+        check(source, target)
+        real["replace"](source, target, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", fake_os_open)
     monkeypatch.setattr(builtins, "open", fake_open)
     monkeypatch.setattr(Path, "mkdir", fake_mkdir)
+    monkeypatch.setattr(os, "unlink", fake_unlink)
+    monkeypatch.setattr(os, "remove", fake_unlink)
+    monkeypatch.setattr(os, "rmdir", fake_rmdir)
+    monkeypatch.setattr(os, "replace", fake_replace)

@@ -26,7 +26,7 @@ from videolisa.outputs import (
 )
 from videolisa.processing.video_io import open_video
 
-from faults import FullDisk, refuse_new_files
+from faults import FullDisk, make_read_only
 
 NUM_FRAMES, HEIGHT, WIDTH = 12, 121, 160  # odd height: the mp4 must pad it
 
@@ -285,7 +285,7 @@ def test_full_disk_discards_every_unfinished_output_and_names_the_file(tmp_path,
 def test_a_read_only_mask_folder_is_an_error_naming_the_png(tmp_path, video, monkeypatch):
     frames, masks = video
     (tmp_path / "png").mkdir()
-    refuse_new_files(monkeypatch, tmp_path / "png")
+    make_read_only(monkeypatch, tmp_path / "png")
     with pytest.raises(PermissionError) as raised:
         write_all(tmp_path, frames, masks)
     assert raised.value.filename == str(tmp_path / "png" / "00000.png")

@@ -14,14 +14,11 @@ folder, then ``os.replace`` (each PNG on its own; the JSON and the mp4 when :met
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
-import re
-import secrets
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -30,6 +27,7 @@ from typing import Any, Protocol, Union
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from videolisa.atomic import AtomicFile, atomic_path, naming_errors, sweep_temp_files
 from videolisa.errors import InvalidInputError
 from videolisa.processing.video_io import DEFAULT_FPS, natural_sort_key
 
@@ -46,107 +44,17 @@ _CAPTION_MAX_LINES = 3
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Atomic files
+# Atomic files (videolisa.atomic)
 
 
-# The temporary name of a final file ``<name>``: ``.<name>.<8 characters>.tmp`` in the same folder. Files of
-# this exact form, for the names a writer is about to write, are what a killed run can leave; writers remove them
-# (:func:`sweep_temp_files`). Eight characters of [a-z0-9_] also match the names tempfile.mkstemp gave earlier.
-_TEMP_NAME = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")
-
-
-def _create_temp_file(path: Path) -> Path:
-    """Create an empty ``.<name>.<random>.tmp`` next to ``path`` and return its path.
-
-    Created with mode 0o666 so that the umask decides the final file's permissions exactly as for a plain
-    ``open(path, "w")`` (``tempfile.mkstemp`` would make every output 0600).
-    """
-    for _ in range(100):
-        temp_path = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            os.close(os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        except FileExistsError:
-            continue
-        except OSError as error:
-            error.filename = os.fspath(path)  # the temporary name would mean nothing to the user
-            raise
-        return temp_path
-    raise FileExistsError(errno.EEXIST, "no free temporary name", os.fspath(path))
-
-
-def sweep_temp_files(folder: PathLike, names: Iterable[str]) -> list[Path]:
-    """Delete the temporary files an interrupted writer left in ``folder`` for the final file ``names``.
-
-    Only files named ``.<name>.<8 characters>.tmp`` (this module's temporary names) for one of ``names`` are
-    removed, and only directly inside ``folder``. Returns the paths removed.
-    """
-    folder, wanted = Path(folder), set(names)
-    if not folder.is_dir():
-        return []
-    removed = []
-    for entry in os.scandir(folder):
-        match = _TEMP_NAME.fullmatch(entry.name)
-        if match and match["name"] in wanted and entry.is_file(follow_symlinks=False):
-            Path(entry.path).unlink(missing_ok=True)
-            removed.append(Path(entry.path))
-    return removed
-
-
-@contextmanager
-def naming_errors(path: PathLike, *temporary: PathLike) -> Iterator[None]:
-    """Let an ``OSError`` raised in the block name ``path``: one that names no file (a full disk while writing
-    to an open handle) or one of the ``temporary`` names, which mean nothing to the user."""
-    try:
-        yield
-    except OSError as error:
-        if error.filename is None or os.fsdecode(error.filename) in {os.fspath(name) for name in temporary}:
-            error.filename = os.fspath(path)
-        raise
-
-
-class _AtomicFile:
-    """A temporary file next to ``path`` that becomes ``path`` on :meth:`commit` (``os.replace``)."""
-
-    def __init__(self, path: PathLike) -> None:
-        self.path = Path(path)
-        with naming_errors(self.path):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.temp_path = _create_temp_file(self.path)
-
-    def commit(self) -> None:
-        """Move the finished temporary file onto the final path."""
-        os.replace(self.temp_path, self.path)
-
-    def discard(self) -> None:
-        """Delete the temporary file; the final path is untouched."""
-        self.temp_path.unlink(missing_ok=True)
-
-
-def _start_file(path: PathLike) -> _AtomicFile:
-    """An :class:`_AtomicFile` for ``path``, after deleting what an interrupted earlier write of ``path`` left."""
+def _start_file(path: PathLike) -> AtomicFile:
+    """An :class:`~videolisa.atomic.AtomicFile` for ``path``, after deleting the temporary files an interrupted
+    earlier write of ``path`` left."""
     path = Path(path)
     with naming_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         sweep_temp_files(path.parent, [path.name])
-    return _AtomicFile(path)
-
-
-@contextmanager
-def atomic_path(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path in ``path``'s folder; it replaces ``path`` only if the block succeeds.
-
-    Example: ``with atomic_path("out/a.png") as tmp: image.save(tmp, format="PNG")``. The temporary name does
-    not end in the final extension, so writers must be told the format. An ``OSError`` in the block names
-    ``path`` (see :func:`naming_errors`); the final file gets the permissions the umask allows.
-    """
-    target = _AtomicFile(path)
-    try:
-        with naming_errors(target.path, target.temp_path):
-            yield target.temp_path
-    except BaseException:
-        target.discard()
-        raise
-    target.commit()
+    return AtomicFile(path)
 
 
 # ----------------------------------------------------------------------------------------------------------

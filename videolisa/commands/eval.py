@@ -35,6 +35,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--davis-root", type=Path, default=None,
                         help="DAVIS-2017 root with Annotations_unsupervised (to score refdavis)")
     parser.add_argument("--vision-tower", default=None, help="CLIP id or directory for checkpoints without CLIP")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="remove what an earlier evaluation wrote to --out (predictions, ground truth, results, "
+                             "scores, submission zip) and start over. Without it a rerun resumes, skipping finished "
+                             "items, and is refused if --out's fingerprint.json shows other settings (model and its "
+                             "files, dtype, frame counts, threshold, prompt template, package version, ...)")
     # The deepspeed launcher appends --local_rank=N to the script's arguments; the rank is read from the
     # LOCAL_RANK variable that every launcher sets, so the argument is accepted and not used.
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
@@ -48,14 +53,17 @@ def settings_from_args(args: argparse.Namespace) -> "EvaluationConfig":
         benchmark=args.benchmark, data_root=args.data_root, model=args.model, out=args.out, split=args.split,
         limit=args.limit, device=args.device, dtype=args.dtype, score=args.score, chunk_size=args.chunk_size,
         frames_sparse=args.frames_sparse, frames_dense=args.frames_dense, workers=args.workers,
-        davis_root=args.davis_root, vision_tower=args.vision_tower,
+        davis_root=args.davis_root, vision_tower=args.vision_tower, overwrite=args.overwrite,
     )
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the evaluation; print the markdown summary on rank 0."""
     from videolisa.evaluation import markdown_report, run_evaluation
+    from videolisa.metrics.parallel import check_workers
 
+    if args.workers is not None:  # checked now, not after predicting every item
+        check_workers(args.workers, "--workers")
     result = run_evaluation(settings_from_args(args))
     if result:
         print(markdown_report(result))

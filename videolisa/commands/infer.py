@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import threading
@@ -18,6 +17,10 @@ from videolisa.errors import InvalidInputError
 
 FORMATS = ("png", "rle")
 DEFAULT_MODEL = "builtin:synthetic"
+# Lists, relative to --out, every file this command writes there; written before the first of them, so that
+# --overwrite can remove exactly an earlier run's files (complete or not) and nothing else.
+MANIFEST = ".videolisa-infer.json"
+MANIFEST_FORMAT = "videolisa-infer-outputs"
 T = TypeVar("T")
 
 
@@ -28,7 +31,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                              f"(default {DEFAULT_MODEL}: a toy trained on synthetic shapes)")
     parser.add_argument("--video", required=True, help="video file, folder of frames, or a single image")
     parser.add_argument("--prompt", required=True, help="the instruction, e.g. 'the dog that jumps'")
-    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="output directory: new or empty, or holding an earlier run's results (see --overwrite)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the results of an earlier videolisa infer in --out: the files it listed in "
+                             f"{MANIFEST} are deleted first, nothing else (other non-empty folders are refused)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto (default)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
                         help="auto: bf16 on CUDA, fp32 on CPU")
@@ -61,6 +68,66 @@ def ensure_writable_dir(path: Path) -> Path:
     except OSError as error:
         raise InvalidInputError(f"cannot write to the output directory {path}: {error.strerror or error}") from error
     return path
+
+
+def _read_manifest(out: Path) -> list[str]:
+    """The relative paths an earlier run listed in ``out``'s manifest, each checked to stay inside ``out``."""
+    path = out / MANIFEST
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InvalidInputError(f"{path} is not valid JSON ({error}); remove the folder's contents yourself") from error
+    files = record.get("files") if isinstance(record, dict) and record.get("format") == MANIFEST_FORMAT else None
+    if not isinstance(files, list) or not all(isinstance(name, str) for name in files):
+        raise InvalidInputError(f"{path} is not a {MANIFEST_FORMAT} manifest; remove the folder's contents yourself")
+    root = out.resolve()
+    for name in files:
+        relative = Path(name)
+        if (not name or "\0" in name or relative.is_absolute() or ".." in relative.parts
+                or not (out / relative).resolve().is_relative_to(root)):  # e.g. through a link to elsewhere
+            raise InvalidInputError(f"{path} lists {name!r}, which is not a path inside {out}; refusing to delete it")
+    return files
+
+
+def prepare_output_dir(out: Path, overwrite: bool) -> Path:
+    """Create ``out`` (or check it): a new or empty folder is used as it is; a folder holding an earlier run's
+    results is refused unless ``overwrite``, which deletes exactly the files that run listed in its manifest
+    (and their leftover temporary files) so that no stale mask survives a shorter rerun; any other non-empty
+    folder is refused."""
+    from videolisa.outputs import sweep_temp_files
+
+    ensure_writable_dir(out)
+    contents = sorted(entry.name for entry in out.iterdir())
+    if not contents:
+        return out
+    if MANIFEST not in contents:
+        shown = ", ".join(contents[:5]) + (", ..." if len(contents) > 5 else "")
+        raise InvalidInputError(f"--out {out} is not empty ({shown}) and holds no results of videolisa infer; "
+                                "choose a new or empty folder")
+    if not overwrite:
+        raise InvalidInputError(f"--out {out} holds the results of an earlier videolisa infer; pass --overwrite to "
+                                "replace them, or choose a new or empty folder")
+    files = _read_manifest(out)
+    for name in files:
+        path = out / name
+        path.unlink(missing_ok=True)
+        sweep_temp_files(path.parent, [path.name])
+    for folder in {(out / name).parent for name in files} - {out}:  # masks/, unless it holds other files
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    (out / MANIFEST).unlink()
+    return out
+
+
+def _write_manifest(out: Path, paths: dict[str, Path | None], frame_names: list[str]) -> None:
+    """List every file this run will write in ``out`` (before writing any of them)."""
+    from videolisa.outputs import atomic_path
+
+    files = [f"masks/{name}.png" for name in frame_names] if paths["png_dir"] is not None else []
+    files += [path.name for key, path in paths.items() if key != "png_dir" and path is not None]
+    files.append("summary.json")
+    with atomic_path(out / MANIFEST) as temp_path:
+        temp_path.write_text(json.dumps({"format": MANIFEST_FORMAT, "files": files}), encoding="utf-8")
 
 
 def write_in_background(items: Iterable[T], write: Callable[[T], None], max_pending: int) -> None:
@@ -96,7 +163,7 @@ def write_in_background(items: Iterable[T], write: Callable[[T], None], max_pend
 
 def run(args: argparse.Namespace) -> int:
     """Segment, stream masks to the writers, print a summary."""
-    from videolisa.outputs import MaskWriter
+    from videolisa.outputs import MaskWriter, atomic_path
     from videolisa.processing.video_io import open_video
 
     formats = parse_formats(args.format)
@@ -105,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     # The video is checked before --out is created and before the model (torch, transformers: seconds) is
     # imported, so that a wrong path fails at once and leaves nothing behind.
     reader = open_video(args.video)
-    out = ensure_writable_dir(args.out)
+    out = prepare_output_dir(args.out, args.overwrite)
     from videolisa.predictor import VideoLisaPredictor
 
     start = time.perf_counter()
@@ -119,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
         "rle_path": out / "masks.json" if "rle" in formats else None,
         "overlay_path": out / "overlay.mp4" if args.save_overlay else None,
     }
+    _write_manifest(out, paths, reader.frame_names)
     start = time.perf_counter()
     with MaskWriter(reader.frame_names, reader.height, reader.width, instruction=args.prompt, fps=reader.fps,
                     **paths) as writer:
@@ -149,9 +217,8 @@ def run(args: argparse.Namespace) -> int:
         "dtype": str(predictor.dtype).replace("torch.", ""),
     }
     summary_path = out / "summary.json"
-    tmp_path = summary_path.with_name(f".{summary_path.name}.tmp")
-    tmp_path.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp_path, summary_path)
+    with atomic_path(summary_path) as temp_path:
+        temp_path.write_text(json.dumps(summary, indent=2))
     print(f"segmented {reader.num_frames} frames in {seconds:.1f} s ({summary['frames_per_second']} frames/s) "
           f"on {summary['device']}")
     for key, value in summary["outputs"].items():

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from videolisa.metrics.names import BENCHMARKS, MISSING_POLICIES
-from videolisa.metrics.parallel import default_workers, start_pool_server
+from videolisa.metrics.parallel import check_workers, default_workers, start_pool_server
 
 _LAYOUTS = """ground truth (--gt) and prediction (--pred) layouts:
   mevis        --gt split folder with meta_expressions.json and mask_dict.json;
@@ -57,7 +57,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Score, print the table, write the report files; returns the exit status."""
-    start_pool_server(args.workers)  # it imports the scoring code while this process lists files
+    start_pool_server(check_workers(args.workers, "--workers"))  # it imports the scoring code while this process lists files
     importlib.import_module("cv2")  # for the report's plot: loaded now, while this process has a core to itself
 
     from videolisa.metrics.benchmarks import score_benchmark

@@ -22,6 +22,7 @@ from typing import Any, Mapping, Sequence
 import deflate
 import numpy as np
 
+from videolisa.atomic import write_atomically
 from videolisa.errors import InvalidInputError, MissingFilesError, VideoReadError
 from videolisa.metrics import kernels
 from videolisa.metrics.names import MISSING_POLICIES
@@ -211,14 +212,6 @@ def davis_palette() -> tuple[int, ...]:
             value >>= 3
         palette[index] = (red, green, blue)
     return tuple(palette.ravel().tolist())
-
-
-def write_atomically(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temporary name in the same folder, then ``os.replace`` it onto ``path``."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
 
 
 def write_indexed_png(labels: np.ndarray, path: str | os.PathLike, palette: Sequence[int] | None = None) -> None:

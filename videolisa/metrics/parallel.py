@@ -6,6 +6,8 @@ import multiprocessing
 import os
 from typing import Callable, Sequence, TypeVar
 
+from videolisa.errors import InvalidInputError
+
 TaskT = TypeVar("TaskT")
 ResultT = TypeVar("ResultT")
 
@@ -16,6 +18,14 @@ def default_workers() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not available on macOS / Windows
         return os.cpu_count() or 1
+
+
+def check_workers(workers: int | None, name: str = "workers") -> int:
+    """``workers`` (``None``: :func:`default_workers`), refused with an error naming ``name`` unless >= 1."""
+    workers = default_workers() if workers is None else workers
+    if workers < 1:
+        raise InvalidInputError(f"{name} must be at least 1 (worker processes), got {workers}")
+    return workers
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
@@ -62,9 +72,7 @@ def run_tasks(
 
     from tqdm import tqdm
 
-    workers = default_workers() if workers is None else workers
-    if workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
+    workers = check_workers(workers)
     if workers == 1 or len(tasks) <= 1:
         return [function(task) for task in tqdm(tasks, desc=description, unit="seq", leave=False)]
     with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=_pool_context()) as pool:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from videolisa.metrics.io import write_atomically
+from videolisa.atomic import write_atomically
 
 # Metric shown in the per-sequence plot, by preference; plot size and axes box (left, top, right, bottom).
 _PLOT_METRICS = ("JF", "IoU")
