@@ -53,16 +53,16 @@ def untrained_model_dir(out: Path, model: str) -> Path:
     predictor."""
     import torch
 
+    from videolisa.builder import build_model
+    from videolisa.checkpoint import resolve_model_dir
     from videolisa.config import VideoLisaConfig
-    from videolisa.modeling.videolisa import VideoLisaForSegmentation
-    from videolisa.predictor import resolve_model_source
     from videolisa.tokenization import build_tiny_tokenizer
 
     target = out / "untrained_model"
     if not (target / "config.json").is_file():
         torch.manual_seed(0)
-        config = VideoLisaConfig.from_pretrained(resolve_model_source(model))
-        VideoLisaForSegmentation(config).save_pretrained(target, tokenizer=build_tiny_tokenizer(config.seg_token))
+        config = VideoLisaConfig.from_pretrained(resolve_model_dir(model))
+        build_model(config).save_pretrained(target, tokenizer=build_tiny_tokenizer(config.seg_token))
     return target
 
 

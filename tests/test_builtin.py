@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from videolisa.builtin import available_builtin_models, builtin_model_dir
 from videolisa.errors import MissingFilesError
@@ -54,3 +55,24 @@ def test_infer_help_names_the_builtin_model() -> None:
         [sys.executable, "-m", "videolisa.cli", "infer", "--help"], capture_output=True, text=True, check=True
     ).stdout
     assert "builtin:synthetic" in output
+
+
+def test_model_class_loads_builtin_names_like_the_predictor(builtin_predictor) -> None:
+    from videolisa.modeling.videolisa import VideoLisaForSegmentation
+
+    model = VideoLisaForSegmentation.from_pretrained("builtin:synthetic")
+    expected = builtin_predictor.model.state_dict()
+    assert model.state_dict().keys() == expected.keys()
+    assert all(torch.equal(tensor, expected[name].to(tensor.dtype)) for name, tensor in model.state_dict().items())
+
+
+def test_modeling_imports_nothing_above_it() -> None:
+    """``videolisa.modeling`` sits below the builder, the predictor, training and evaluation: importing it must
+    not import them (no import cycle through the checkpoint layer)."""
+    code = (
+        "import sys, videolisa.modeling.videolisa\n"
+        "above = ('videolisa.builder', 'videolisa.predictor', 'videolisa.training', 'videolisa.evaluation')\n"
+        "print(sorted(name for name in sys.modules if name.startswith(above)))\n"
+    )
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert output.strip() == "[]"

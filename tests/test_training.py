@@ -11,8 +11,7 @@ import torch
 
 from videolisa.config import SamConfig, VideoLisaConfig
 from videolisa.errors import CheckpointError, InvalidInputError, MissingFilesError
-from videolisa.builder import build_model_and_tokenizer, load_llava_phi3_base
-from videolisa.checkpoint import build_empty_model
+from videolisa.builder import build_empty_model, build_model_and_tokenizer, load_llava_phi3_base
 from videolisa.training import LoraConfig, ModelConfig, TrainingConfig, load_training_config, prepare_run
 from videolisa.training.config import check_resume_changes
 from videolisa.training.engine import build_deepspeed_config, gradient_accumulation_steps

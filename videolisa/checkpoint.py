@@ -22,10 +22,11 @@ import re
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 import torch
 
+from videolisa.builtin import builtin_model_dir
 from videolisa.config import SAM_ENCODER_VARIANTS, SamConfig, VideoLisaConfig
 from videolisa.errors import CheckpointError, MissingFilesError
 
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from videolisa.modeling.videolisa import VideoLisaForSegmentation
 
 logger = logging.getLogger(__name__)
+# The model class a checkpoint is loaded into (VideoLisaForSegmentation; passed in, since modeling sits above).
+ModelT = TypeVar("ModelT", bound=torch.nn.Module)
 
 # Original merged-checkpoint prefixes -> this package's module prefixes (first match wins).
 ORIGINAL_KEY_MAP: tuple[tuple[str, str], ...] = (
@@ -88,16 +91,20 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
                    "added_tokens.json")
 _HUB_PATTERNS = ("*.json", "*.safetensors", "*.bin", "*.model", "*.txt")
+BUILTIN_PREFIX = "builtin:"
 
 
 # ============================================================================ file access
 def resolve_model_dir(model_id_or_path: str | Path, patterns: tuple[str, ...] = _HUB_PATTERNS) -> Path:
-    """A local directory for ``model_id_or_path``; the only place that talks to the Hugging Face Hub.
+    """A local directory for any model name; the one resolver, and the only place that talks to the Hub.
 
-    A path that exists is returned as is. Otherwise it must look like a repository id (``owner/name``) and
-    is downloaded (or taken from the local HF cache). Offline (``HF_HUB_OFFLINE=1``) or without network,
-    the error says which files are missing and how to pass a local directory instead.
+    ``builtin:<name>`` is a model shipped inside the package (:mod:`videolisa.builtin`). A path that exists
+    is returned as is. Otherwise it must look like a repository id (``owner/name``) and is downloaded (or
+    taken from the local HF cache). Offline (``HF_HUB_OFFLINE=1``) or without network, the error says which
+    files are missing and how to pass a local directory instead.
     """
+    if isinstance(model_id_or_path, str) and model_id_or_path.startswith(BUILTIN_PREFIX):
+        return builtin_model_dir(model_id_or_path.removeprefix(BUILTIN_PREFIX))
     path = Path(model_id_or_path).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -371,14 +378,12 @@ def _tensor_shapes(paths: list[Path], key_map: tuple[tuple[str, str], ...]) -> d
 
 
 # ============================================================================ model loading
-def build_empty_model(config: VideoLisaConfig) -> "VideoLisaForSegmentation":
-    """Build the model with parameters on the meta device (buffers real), ready for ``assign`` loading."""
+def build_empty(model_class: type[ModelT], config: VideoLisaConfig) -> ModelT:
+    """``model_class(config)`` with parameters on the meta device (buffers real), ready for ``assign`` loading."""
     from accelerate import init_empty_weights
 
-    from videolisa.modeling.videolisa import VideoLisaForSegmentation
-
     with init_empty_weights(include_buffers=False):
-        return VideoLisaForSegmentation(config)
+        return model_class(config)
 
 
 def load_clip_weights(model: "VideoLisaForSegmentation", vision_tower: str | Path, dtype: torch.dtype | None = None) -> None:
@@ -414,18 +419,23 @@ def load_sam_checkpoint(model: "VideoLisaForSegmentation", checkpoint_path: str 
     )
 
 
-def load_model(
+def load_pretrained(
+    model_class: type[ModelT],
     model_id_or_path: str | Path,
     dtype: torch.dtype | None = None,
     device: str | torch.device = "cpu",
     vision_tower: str | Path | None = None,
     sam_config: SamConfig | dict[str, Any] | None = None,
     keep_dtypes: bool = False,
-) -> "VideoLisaForSegmentation":
+) -> ModelT:
     """Load a model in this package's format or the original release's (detected from ``config.json``).
 
+    Called by ``VideoLisaForSegmentation.from_pretrained`` (``model_class``: the class to build).
+
     Args:
-        model_id_or_path: a directory or a Hugging Face repository id (e.g. ``ZechenBai/VideoLISA-3.8B``).
+        model_class: the model class, built from the (converted) config with ``model_class(config)``.
+        model_id_or_path: any model name :func:`resolve_model_dir` accepts: a directory, a Hugging Face
+            repository id (e.g. ``ZechenBai/VideoLISA-3.8B``) or ``builtin:<name>``.
         dtype: parameter dtype (default: float32; the checkpoint's dtype is only the storage dtype).
         device: where the model goes.
         vision_tower: CLIP id or directory, for checkpoints without CLIP weights (the original); default
@@ -433,7 +443,7 @@ def load_model(
         sam_config: SAM dimensions for the original layout; default inferred from the tensor shapes.
         keep_dtypes: every tensor keeps the dtype the checkpoint stores it in (``dtype`` is ignored) and CLIP
             weights read from a separate CLIP model are float32, the dtype they are read in: an exact copy
-            to save again (:func:`convert_original_checkpoint`), not a model to run.
+            to save again (:func:`videolisa.builder.convert_original_checkpoint`), not a model to run.
 
     Returns:
         The model in eval mode.
@@ -468,7 +478,7 @@ def load_model(
     else:
         config = VideoLisaConfig.from_pretrained(model_dir)
         clip_source = vision_tower
-    model = build_empty_model(config)
+    model = build_empty(model_class, config)
     has_clip = any(_is_clip_key(name) for name in shapes)
     if not has_clip:
         load_clip_weights(model, clip_source or config.vision_tower_name, None if keep_dtypes else dtype)
@@ -544,27 +554,3 @@ def save_model(
             stale.unlink()
         for item in staging.iterdir():
             os.replace(item, save_directory / item.name)
-
-
-def convert_original_checkpoint(
-    original_dir: str | Path, out_dir: str | Path, vision_tower: str | Path | None = None,
-    dtype: torch.dtype | None = None,
-) -> Path:
-    """Convert an original VideoLISA checkpoint (+ its CLIP) to this package's self-contained format.
-
-    Lossless: with ``dtype`` None every tensor keeps the dtype it is stored in (the release's bf16 LLM, SAM
-    and projector stay bf16; the CLIP tower, read from its own float32 checkpoint, stays float32), so the
-    converted model gives the same outputs as loading the original directly. ``dtype=torch.float32`` stores
-    everything in float32 (also lossless, larger). The tokenizer is copied when the source has one. Returns
-    the output directory.
-    """
-    if dtype is not None and dtype != torch.float32:
-        raise CheckpointError(f"convert stores the source dtypes or float32, not {dtype}: other dtypes round weights")
-    source = resolve_model_dir(original_dir)
-    if not is_original_config(read_config_json(source)):
-        raise CheckpointError(f"{source}/config.json is not an original VideoLISA config (model_type llava_phi)")
-    model = load_model(source, dtype=dtype, vision_tower=vision_tower, keep_dtypes=dtype is None)
-    out = Path(out_dir)
-    save_model(model, out, tokenizer=load_tokenizer(source))
-    logger.info("converted %s -> %s", source, out)
-    return out

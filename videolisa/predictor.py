@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from videolisa.constants import DEFAULT_ANSWER, MASK_LOGIT_THRESHOLD
-from videolisa.errors import InvalidInputError, MissingFilesError
+from videolisa.errors import InvalidInputError
 from videolisa.modeling.sam_fast import configure_fast_sam
 from videolisa.modeling.sparse_dense import assemble_video_tokens
 from videolisa.processing.processor import VideoLisaProcessor
@@ -159,15 +159,13 @@ class VideoLisaPredictor:
     ) -> "VideoLisaPredictor":
         """Load a model directory, a Hugging Face id (``ZechenBai/VideoLISA-3.8B``) or a built-in model
         (``builtin:<name>``) together with its tokenizer."""
-        from videolisa.checkpoint import load_model, load_tokenizer, resolve_model_dir
+        from videolisa.builder import load_model_and_tokenizer
 
-        model_dir = resolve_model_dir(resolve_model_source(model_id_or_dir))
         resolved_device = resolve_device(device)
         resolved_dtype = resolve_dtype(dtype, resolved_device)
-        model = load_model(model_dir, dtype=resolved_dtype, device=resolved_device, vision_tower=vision_tower)
-        tokenizer = load_tokenizer(model_dir)
-        if tokenizer is None:
-            raise MissingFilesError(f"{model_dir} has no tokenizer files (tokenizer.json or tokenizer.model)")
+        model, tokenizer = load_model_and_tokenizer(
+            model_id_or_dir, dtype=resolved_dtype, device=resolved_device, vision_tower=vision_tower
+        )
         return cls(model, tokenizer, resolved_device, resolved_dtype, **kwargs)
 
     # ------------------------------------------------------------------ public API
@@ -410,12 +408,3 @@ class VideoLisaPredictor:
                     callback(min(start + frames.shape[0], total), total)
         finally:
             bar.close()
-
-
-def resolve_model_source(model: str | Path) -> str | Path:
-    """Map ``builtin:<name>`` to the directory of a model shipped inside the package; other values pass."""
-    if isinstance(model, str) and model.startswith("builtin:"):
-        from videolisa.builtin import builtin_model_dir
-
-        return builtin_model_dir(model.split(":", 1)[1])
-    return model

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     """Convert, then print the files written with their sizes."""
     import torch
 
-    from videolisa.checkpoint import convert_original_checkpoint
+    from videolisa.builder import convert_original_checkpoint
 
     original, out = Path(args.original), Path(args.out)
     if original.exists() and out.exists() and original.resolve() == out.resolve():

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, CLIPVisionModel, PreTrainedModel
 
+from videolisa.checkpoint import load_pretrained, save_model
 from videolisa.config import VideoLisaConfig
 from videolisa.losses import language_model_loss, mask_losses
 from videolisa.modeling.batch import PromptOutput, VideoLisaBatch, VideoLisaOutput
@@ -223,20 +224,17 @@ class VideoLisaForSegmentation(PreTrainedModel):
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, save_directory: str | Path, tokenizer: Any = None, **kwargs: Any) -> None:
         """Write ``config.json``, safetensors weights (sharded with an index when large) and the tokenizer."""
-        from videolisa.checkpoint import save_model
-
         save_model(self, Path(save_directory), tokenizer=tokenizer, **kwargs)
 
     @classmethod
     def from_pretrained(cls, model_id_or_path: str | Path, *args: Any, **kwargs: Any) -> "VideoLisaForSegmentation":
-        """Load this package's format or the original VideoLISA release (detected from ``config.json``).
+        """Load this package's format or the original VideoLISA release (detected from ``config.json``) from a
+        directory, a Hugging Face repository id or ``builtin:<name>``.
 
-        See :func:`videolisa.checkpoint.load_model` for the keyword arguments (``dtype``, ``device``,
+        See :func:`videolisa.checkpoint.load_pretrained` for the keyword arguments (``dtype``, ``device``,
         ``vision_tower``, ``sam_config``...).
         """
-        from videolisa.checkpoint import load_model
-
-        return load_model(model_id_or_path, *args, **kwargs)
+        return load_pretrained(cls, model_id_or_path, *args, **kwargs)
 
 
 def _is_trainable(module: nn.Module) -> bool:

@@ -40,7 +40,8 @@ def export_checkpoint(
     (``config.json``, safetensors, tokenizer). Returns ``out_dir``."""
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-    from videolisa.checkpoint import build_empty_model, load_tokenizer, save_model
+    from videolisa.builder import build_empty_model
+    from videolisa.checkpoint import load_tokenizer, save_model
     from videolisa.config import VideoLisaConfig
 
     run_dir = run_dir.expanduser().resolve()
