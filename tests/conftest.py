@@ -15,7 +15,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-PARITY_DIR = Path(__file__).resolve().parents[2] / "shared/reference/parity"
+# Data copied into the repository (tests/assets/README.md says where each file came from).
+ASSETS = Path(__file__).resolve().parent / "assets"
+PARITY_DIR = ASSETS / "parity"
 
 
 @pytest.fixture(autouse=True)
@@ -66,9 +68,7 @@ def tiny_tokenizer():
 
 @pytest.fixture(scope="session")
 def parity_dir() -> Path:
-    """The parity fixture written by running the original VideoLISA code (``shared/reference/parity``)."""
-    if not (PARITY_DIR / "videolisa_tiny_merged.safetensors").is_file():
-        pytest.skip(f"parity fixture not found at {PARITY_DIR} (it is present in CI)")
+    """The parity fixture written by running the original VideoLISA code (``tests/assets/parity``)."""
     return PARITY_DIR
 
 

@@ -29,7 +29,7 @@ from videolisa.modeling.sam import build_sam
 from videolisa.modeling.videolisa import VideoLisaForSegmentation
 from videolisa.tokenization import build_tiny_tokenizer
 
-STATE_DICT_TSV = Path(__file__).resolve().parents[2] / "shared/reference/videolisa-3.8b-state-dict.tsv"
+STATE_DICT_TSV = Path(__file__).resolve().parent / "assets" / "videolisa-3.8b-state-dict.tsv"
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +62,6 @@ def assert_same_state(first: torch.nn.Module, second: torch.nn.Module) -> None:
 
 # ============================================================================ (a) original key layout
 def read_state_dict_tsv() -> list[dict[str, str]]:
-    if not STATE_DICT_TSV.is_file():
-        pytest.skip(f"{STATE_DICT_TSV} not found (it is present in CI)")
     lines = STATE_DICT_TSV.read_text().splitlines()
     header = lines[0].split("\t")
     return [dict(zip(header, line.split("\t"))) for line in lines[1:] if line.strip()]

@@ -1,4 +1,4 @@
-"""Numerical parity with the ORIGINAL VideoLISA code (fixture ``shared/reference/parity``, case A, see its README).
+"""Numerical parity with the ORIGINAL VideoLISA code (fixture ``tests/assets/parity``, case A, see its README).
 
 The original code ran a tiny random instance in float32 on CPU; here the same weights are loaded from the
 original merged-checkpoint layout (+ the tiny CLIP) and the same frames, ids and sampling are run through this

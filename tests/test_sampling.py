@@ -20,7 +20,7 @@ from videolisa.processing.sampling import (
     sample_training_frames,
 )
 
-PARITY = Path("/work/shared/reference/parity")
+PARITY = Path(__file__).resolve().parent / "assets" / "parity"
 
 
 def original_uniform_sample(total_len: int, sample_num: int) -> list[int]:

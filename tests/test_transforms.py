@@ -25,7 +25,7 @@ from videolisa.processing.transforms import (
     resized_hw_for,
 )
 
-PARITY = Path("/work/shared/reference/parity")
+PARITY = Path(__file__).resolve().parent / "assets" / "parity"
 
 
 @pytest.fixture(scope="module")
