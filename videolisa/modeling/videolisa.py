@@ -15,10 +15,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, CLIPVisionModel, PreTrainedModel
+from transformers import AutoModel, AutoModelForCausalLM, CLIPVisionModel, PreTrainedModel
 
 from videolisa.checkpoint import load_pretrained, save_model
 from videolisa.config import VideoLisaConfig
+from videolisa.errors import InvalidInputError
 from videolisa.losses import language_model_loss, mask_losses
 from videolisa.modeling.batch import PromptOutput, VideoLisaBatch, VideoLisaOutput
 from videolisa.modeling.sam import build_sam, upscale_mask_logits
@@ -232,10 +233,32 @@ class VideoLisaForSegmentation(PreTrainedModel):
         directory, a Hugging Face repository id or ``builtin:<name>``.
 
         See :func:`videolisa.checkpoint.load_pretrained` for the keyword arguments (``dtype``, ``device``,
-        ``vision_tower``, ``sam_config``...).
+        ``vision_tower``, ``sam_config``...). ``AutoModel.from_pretrained`` calls this too (see
+        :mod:`videolisa.auto`), adding arguments that :func:`_accept_auto_class_arguments` removes.
         """
+        _accept_auto_class_arguments(kwargs)
         return load_pretrained(cls, model_id_or_path, *args, **kwargs)
+
+
+def _accept_auto_class_arguments(kwargs: dict[str, Any]) -> None:
+    """Remove from ``kwargs`` what ``AutoModel.from_pretrained`` adds: ``config`` (read from the same
+    ``config.json``, which the model is built from in any case: the saved config is the single source of truth),
+    ``trust_remote_code`` (no remote code is involved), an unset ``revision`` and the hub arguments of a PEFT
+    adapter lookup that found none (``adapter_kwargs``). A config of another class, a revision or a PEFT adapter
+    folder are errors rather than ignored (fine-tuned models are exported with LoRA merged)."""
+    config = kwargs.pop("config", None)
+    if config is not None and not isinstance(config, VideoLisaConfig):
+        raise InvalidInputError(f"config must be a VideoLisaConfig, got {type(config).__name__}")
+    kwargs.pop("trust_remote_code", None)
+    if kwargs.pop("revision", None) is not None:
+        raise InvalidInputError("revision is not supported by VideoLisaForSegmentation.from_pretrained")
+    if "_adapter_model_path" in (kwargs.pop("adapter_kwargs", None) or {}):
+        raise InvalidInputError("a PEFT adapter folder is not a VideoLISA model; load the exported (merged) model")
 
 
 def _is_trainable(module: nn.Module) -> bool:
     return any(parameter.requires_grad for parameter in module.parameters())
+
+
+# AutoModel.from_pretrained(directory) of a videolisa config.json builds this class (see videolisa.auto).
+AutoModel.register(VideoLisaConfig, VideoLisaForSegmentation, exist_ok=True)
