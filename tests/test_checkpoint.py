@@ -1,6 +1,6 @@
 """Tests of videolisa.checkpoint: the original release's key layout, strict loading, this package's save/load
 round trip (single file, shards, .bin), SAM-dimension inference, hub errors offline, stock SAM weights, and the
-[SEG] token / embedding-size handling of spec §4.2."""
+[SEG] token / embedding-size handling of docs/original.md §4.2."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Train VideoLISA with DeepSpeed (the original recipe, spec §4).
+"""Train VideoLISA with DeepSpeed (the original recipe, docs/original.md §4).
 
     deepspeed --num_gpus 8 train/train.py --config train/configs/videolisa_3.8b.yaml model.sam_checkpoint=... ...
     deepspeed --hostfile hostfile train/train.py --config train/configs/videolisa_3.8b.yaml ...   # many nodes

@@ -103,7 +103,7 @@ def load_tokenizer_source(source: str, seg_token: str) -> "PreTrainedTokenizerBa
 
 
 def _ensure_pad_token(tokenizer: "PreTrainedTokenizerBase") -> None:
-    """Pad with ``<unk>`` (id 0 for Phi-3) as the original does (spec §4.7, §7.4)."""
+    """Pad with ``<unk>`` (id 0 for Phi-3) as the original does (docs/original.md §4.7, §7.4)."""
     if tokenizer.unk_token is not None:
         tokenizer.pad_token = tokenizer.unk_token
     elif tokenizer.pad_token is None:
@@ -147,7 +147,7 @@ def load_llava_phi3_base(
     ``model.mm_projector.*``) load strictly through :data:`videolisa.checkpoint.ORIGINAL_KEY_MAP`; CLIP comes
     from ``vision_tower`` (default: the config's ``mm_vision_tower``) unless the checkpoint has it; SAM's
     dimensions are read off the ``.pth`` shapes; the prompt head is random; ``[SEG]`` is added and the
-    embeddings resized to the tokenizer (spec §4.2).
+    embeddings resized to the tokenizer (docs/original.md §4.2).
     """
     model_dir = resolve_model_dir(path)
     config_dict = read_config_json(model_dir)

@@ -518,7 +518,7 @@ def prepare_tokenizer_and_embeddings(
     The released tokenizer already holds ``[SEG]`` (id 32011). For a base LLM without it, the token is added
     as a normal token and the embeddings are resized to ``len(tokenizer)``; for Phi-3 this *shrinks* the
     padded 32064 rows to 32012, so ``[SEG]`` starts from Phi-3's unused row 32011, not from a fresh init
-    (spec §4.2). Updates ``config.seg_token_id`` and the vocabulary size; returns the token id.
+    (docs/original.md §4.2). Updates ``config.seg_token_id`` and the vocabulary size; returns the token id.
     """
     from videolisa.tokenization import add_seg_token
 

@@ -331,7 +331,7 @@ def _sam_config_dict(sam_config: dict[str, Any] | SamConfig | None) -> dict[str,
     return asdict(SamConfig.from_dict({**values, "variant": variant}))
 
 
-# Phi-3-mini as fine-tuned in LLaVA-Phi-3-mini and VideoLISA-3.8B (spec §1.2). The original config's
+# Phi-3-mini as fine-tuned in LLaVA-Phi-3-mini and VideoLISA-3.8B (docs/original.md §1.2). The original config's
 # sliding_window 2047 (transformers 4.41: keys i-2047..i) is 2048 in transformers-5 semantics.
 _PHI3_MINI = dict(
     model_type="phi3", hidden_size=3072, intermediate_size=8192, num_hidden_layers=32, num_attention_heads=32,

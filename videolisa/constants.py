@@ -1,7 +1,7 @@
 """Constants shared by the model, the processor and the training data.
 
 Values marked "original" must match the released VideoLISA code so the released weights behave as
-published (see DESIGN.md, "Must match the original").
+published (see docs/original.md).
 """
 
 from __future__ import annotations

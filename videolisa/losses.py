@@ -1,4 +1,4 @@
-"""Training losses of the original VideoLISA (spec §4.1): CE x 1.0 + BCE x 2.0 + DICE x 0.5."""
+"""Training losses of the original VideoLISA (docs/original.md §4.1): CE x 1.0 + BCE x 2.0 + DICE x 0.5."""
 
 from __future__ import annotations
 

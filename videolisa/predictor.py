@@ -6,7 +6,7 @@ A video and an instruction go in; a boolean mask for every frame comes out::
     result = predictor.segment("video.mp4", "the animal that gets scared and jumps")
     result.masks  # [T, H, W] bool at the video's resolution
 
-Steps (spec §3.4): sample 32 sparse frames and 4 dense positions; CLIP + projector on the sparse frames
+Steps (docs/original.md §3.4): sample 32 sparse frames and 4 dense positions; CLIP + projector on the sparse frames
 (once per video); one LLM pass per instruction gives the ``[SEG]`` prompt; then every frame, in chunks of
 ``chunk_size``, goes through the SAM image encoder (once per video, whatever the number of instructions)
 and the mask decoder with every prompt. Frames are decoded and SAM-preprocessed for the next chunk in a

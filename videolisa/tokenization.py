@@ -90,7 +90,7 @@ def tokenize_with_video_placeholder(
 ) -> list[int]:
     """Tokenize ``prompt`` chunk-wise around ``<image>``, inserting ``image_token_index`` for each placeholder.
 
-    Exactly the original ``tokenizer_image_token`` (spec §1.3): every chunk is tokenized on its own (each
+    Exactly the original ``tokenizer_image_token`` (docs/original.md §1.3): every chunk is tokenized on its own (each
     gets a BOS), one BOS is kept at the very front and stripped from later chunks. Chunk-wise tokenization
     matters for exact ids because SentencePiece restarts at every chunk.
 

@@ -1,6 +1,6 @@
 """Collation: training samples -> :class:`~videolisa.modeling.batch.VideoLisaBatch`, with label masking.
 
-Label masking has the net effect of the original (spec §4.7): only every assistant answer and its closing
+Label masking has the net effect of the original (docs/original.md §4.7): only every assistant answer and its closing
 separator (``<|end|>`` for Phi-3) are supervised; the system prompt, the user turns, the role headers, the
 video placeholder and the padding are ``IGNORE_INDEX``. The original reaches this with length arithmetic
 that depends on the tokenizer version (and an assertion that fires when it is off, LISA #66); here the

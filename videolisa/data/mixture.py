@@ -1,4 +1,4 @@
-"""The training data mixture (spec §4.4): which datasets, where they are, how often each is drawn.
+"""The training data mixture (docs/original.md §4.4): which datasets, where they are, how often each is drawn.
 
 Sample ``i`` of a run is a pure function of ``(seed, i)``: a numpy Generator seeded with both chooses a
 group with probability proportional to its rate, a member of the group uniformly, an item of the member
@@ -47,7 +47,7 @@ from videolisa.errors import InvalidInputError, VideoLisaError
 
 logger = logging.getLogger(__name__)
 
-# Final recipe rates (spec §4.4: run_train.sh 8,4,3,4,6,1 with the Ref-VOS group rate on each video dataset).
+# Final recipe rates (docs/original.md §4.4: run_train.sh 8,4,3,4,6,1 with the Ref-VOS group rate on each video dataset).
 DEFAULT_RATES: dict[str, float] = {
     "sem_seg": 8, "refer_seg": 4, "reason_seg": 3, "ytvos": 4, "refytvos": 6, "mevis": 6, "refdavis": 1,
     "vqa": 0, "custom": 0,

@@ -1,4 +1,4 @@
-"""Training questions and answers from the original templates (spec §4.6), drawn with a numpy Generator."""
+"""Training questions and answers from the original templates (docs/original.md §4.6), drawn with a numpy Generator."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Referring image segmentation as pseudo-videos (original ``ReferSegPseudoVidDataset``, spec §4.5).
+"""Referring image segmentation as pseudo-videos (original ``ReferSegPseudoVidDataset``, docs/original.md §4.5).
 
 Layout under ``data.roots.refer_seg`` (LISA's ``refer_seg`` folder, the refer API's data root):
 ``<dataset>/refs(<split_by>).p`` and ``<dataset>/instances.json`` for refclef, refcoco, refcoco+ (split by

@@ -3,7 +3,7 @@
 Every dataset reader returns a :class:`TrainingSample`; :class:`~videolisa.data.collate.VideoLisaCollator`
 turns a list of them into the model's :class:`~videolisa.modeling.batch.VideoLisaBatch`.
 
-Images are pseudo-videos (spec §2.3): the CLIP image is repeated ``T_s`` times, the SAM image and the masks
+Images are pseudo-videos (docs/original.md §2.3): the CLIP image is repeated ``T_s`` times, the SAM image and the masks
 ``T_d`` times, and the dense positions are ``0 .. T_d - 1``.
 """
 
@@ -139,7 +139,7 @@ def _blank_sam_inputs(original_hw: tuple[int, int], settings: SampleConfig) -> t
 def draw_clip_frames(
     num_frames: int, anchor: int, settings: SampleConfig, rng: np.random.Generator
 ) -> tuple[list[int], list[int]]:
-    """The training frames of a clip (spec §2.3): ``T_s`` sorted frame indices around ``anchor`` and ``T_d``
+    """The training frames of a clip (docs/original.md §2.3): ``T_s`` sorted frame indices around ``anchor`` and ``T_d``
     random dense positions among them. The dense frames are ``sparse[p]`` for each position ``p``."""
     sparse = sample_training_frames(num_frames, settings.num_frames_sparse, anchor, rng)
     dense_positions = sample_training_dense_positions(settings.num_frames_sparse, settings.num_frames_dense, rng)

@@ -1,4 +1,4 @@
-"""Video segmentation datasets: YouTube-VOS, Ref-YouTube-VOS, Ref-DAVIS17 and MeViS (spec §2.3, §4.5).
+"""Video segmentation datasets: YouTube-VOS, Ref-YouTube-VOS, Ref-DAVIS17 and MeViS (docs/original.md §2.3, §4.5).
 
 Every sample is a clip of ``T_s`` frames drawn with the training rule (an anchor, two local frames at most
 3 frames away, ``T_s - 3`` global frames; :func:`~videolisa.processing.sampling.sample_training_frames`) and

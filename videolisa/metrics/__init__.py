@@ -1,6 +1,6 @@
 """Exact and fast segmentation scores: J, F, J&F (DAVIS / MeViS / ReasonVOS / Ref-DAVIS), cIoU, gIoU.
 
-Every number equals what the official toolkits compute (``reference/metrics.md``); the per-frame
+Every number equals what the official toolkits compute (``docs/metrics.md``); the per-frame
 measures come from integer counts made by a compiled kernel on bit-packed rows, so scoring is much
 faster than the originals.
 

@@ -1,6 +1,6 @@
 """Benchmark layouts and aggregation rules: from ground-truth and prediction folders to a report.
 
-Each benchmark follows its official toolkit (``reference/metrics.md``):
+Each benchmark follows its official toolkit (``docs/metrics.md``):
 
 * ``mevis``: per expression the mean J and F over all frames, ground truth = union of the
   expression's ``anno_id`` RLEs; overall = unweighted mean over expressions, J&F = (J + F) / 2.

@@ -1,7 +1,7 @@
 """Per-frame region (J) and boundary (F) measures, exact and fast.
 
 The definitions are those of the davis2017-evaluation toolkit (``db_eval_iou`` and ``f_measure``),
-which MeViS, ReasonVOS and Ref-DAVIS all use (see ``reference/metrics.md``):
+which MeViS, ReasonVOS and Ref-DAVIS all use (see ``docs/metrics.md``):
 
 * J = |P ∩ G| / |P ∪ G| over non-void pixels, 1 when the union is empty.
 * F = 2·precision·recall / (precision + recall) of the two one-pixel boundary maps, a boundary pixel

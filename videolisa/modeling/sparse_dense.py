@@ -1,4 +1,4 @@
-"""Sparse-Dense Sampling token builder and the splice of video tokens into the LLM input (spec §2.1).
+"""Sparse-Dense Sampling token builder and the splice of video tokens into the LLM input (docs/original.md §2.1).
 
 Pure tensor functions, no parameters.
 """

@@ -1,4 +1,4 @@
-"""Finding the ``[SEG]`` (``<TRK>``) hidden states and mapping them to SAM prompts (spec §1.6)."""
+"""Finding the ``[SEG]`` (``<TRK>``) hidden states and mapping them to SAM prompts (docs/original.md §1.6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""VideoLisaForSegmentation: CLIP + projector + causal LM + prompt head + SAM (spec §1).
+"""VideoLisaForSegmentation: CLIP + projector + causal LM + prompt head + SAM (docs/original.md §1).
 
 Data flow of one conversation about one video:
 
@@ -28,7 +28,7 @@ from videolisa.modeling.sparse_dense import assemble_video_tokens, splice_video_
 from videolisa.modeling.trk import build_prompt_head, extract_trk_embeddings, find_seg_read_positions
 from videolisa.modeling.vision import build_projector, extract_clip_features
 
-# Parameter-name prefixes trained in the original recipe besides LoRA (spec §1.8, §4.2).
+# Parameter-name prefixes trained in the original recipe besides LoRA (docs/original.md §1.8, §4.2).
 TRAINABLE_PREFIXES = ("llm.model.embed_tokens.", "llm.lm_head.", "sam.mask_decoder.", "prompt_head.")
 
 
@@ -167,7 +167,7 @@ class VideoLisaForSegmentation(PreTrainedModel):
 
     # ------------------------------------------------------------------ training
     def forward(self, batch: VideoLisaBatch) -> VideoLisaOutput:
-        """Training forward: CE over the answer tokens + BCE and DICE of the dense frames' masks (spec §4.1).
+        """Training forward: CE over the answer tokens + BCE and DICE of the dense frames' masks (docs/original.md §4.1).
 
         Returns the losses weighted by ``config.{ce,bce,dice}_loss_weight`` and the dense-frame mask logits.
         """
@@ -211,7 +211,7 @@ class VideoLisaForSegmentation(PreTrainedModel):
 
     # ------------------------------------------------------------------ freezing
     def apply_freezing_policy(self) -> list[str]:
-        """Freeze everything except what the original trains fully (spec §1.8): the token embeddings, the
+        """Freeze everything except what the original trains fully (docs/original.md §1.8): the token embeddings, the
         LM head, the SAM mask decoder and the prompt head. CLIP, the projector, the SAM image and prompt
         encoders and the LLM body stay frozen (the LLM body gets LoRA adapters in training, which peft makes
         trainable). Returns the names of the trainable parameters."""

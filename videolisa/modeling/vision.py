@@ -1,4 +1,4 @@
-"""CLIP vision tower features and the ``mlp2x_gelu`` projector (spec §1.1, §1.4)."""
+"""CLIP vision tower features and the ``mlp2x_gelu`` projector (docs/original.md §1.1, §1.4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Chat templates and the question/answer templates of the original VideoLISA (spec §3.3, §4.6).
+"""Chat templates and the question/answer templates of the original VideoLISA (docs/original.md §3.3, §4.6).
 
 The released model was trained with the Phi-3 chat format (``phi3_instruct`` in the original
 ``model/llava/conversation.py``, MPT separator style)::
@@ -46,7 +46,7 @@ CHAT_TEMPLATES: dict[str, ChatTemplate] = {
     ),
 }
 
-# Templates of the original utils/utils.py (spec §4.6), used by the training data. {class_name} / {sent}
+# Templates of the original utils/utils.py (docs/original.md §4.6), used by the training data. {class_name} / {sent}
 # are filled with the referring phrase / reasoning sentence.
 SHORT_QUESTION_TEMPLATES = (
     VIDEO_PLACEHOLDER + "\nCan you segment the {class_name} in this image?",

@@ -41,7 +41,7 @@ class VideoLisaProcessor:
     # ------------------------------------------------------------------ text
     def build_input_ids(self, query: str, answer: str = DEFAULT_ANSWER) -> torch.Tensor:
         """Token ids ``[L]`` of the chat prompt ``<video>\\n{query}`` -> ``{answer}`` (teacher-forced answer
-        with the segmentation token), tokenized chunk-wise around the video placeholder (spec §1.3)."""
+        with the segmentation token), tokenized chunk-wise around the video placeholder (docs/original.md §1.3)."""
         if self.tokenizer is None:
             raise InvalidInputError("this processor has no tokenizer: pass tokenized prompt ids instead of text")
         if not isinstance(query, str):
@@ -89,7 +89,7 @@ class VideoLisaProcessor:
     def sample_frames(
         self, num_frames: int, num_sparse: int | None = None, num_dense: int | None = None
     ) -> tuple[list[int], list[int]]:
-        """Inference frame selection (spec §2.2): sparse video-frame indices and dense positions among them.
+        """Inference frame selection (docs/original.md §2.2): sparse video-frame indices and dense positions among them.
 
         Defaults come from the config (32 / 4 for the release).
         """

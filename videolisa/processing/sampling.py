@@ -1,4 +1,4 @@
-"""Sparse-Dense Sampling frame selection: which frames the LLM sees (spec §2.2 inference, §2.3 training).
+"""Sparse-Dense Sampling frame selection: which frames the LLM sees (docs/original.md §2.2 inference, §2.3 training).
 
 A video of ``N`` frames is read by the LLM as ``num_sparse`` frames (each pooled to one token) of which
 ``num_dense`` are also kept at full resolution. "Sparse indices" are video frame indices; "dense positions"

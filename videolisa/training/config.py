@@ -32,7 +32,7 @@ class ModelConfig:
             optionally SAM / CLIP weights).
         tokenizer: ``tiny`` (the in-memory test tokenizer), a tokenizer folder, or None (the one in ``path``).
         gradient_checkpointing: recompute LLM activations in the backward pass (saves memory).
-        trainable: ``original`` (spec §1.8: embeddings, LM head, SAM mask decoder, prompt head, + LoRA) or
+        trainable: ``original`` (docs/original.md §1.8: embeddings, LM head, SAM mask decoder, prompt head, + LoRA) or
             ``all`` (every parameter, for a model trained from scratch, where nothing is pretrained; no LoRA).
     """
 

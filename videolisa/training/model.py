@@ -45,7 +45,7 @@ def lora_target_pattern(target_modules: Sequence[str]) -> str:
 def apply_freezing_and_lora(
     model: "VideoLisaForSegmentation", lora: LoraConfig, trainable: str = "original"
 ) -> torch.nn.Module:
-    """The original's trainable set (spec §4.2): LoRA adapters (when ``lora.r > 0``) plus the fully trained
+    """The original's trainable set (docs/original.md §4.2): LoRA adapters (when ``lora.r > 0``) plus the fully trained
     embeddings, LM head, SAM mask decoder and prompt head; or, with ``trainable="all"``, every parameter.
     Returns the (peft-wrapped) model."""
     from peft import LoraConfig as PeftLoraConfig
