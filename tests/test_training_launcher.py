@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / "train" / "train.py"
+DEEPSPEED = Path(sys.executable).parent / "deepspeed"
 STEPS = 6
 LAUNCH_TIMEOUT = 600
 
@@ -33,7 +35,8 @@ def free_port() -> int:
 
 
 def launcher_command(num_processes: int, *args: str) -> list[str]:
-    return ["deepspeed", "--num_gpus", str(num_processes), "--master_port", str(free_port()), str(TRAIN), *args]
+    # The launcher installed with this interpreter: a virtual environment need not be activated (not on PATH).
+    return [str(DEEPSPEED), "--num_gpus", str(num_processes), "--master_port", str(free_port()), str(TRAIN), *args]
 
 
 def launcher_env() -> dict[str, str]:
