@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import zipfile
@@ -15,6 +16,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pytest
+import torch
 from benchmark_fixtures import (
     FRAMES,
     encode_rle,
@@ -335,6 +337,67 @@ def test_interrupted_run_resumes_with_identical_results(tmp_path: Path, predicto
     assert resumed["score"] == reference["score"] and resumed["subsets"] == reference["subsets"]
 
 
+def test_a_rerun_with_other_settings_is_refused_unless_overwrite(tmp_path: Path, predictor, capsys) -> None:
+    """The predictions of a 32/4 run are not reused, nor reported, by a 2/1 run into the same --out."""
+    settings = make_settings(tmp_path / "out", **write_dataset("reasonvos", tmp_path / "data"))
+    items = benchmark_of(settings).items()
+    first = run_evaluation(settings, predictor=predictor)
+    fingerprint = json.loads((settings.out / "fingerprint.json").read_text())
+    assert fingerprint["frames_sparse"] == 32 and fingerprint["frames_dense"] == 4
+    assert fingerprint["dtype"] == "float32" and fingerprint["threshold"] == 0.0
+    assert fingerprint["chat_template"] == "phi3_instruct" and fingerprint["model"] == "tiny-seed0"
+    assert fingerprint["videolisa_version"] and fingerprint["answers"] == ["Sure, [SEG]."]
+    before = snapshot(settings.out)
+
+    other = replace(settings, frames_sparse=2, frames_dense=1)
+    with pytest.raises(InvalidInputError, match=r"other settings \(frames_dense 4 then, 1 now; frames_sparse 32 "
+                                                r"then, 2 now\); pass --overwrite"):
+        run_evaluation(other, predictor=predictor)
+
+    class Bfloat16Predictor:  # only what the fingerprint reads: the run is refused before predicting
+        model, device, dtype = predictor.model, predictor.device, torch.bfloat16
+
+    with pytest.raises(InvalidInputError, match='dtype "float32" then, "bfloat16" now'):
+        run_evaluation(settings, predictor=Bfloat16Predictor())
+    assert snapshot(settings.out) == before  # refused before anything was touched
+
+    (settings.out / "notes.txt").write_text("mine")
+    replaced = run_evaluation(replace(other, overwrite=True), predictor=predictor)
+    assert (replaced["written"], replaced["skipped_already_done"]) == (len(items), 0)
+    assert (replaced["runtime"]["frames_sparse"], replaced["runtime"]["frames_dense"]) == (2, 1)
+    assert replaced["score"] != first["score"]
+    assert json.loads((settings.out / "fingerprint.json").read_text())["frames_sparse"] == 2
+    assert (settings.out / "notes.txt").read_text() == "mine"  # only what an evaluation writes is replaced
+    resumed = run_evaluation(other, predictor=predictor)
+    assert (resumed["written"], resumed["skipped_already_done"]) == (0, len(items))
+
+
+def test_predictions_without_fingerprint_or_of_changed_model_files_are_refused(
+    tmp_path: Path, predictor, tiny_model_dir: Path, capsys
+) -> None:
+    model_dir = Path(shutil.copytree(tiny_model_dir, tmp_path / "model"))
+    settings = replace(make_settings(tmp_path / "out", **write_dataset("reasonvos", tmp_path / "data"), score=False),
+                       model=str(model_dir))
+    run_evaluation(settings, predictor=predictor)
+    fingerprint = json.loads((settings.out / "fingerprint.json").read_text())
+    assert fingerprint["model"] == str(model_dir.resolve())
+    assert "model.safetensors" in [name for name, _, _ in fingerprint["model_files"]]
+
+    weights = model_dir / "model.safetensors"
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # e.g. retrained in place
+    capsys.readouterr()
+    assert cli_eval(settings, "--no-score", model=model_dir) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and "model_files" in err and "--overwrite" in err
+
+    (settings.out / "fingerprint.json").unlink()
+    with pytest.raises(InvalidInputError, match="holds predictions but no fingerprint.json"):
+        run_evaluation(settings, predictor=predictor)
+    assert cli_eval(settings, "--no-score", "--overwrite", model=model_dir) == 0
+    assert json.loads((settings.out / "fingerprint.json").read_text())["model_files"] != fingerprint["model_files"]
+
+
 def test_a_video_interrupted_mid_way_leaves_no_item_that_counts_as_done(tmp_path: Path, predictor) -> None:
     class InterruptedPredictor:
         """Stops (like Ctrl-C) after the first frame of the second video."""
@@ -380,7 +443,9 @@ def corrupt_last_frame(settings: EvaluationConfig, video: str) -> Path:
 
 
 def test_failed_items_are_listed_and_the_run_fails(tmp_path: Path, predictor, tiny_model_dir: Path, capsys) -> None:
-    settings = make_settings(tmp_path / "out", **write_dataset("reasonvos", tmp_path / "data"))
+    # Named by its folder, the model of the predictor and of the CLI run below is the same one (fingerprint).
+    settings = replace(make_settings(tmp_path / "out", **write_dataset("reasonvos", tmp_path / "data")),
+                       model=str(tiny_model_dir))
     items = benchmark_of(settings).items()
     broken = [item for item in items if item.video_id == "vidB"]
     frame = corrupt_last_frame(settings, "vidB")

@@ -11,6 +11,7 @@ non-zero; nothing is silently skipped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -37,6 +38,13 @@ logger = logging.getLogger(__name__)
 
 PREDICTIONS_DIR = "predictions"
 GROUND_TRUTH_DIR = "ground_truth"
+# What the predictions in ``<out>/predictions`` were made with (:func:`prediction_fingerprint`).
+FINGERPRINT_FILE = "fingerprint.json"
+# Everything an evaluation writes directly under ``<out>``: what ``overwrite`` removes (plus submission zips).
+EVALUATION_OUTPUTS = (PREDICTIONS_DIR, GROUND_TRUTH_DIR, FINGERPRINT_FILE, "results.json", "results.md",
+                      "score.json", "meta_expressions.scored.json")
+# Files of a model directory whose size and modification time identify its weights, config and tokenizer.
+MODEL_FILE_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".txt")
 # Benchmarks scored only by an evaluation server: the zip it expects and the folder prefix inside it.
 SUBMISSION_PREFIX = {"refytvos": "Annotations/", "mevis": ""}
 
@@ -60,6 +68,7 @@ class EvaluationConfig:
     workers: int | None = None
     davis_root: Path | None = None
     vision_tower: str | None = None
+    overwrite: bool = False  # remove what an earlier evaluation wrote to ``out`` instead of resuming it
     fail_after: int | None = None  # testing aid: raise after this many videos, to simulate a killed run
 
 
@@ -394,6 +403,106 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+# ============================================================================ fingerprint
+def prediction_fingerprint(
+    settings: EvaluationConfig, benchmark: Benchmark, items: Sequence[BenchmarkItem], predictor: "VideoLisaPredictor"
+) -> dict[str, Any]:
+    """Every setting that changes what the masks in ``<out>/predictions`` are: the one place that lists them.
+
+    A resumed run skips the items already written, so it must make them with the same settings; the fingerprint
+    is written next to the predictions and a run whose fingerprint differs is refused (:func:`check_fingerprint`).
+    A new option that changes predictions adds its key here (a JSON value), nothing else. Not included, because
+    the masks do not depend on them: ``limit`` (a longer run extends a shorter one), ``chunk_size``, ``workers``,
+    ``score``, ``davis_root``, the device index. A model given by Hugging Face id or as an in-memory predictor is
+    identified by its name and config only (no local files to take sizes and times from).
+    """
+    import videolisa
+    from videolisa.constants import MASK_LOGIT_THRESHOLD
+
+    config = predictor.model.config
+    return {
+        "videolisa_version": videolisa.__version__,
+        "benchmark": benchmark.name,
+        "split": benchmark.split,
+        "answers": sorted({item.answer for item in items}),
+        **model_identity(settings.model),
+        "model_config_sha256": hashlib.sha256(
+            json.dumps(config.to_dict(), sort_keys=True, default=str).encode()
+        ).hexdigest(),
+        "vision_tower": settings.vision_tower,
+        "chat_template": config.chat_template,
+        "device_type": predictor.device.type,
+        "dtype": str(predictor.dtype).removeprefix("torch."),
+        "frames_sparse": settings.frames_sparse or config.num_frames_sparse,
+        "frames_dense": settings.frames_dense or config.num_frames_dense,
+        "threshold": MASK_LOGIT_THRESHOLD,
+    }
+
+
+def model_identity(model: str | Path) -> dict[str, Any]:
+    """``model`` (a directory resolved to an absolute path; ``builtin:NAME`` to the shipped folder) and, for a
+    local directory, ``[name, size, mtime_ns]`` of its weight, config and tokenizer files."""
+    from videolisa.checkpoint import BUILTIN_PREFIX, resolve_model_dir
+
+    model = str(model)
+    if not (model.startswith(BUILTIN_PREFIX) or Path(model).expanduser().is_dir()):
+        return {"model": model, "model_files": None}
+    path = resolve_model_dir(model)
+    files = sorted(entry for entry in path.iterdir() if entry.is_file() and entry.suffix in MODEL_FILE_SUFFIXES)
+    return {
+        "model": str(path.resolve()),
+        "model_files": [[entry.name, entry.stat().st_size, entry.stat().st_mtime_ns] for entry in files],
+    }
+
+
+def check_fingerprint(out: Path, fingerprint: dict[str, Any]) -> None:
+    """Refuse to resume into ``out`` unless its predictions were made with ``fingerprint``'s settings.
+
+    A folder without a fingerprint is accepted only if it holds no predictions yet. Raises InvalidInputError
+    listing every setting that differs, before anything in ``out`` is changed.
+    """
+    path = out / FINGERPRINT_FILE
+    advice = "pass --overwrite to replace them, or choose another --out"
+    if not path.is_file():
+        predictions = out / PREDICTIONS_DIR
+        if predictions.is_dir() and any(predictions.iterdir()):
+            raise InvalidInputError(
+                f"--out {out} holds predictions but no {FINGERPRINT_FILE}, so the settings they were made with are "
+                f"unknown (an older videolisa or another tool wrote them); {advice}"
+            )
+        return
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InvalidInputError(f"cannot read {path}: {error}; {advice}") from error
+    current = json.loads(json.dumps(fingerprint))  # tuples -> lists, as read back from the file
+    if not isinstance(previous, dict):
+        raise InvalidInputError(f"{path} is not a JSON object; {advice}")
+    changed = [key for key in sorted(set(previous) | set(current)) if previous.get(key) != current.get(key)]
+    if changed:
+        differences = "; ".join(
+            f"{key} {_brief(previous.get(key))} then, {_brief(current.get(key))} now" for key in changed
+        )
+        raise InvalidInputError(f"--out {out} holds predictions made with other settings ({differences}); {advice}")
+
+
+def _brief(value: Any, limit: int = 80) -> str:
+    """A setting's value for an error message, cut to ``limit`` characters."""
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def remove_evaluation_outputs(out: Path) -> None:
+    """What an earlier evaluation wrote directly under ``out`` (:data:`EVALUATION_OUTPUTS`, submission zips);
+    nothing else in ``out`` is touched."""
+    entries = [out / name for name in EVALUATION_OUTPUTS] + sorted(out.glob("submission_*.zip"))
+    for entry in entries:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        elif entry.exists() or entry.is_symlink():
+            entry.unlink()
+
+
 # ============================================================================ driver
 def run_evaluation(
     settings: EvaluationConfig, predictor: "VideoLisaPredictor | None" = None
@@ -410,10 +519,6 @@ def run_evaluation(
     items = all_items[: settings.limit]
     if settings.score and benchmark.name == "refdavis":
         _require_refdavis_scorable(settings, cut_by_limit=len(items) < len(all_items))
-    settings.out.mkdir(parents=True, exist_ok=True)
-    if context.rank == 0:
-        _remove_stale_temporaries(settings.out, items)
-    barrier(context)
     if predictor is None:
         from videolisa.predictor import VideoLisaPredictor
 
@@ -421,6 +526,16 @@ def run_evaluation(
             settings.model, device=_rank_device(settings.device, context), dtype=settings.dtype,
             vision_tower=settings.vision_tower, chunk_size=settings.chunk_size,
         )
+    fingerprint = prediction_fingerprint(settings, benchmark, items, predictor)
+    if not settings.overwrite:
+        check_fingerprint(settings.out, fingerprint)  # on every rank, so that all refuse and none waits below
+    settings.out.mkdir(parents=True, exist_ok=True)
+    if context.rank == 0:
+        if settings.overwrite:
+            remove_evaluation_outputs(settings.out)
+        _write_text(settings.out / FINGERPRINT_FILE, json.dumps(fingerprint, indent=2) + "\n")
+        _remove_stale_temporaries(settings.out, items)
+    barrier(context)
     summary = predict_shard(predictor, shard_videos(items, context), settings, context)
     summaries = gather_objects(summary, context)
     if context.rank != 0:
