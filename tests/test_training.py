@@ -19,7 +19,13 @@ from videolisa.training.export import resolve_export_tag
 from videolisa.training.loop import micro_batch_seed
 from videolisa.training.model import apply_freezing_and_lora, lora_target_pattern, trainable_parameter_count, unwrap_model
 from videolisa.training.optim import build_parameter_groups, optimizer_parameter_groups, scale_schedule
-from videolisa.training.run import CHECKPOINT_DIR, remove_old_checkpoints
+from videolisa.training.run import (
+    CHECKPOINT_DIR,
+    check_resumed_deepspeed_config,
+    remove_old_checkpoints,
+    tensorboard_writer,
+    truncate_run_logs,
+)
 from videolisa.training.validation import default_metric
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,6 +96,68 @@ def test_prepare_run_checks_the_resume_folder(tmp_path):
     (tmp_path / "train_config.yaml").write_text("{}")
     with pytest.raises(MissingFilesError, match="no checkpoint"):
         prepare_run(None, tmp_path, [])
+
+
+def test_resume_cuts_the_metrics_and_validations_logged_after_the_checkpoint(tmp_path):
+    """A run killed at step 5 after its step-3 checkpoint resumes at step 4: steps 4 and 5 are logged again, so
+    their old lines and validation outputs go, and no step appears twice."""
+    lines = [json.dumps({"step": step, "loss": 1.0 / step}) for step in range(1, 6)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + '\n{"step": 6, "lo')  # killed mid-line
+    for step in (3, 4):
+        (tmp_path / "validation" / f"step_{step:06d}").mkdir(parents=True)
+    truncate_run_logs(tmp_path, 3)
+    assert (tmp_path / "metrics.jsonl").read_text() == "".join(line + "\n" for line in lines[:3])
+    assert sorted(path.name for path in (tmp_path / "validation").iterdir()) == ["step_000003"]
+
+
+def test_resumed_tensorboard_has_every_step_once(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    writer = tensorboard_writer(tmp_path, 0)
+    for step in range(1, 6):  # the killed run got to step 5; its checkpoint is at step 3
+        writer.add_scalar("loss", float(step), step)
+    writer.close()
+    writer = tensorboard_writer(tmp_path, 3)
+    for step in range(4, 7):
+        writer.add_scalar("loss", 10.0 + step, step)
+    writer.close()
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [(event.step, event.value) for event in events.Scalars("loss")] == [
+        (1, 1.0), (2, 2.0), (3, 3.0), (4, 14.0), (5, 15.0), (6, 16.0)
+    ]
+
+
+def test_resume_refuses_what_deepspeed_cannot_honour(tmp_path):
+    def deepspeed_config(world_size, precision="fp32", template=CONFIGS / "ds_zero2.json", overrides=()):
+        config = load_training_config(CONFIGS / "tiny_cpu.yaml", list(overrides))
+        return build_deepspeed_config(template, config, world_size, precision)
+
+    (tmp_path / "deepspeed_config.json").write_text(json.dumps(deepspeed_config(1)))  # micro-batch 1 x 2 steps
+    # Another micro-batch split of the same global batch is honoured.
+    check_resumed_deepspeed_config(tmp_path, deepspeed_config(1, overrides=["train.micro_batch_size=2"]), 1)
+    with pytest.raises(InvalidInputError, match="trained on 1 processes, this launch has 2"):
+        check_resumed_deepspeed_config(tmp_path, deepspeed_config(2), 2)
+    with pytest.raises(InvalidInputError, match=r"bf16.enabled: False then, True now"):
+        check_resumed_deepspeed_config(tmp_path, deepspeed_config(1, "bf16"), 1)
+    template = json.loads((CONFIGS / "ds_zero2.json").read_text())
+    template["zero_optimization"]["stage"] = 1
+    (tmp_path / "edited.json").write_text(json.dumps(template))
+    with pytest.raises(InvalidInputError, match=r"zero_optimization.stage: 2 then, 1 now.*restore the template"):
+        check_resumed_deepspeed_config(tmp_path, deepspeed_config(1, template=tmp_path / "edited.json"), 1)
+
+
+@pytest.mark.parametrize("script", ["train.py", "export.py"])
+def test_help_says_only_trusted_run_folders_are_loaded(script, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"train_{script[:-3]}", CONFIGS.parent / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(SystemExit):
+        module.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "weights_only=False" in text and "trust" in text
 
 
 # ============================================================================================ DeepSpeed config

@@ -59,9 +59,11 @@ def run_args(data: dict[str, Path], run_dir: Path, *extra: str) -> list[str]:
 
 
 def read_metrics(run_dir: Path) -> dict[int, dict]:
-    """Step -> metrics; a step logged twice (by a killed run and its resumption) keeps the last line."""
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return {entry["step"]: entry for entry in map(json.loads, lines)}
+    """Step -> metrics; every step is logged once, also by a killed run and its resumption."""
+    entries = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [entry["step"] for entry in entries]
+    assert steps == sorted(set(steps)), f"steps logged out of order or twice: {steps}"
+    return {entry["step"]: entry for entry in entries}
 
 
 def fp32_weights(run_dir: Path, tag: str) -> dict[str, torch.Tensor]:

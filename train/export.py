@@ -25,7 +25,10 @@ DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Run folder, output folder, checkpoint tag, dtype."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", type=Path, help="training run folder (train.output_dir)")
+    parser.add_argument("run_dir", type=Path,
+                        help="training run folder (train.output_dir). Export only run folders you trust: DeepSpeed "
+                             "reads its checkpoints with torch.load(weights_only=False), which can run code stored "
+                             "in them")
     parser.add_argument("out_dir", type=Path, help="where to write the model")
     parser.add_argument("--tag", default=None,
                         help="'best', 'latest' or a tag like step_000300 (default: best if validated, else latest)")

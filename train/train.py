@@ -26,7 +26,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """``--config`` or ``--resume``, then ``key=value`` overrides."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, help="training YAML (train/configs/*.yaml)")
-    parser.add_argument("--resume", type=Path, help="run directory to continue from its last checkpoint")
+    parser.add_argument("--resume", type=Path,
+                        help="run directory to continue from its last checkpoint. Resume only run folders you trust: "
+                             "DeepSpeed loads the optimizer states with torch.load(weights_only=False), which can run "
+                             "code stored in a checkpoint. Settings the run cannot honour (other than logging, "
+                             "checkpointing, workers, micro-batch and validation; another process count or DeepSpeed "
+                             "config) are refused; what was logged after the checkpoint is cut, so no step is logged "
+                             "twice")
     parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # set by the launcher
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     return parser.parse_args(argv)

@@ -37,11 +37,15 @@ from videolisa.training.run import (
     CHECKPOINT_DIR,
     METRICS_FILE,
     RUN_MODEL_DIR,
+    VALIDATION_DIR,
     TrainingRun,
+    check_resumed_deepspeed_config,
     checkpoint_tag,
     read_best,
     remove_old_checkpoints,
     save_run_files,
+    tensorboard_writer,
+    truncate_run_logs,
     write_text_atomic,
 )
 from videolisa.training.validation import check_validation_data, default_metric, validate
@@ -153,6 +157,8 @@ class Trainer:
             build_deepspeed_config(Path(config.train.deepspeed_config), config, self.world_size, self.precision),
             [group.scale for group in groups],
         )
+        if self.run.resume:
+            check_resumed_deepspeed_config(self.run_dir, ds_config, self.world_size)
         trainable, total = trainable_parameter_count(model)
         logger.info("parameters: %d trainable of %d; precision %s; %d processes x %d micro-batch x %d accumulation",
                     trainable, total, self.precision, self.world_size, config.train.micro_batch_size, self.accumulation)
@@ -168,9 +174,9 @@ class Trainer:
         elif self.rank == 0:
             save_run_files(self.run_dir, config, ds_config, unwrap_model(model), self.tokenizer)
         if self.rank == 0:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.step or None)
+            if self.run.resume:  # no step is logged twice: cut what a killed run logged after its checkpoint
+                truncate_run_logs(self.run_dir, self.step)
+            self.writer = tensorboard_writer(self.run_dir, self.step)
 
     def _load_checkpoint(self) -> None:
         load_path, client_state = self.engine.load_checkpoint(str(self.run_dir / CHECKPOINT_DIR))
@@ -247,7 +253,7 @@ class Trainer:
         import torch.distributed as dist
 
         section = self.config.validation
-        out_dir = self.run_dir / "validation" / checkpoint_tag(self.step)
+        out_dir = self.run_dir / VALIDATION_DIR / checkpoint_tag(self.step)
         with autocast_context(self.device, self.precision):
             model = unwrap_model(self.engine.module)
             score = validate(model, self.tokenizer, section, out_dir, self.device, self.dtype)

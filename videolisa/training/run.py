@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from videolisa.errors import InvalidInputError, MissingFilesError
-from videolisa.training.config import TrainingConfig, check_resume_changes, load_training_config
+from videolisa.training.config import TrainingConfig, check_resume_changes, flatten_config, load_training_config
 
 if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
     from transformers import PreTrainedTokenizerBase
 
     from videolisa.modeling.videolisa import VideoLisaForSegmentation
@@ -29,6 +30,10 @@ RUN_MODEL_DIR = "model"
 CHECKPOINT_DIR = "checkpoints"
 BEST_FILE = "best.json"
 METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+VALIDATION_DIR = "validation"
+# DeepSpeed entries a resumed run may change: they follow train.micro_batch_size, a resumable key.
+RESUMABLE_DEEPSPEED_KEYS = ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps")
 
 
 @dataclass
@@ -66,6 +71,73 @@ def prepare_run(config_path: Path | None, resume_dir: Path | None, overrides: Se
     config = load_training_config(saved_path, overrides)
     check_resume_changes(saved, config)
     return TrainingRun(config, resume_dir, resume=True)
+
+
+def check_resumed_deepspeed_config(run_dir: Path, ds_config: dict[str, Any], world_size: int) -> None:
+    """A resumed run must train with the DeepSpeed config it started with, on as many processes.
+
+    DeepSpeed restores the optimizer's hyperparameters from the checkpoint, so an edited template (betas, ZeRO
+    stage, ...) or a ``train.precision: auto`` that resolves to another precision on this machine would be
+    silently ignored or half-applied; ZeRO partitions the optimizer state per process, so the process count may
+    not change either. Only the micro-batch split (``train.micro_batch_size``) may differ. Raises
+    InvalidInputError naming every difference.
+    """
+    saved_path = run_dir / RUN_DEEPSPEED_FILE
+    if not saved_path.is_file():
+        raise MissingFilesError(f"--resume {run_dir}: {RUN_DEEPSPEED_FILE} not found (is it a run directory?)")
+    saved = json.loads(saved_path.read_text(encoding="utf-8"))
+    saved_processes = saved["train_batch_size"] // (
+        saved["train_micro_batch_size_per_gpu"] * saved["gradient_accumulation_steps"]
+    )
+    if saved_processes != world_size:
+        raise InvalidInputError(
+            f"--resume {run_dir}: the run was trained on {saved_processes} processes, this launch has {world_size}; "
+            f"ZeRO's optimizer state is split per process, so resume with {saved_processes} processes"
+        )
+    before, after = flatten_config(saved), flatten_config(ds_config)
+    changed = sorted(key for key in set(before) | set(after)
+                     if before.get(key) != after.get(key) and key not in RESUMABLE_DEEPSPEED_KEYS)
+    if changed:
+        details = "; ".join(f"{key}: {before.get(key)!r} then, {after.get(key)!r} now" for key in changed)
+        raise InvalidInputError(
+            f"--resume {run_dir}: the DeepSpeed config differs from the run's {RUN_DEEPSPEED_FILE} ({details}): "
+            "the train.deepspeed_config template was edited, or train.precision=auto resolves to another "
+            "precision here; DeepSpeed would keep the checkpoint's optimizer settings, so restore the template "
+            "or start a new run"
+        )
+
+
+def truncate_run_logs(run_dir: Path, step: int) -> None:
+    """Cut what a run logged after its checkpoint at ``step`` (the steps a killed run did past it, which the
+    resumed run does again): ``metrics.jsonl`` keeps its lines up to ``step`` (an unfinished last line is
+    dropped too) and the ``validation/step_XXXXXX`` folders after ``step`` are removed. TensorBoard is cut by
+    :func:`tensorboard_writer`."""
+    metrics = run_dir / METRICS_FILE
+    if metrics.is_file():
+        kept = []
+        lines = metrics.read_text(encoding="utf-8").splitlines()
+        for number, line in enumerate(lines, start=1):
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError as error:
+                if number == len(lines):  # a write the kill interrupted
+                    break
+                raise InvalidInputError(f"{metrics}: line {number} is not JSON ({error})") from error
+            if entry["step"] <= step:
+                kept.append(line + "\n")
+        write_text_atomic(metrics, "".join(kept))
+    for folder in sorted((run_dir / VALIDATION_DIR).glob("step_*")):
+        suffix = folder.name.removeprefix("step_")
+        if suffix.isdigit() and int(suffix) > step:
+            shutil.rmtree(folder)
+
+
+def tensorboard_writer(run_dir: Path, step: int) -> "SummaryWriter":
+    """The run's TensorBoard writer. Resuming after the checkpoint at ``step``, it purges the events a killed
+    run logged for steps after ``step`` (TensorBoard's ``purge_step``: the first step logged again)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(run_dir / TENSORBOARD_DIR), purge_step=step + 1 if step else None)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
