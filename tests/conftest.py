@@ -20,6 +20,23 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 PARITY_DIR = ASSETS / "parity"
 
 
+# The full tier: what the default run (pyproject's addopts) deselects.
+FULL_TIER_MARKERS = ("slow", "browser", "launcher")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--all", action="store_true", default=False,
+        help=f"run every test: the fast default tier and the {', '.join(FULL_TIER_MARKERS)} tests it deselects",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """``--all`` clears the marker expression that pyproject's addopts sets (the fast tier)."""
+    if config.getoption("--all"):
+        config.option.markexpr = ""
+
+
 @pytest.fixture(autouse=True)
 def _offline_hub(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test may reach the Hugging Face Hub."""

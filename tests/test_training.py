@@ -9,15 +9,20 @@ from pathlib import Path
 import pytest
 import torch
 
+from videolisa.builder import build_empty_model, build_model_and_tokenizer, load_llava_phi3_base
 from videolisa.config import SamConfig, VideoLisaConfig
 from videolisa.errors import CheckpointError, InvalidInputError, MissingFilesError
-from videolisa.builder import build_empty_model, build_model_and_tokenizer, load_llava_phi3_base
 from videolisa.training import LoraConfig, ModelConfig, TrainingConfig, load_training_config, prepare_run
 from videolisa.training.config import check_resume_changes
 from videolisa.training.engine import build_deepspeed_config, gradient_accumulation_steps
 from videolisa.training.export import resolve_export_tag
 from videolisa.training.loop import micro_batch_seed
-from videolisa.training.model import apply_freezing_and_lora, lora_target_pattern, trainable_parameter_count, unwrap_model
+from videolisa.training.model import (
+    apply_freezing_and_lora,
+    lora_target_pattern,
+    trainable_parameter_count,
+    unwrap_model,
+)
 from videolisa.training.optim import build_parameter_groups, optimizer_parameter_groups, scale_schedule
 from videolisa.training.run import (
     CHECKPOINT_DIR,

@@ -166,10 +166,10 @@ def load_export_script():
 
 
 def test_export_then_from_pretrained_matches_the_trained_weights(data, reference_run, tmp_path):
+    from videolisa.builder import build_model_skeleton
     from videolisa.checkpoint import load_tokenizer
     from videolisa.data import MixtureDataset, SampleConfig, VideoLisaCollator, build_dataset_groups
     from videolisa.modeling.videolisa import VideoLisaForSegmentation
-    from videolisa.builder import build_model_skeleton
     from videolisa.training import load_training_config
     from videolisa.training.model import apply_freezing_and_lora
 

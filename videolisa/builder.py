@@ -66,7 +66,7 @@ def load_model_and_tokenizer(
     dtype: torch.dtype | None = None,
     device: str | torch.device = "cpu",
     vision_tower: str | Path | None = None,
-) -> tuple[VideoLisaForSegmentation, "PreTrainedTokenizerBase"]:
+) -> tuple[VideoLisaForSegmentation, PreTrainedTokenizerBase]:
     """A saved model (folder, Hugging Face id or ``builtin:<name>``) in eval mode and the tokenizer saved with it.
 
     Raises MissingFilesError when the folder has no tokenizer files.
@@ -92,7 +92,7 @@ def cast_parameters(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Modu
     return model
 
 
-def load_tokenizer_source(source: str, seg_token: str) -> "PreTrainedTokenizerBase":
+def load_tokenizer_source(source: str, seg_token: str) -> PreTrainedTokenizerBase:
     """``"tiny"`` -> the in-memory test tokenizer; otherwise a tokenizer folder."""
     if source == "tiny":
         return build_tiny_tokenizer(seg_token)
@@ -102,7 +102,7 @@ def load_tokenizer_source(source: str, seg_token: str) -> "PreTrainedTokenizerBa
     return tokenizer
 
 
-def _ensure_pad_token(tokenizer: "PreTrainedTokenizerBase") -> None:
+def _ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:
     """Pad with ``<unk>`` (id 0 for Phi-3) as the original does (docs/original.md §4.7, §7.4)."""
     if tokenizer.unk_token is not None:
         tokenizer.pad_token = tokenizer.unk_token
@@ -140,7 +140,7 @@ def is_llava_phi3_config(config_dict: dict[str, Any]) -> bool:
 
 def load_llava_phi3_base(
     path: str | Path, sam_checkpoint: str | Path, vision_tower: str | Path | None, dtype: torch.dtype
-) -> tuple[VideoLisaForSegmentation, "PreTrainedTokenizerBase"]:
+) -> tuple[VideoLisaForSegmentation, PreTrainedTokenizerBase]:
     """The original starting point: LLaVA-Phi-3 (LLM + projector) + SAM ``.pth`` + CLIP + ``[SEG]``.
 
     The LLaVA-Phi-3 keys (``model.embed_tokens``, ``model.layers.*``, ``model.norm``, ``lm_head``,
@@ -193,7 +193,7 @@ def load_llava_phi3_base(
 
 def build_model_and_tokenizer(
     config: ModelConfig, dtype: torch.dtype
-) -> tuple[VideoLisaForSegmentation, "PreTrainedTokenizerBase"]:
+) -> tuple[VideoLisaForSegmentation, PreTrainedTokenizerBase]:
     """The model to train and its tokenizer, from ``model.source`` (weights in ``dtype``)."""
 
     if config.source == "llava_phi3":

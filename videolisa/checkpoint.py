@@ -20,9 +20,10 @@ import logging
 import os
 import re
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
@@ -170,7 +171,7 @@ def iter_checkpoint_tensors(paths: list[Path]) -> Iterator[tuple[str, torch.Tens
     for path in paths:
         if path.suffix == ".safetensors":
             with safe_open(str(path), framework="pt") as handle:
-                for name in handle.keys():
+                for name in handle.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
                     yield name, handle.get_tensor(name)
         else:
             try:
@@ -365,7 +366,7 @@ def _tensor_shapes(paths: list[Path], key_map: tuple[tuple[str, str], ...]) -> d
         if path.suffix == ".safetensors":
             try:
                 with safe_open(str(path), framework="pt") as handle:
-                    names = [(name, tuple(handle.get_slice(name).get_shape())) for name in handle.keys()]
+                    names = [(name, tuple(handle.get_slice(name).get_shape())) for name in handle.keys()]  # noqa: SIM118
             except Exception as error:  # safetensors raises its own error types for truncated/corrupt files
                 raise CheckpointError(f"cannot read {path} as safetensors: {error}") from error
         else:
@@ -386,7 +387,7 @@ def build_empty(model_class: type[ModelT], config: VideoLisaConfig) -> ModelT:
         return model_class(config)
 
 
-def load_clip_weights(model: "VideoLisaForSegmentation", vision_tower: str | Path, dtype: torch.dtype | None = None) -> None:
+def load_clip_weights(model: VideoLisaForSegmentation, vision_tower: str | Path, dtype: torch.dtype | None = None) -> None:
     """Load CLIP vision weights (HF id or directory of a ``CLIPModel`` or ``CLIPVisionModel``) into
     ``model.vision_tower``, strictly."""
     from transformers import CLIPVisionModel
@@ -407,7 +408,7 @@ def load_clip_weights(model: "VideoLisaForSegmentation", vision_tower: str | Pat
     )
 
 
-def load_sam_checkpoint(model: "VideoLisaForSegmentation", checkpoint_path: str | Path) -> None:
+def load_sam_checkpoint(model: VideoLisaForSegmentation, checkpoint_path: str | Path) -> None:
     """Load a stock SAM ``.pth`` (``sam_vit_h_4b8939.pth``, ``sam_vit_l_0b3195.pth``, ``sam_vit_b_01ec64.pth``)
     into ``model.sam`` strictly (the model's SAM variant must match the file)."""
     path = Path(checkpoint_path)
@@ -497,7 +498,7 @@ def _is_clip_key(name: str) -> bool:
 
 
 # ============================================================================ tokenizer
-def load_tokenizer(model_dir: str | Path) -> "PreTrainedTokenizerBase | None":
+def load_tokenizer(model_dir: str | Path) -> PreTrainedTokenizerBase | None:
     """The tokenizer saved in ``model_dir``, or None if the directory has no tokenizer files."""
     from transformers import AutoTokenizer
 
@@ -511,7 +512,7 @@ def load_tokenizer(model_dir: str | Path) -> "PreTrainedTokenizerBase | None":
 
 
 def prepare_tokenizer_and_embeddings(
-    model: "VideoLisaForSegmentation", tokenizer: "PreTrainedTokenizerBase"
+    model: VideoLisaForSegmentation, tokenizer: PreTrainedTokenizerBase
 ) -> int:
     """Make the tokenizer and the LLM agree on the segmentation token, the way the original did.
 
@@ -532,9 +533,9 @@ def prepare_tokenizer_and_embeddings(
 
 # ============================================================================ saving
 def save_model(
-    model: "VideoLisaForSegmentation",
+    model: VideoLisaForSegmentation,
     save_directory: Path,
-    tokenizer: "PreTrainedTokenizerBase | None" = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
     max_shard_size: str | int = "5GB",
 ) -> None:
     """Write this package's format: ``config.json``, safetensors (sharded with an index past

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+
 @dataclass
 class DistributedContext:
     """Rank and world size from the launcher's environment (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``)."""
@@ -23,7 +24,7 @@ class DistributedContext:
     local_rank: int = 0
 
     @classmethod
-    def from_environment(cls) -> "DistributedContext":
+    def from_environment(cls) -> DistributedContext:
         """Read the variables torchrun and the deepspeed launcher set; a single process otherwise."""
         return cls(
             rank=int(os.environ.get("RANK", 0)),

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from videolisa.errors import InvalidInputError, MissingFilesError
 from videolisa.training.config import TrainConfig, TrainingConfig

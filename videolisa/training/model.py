@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -43,7 +44,7 @@ def lora_target_pattern(target_modules: Sequence[str]) -> str:
 
 
 def apply_freezing_and_lora(
-    model: "VideoLisaForSegmentation", lora: LoraConfig, trainable: str = "original"
+    model: VideoLisaForSegmentation, lora: LoraConfig, trainable: str = "original"
 ) -> torch.nn.Module:
     """The original's trainable set (docs/original.md §4.2): LoRA adapters (when ``lora.r > 0``) plus the fully trained
     embeddings, LM head, SAM mask decoder and prompt head; or, with ``trainable="all"``, every parameter.
@@ -74,7 +75,7 @@ def apply_freezing_and_lora(
     return wrapped
 
 
-def unwrap_model(model: torch.nn.Module) -> "VideoLisaForSegmentation":
+def unwrap_model(model: torch.nn.Module) -> VideoLisaForSegmentation:
     """The :class:`VideoLisaForSegmentation` inside a peft wrapper (LoRA layers still injected)."""
     from peft import PeftModel
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from videolisa.errors import InvalidInputError, MissingFilesError
 from videolisa.training.config import TrainingConfig, check_resume_changes, flatten_config, load_training_config
@@ -132,7 +133,7 @@ def truncate_run_logs(run_dir: Path, step: int) -> None:
             shutil.rmtree(folder)
 
 
-def tensorboard_writer(run_dir: Path, step: int) -> "SummaryWriter":
+def tensorboard_writer(run_dir: Path, step: int) -> SummaryWriter:
     """The run's TensorBoard writer. Resuming after the checkpoint at ``step``, it purges the events a killed
     run logged for steps after ``step`` (TensorBoard's ``purge_step``: the first step logged again)."""
     from torch.utils.tensorboard import SummaryWriter
@@ -148,8 +149,8 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_run_files(run_dir: Path, config: TrainingConfig, ds_config: dict[str, Any], model: "VideoLisaForSegmentation",
-                   tokenizer: "PreTrainedTokenizerBase") -> None:
+def save_run_files(run_dir: Path, config: TrainingConfig, ds_config: dict[str, Any], model: VideoLisaForSegmentation,
+                   tokenizer: PreTrainedTokenizerBase) -> None:
     """``train_config.yaml``, ``deepspeed_config.json`` and ``model/`` (config + tokenizer, no weights)."""
     import yaml
 

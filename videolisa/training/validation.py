@@ -36,8 +36,8 @@ def check_validation_data(section: ValidationConfig) -> None:
 
 
 def validate(
-    model: "VideoLisaForSegmentation",
-    tokenizer: "PreTrainedTokenizerBase",
+    model: VideoLisaForSegmentation,
+    tokenizer: PreTrainedTokenizerBase,
     section: ValidationConfig,
     out_dir: Path,
     device: torch.device,
