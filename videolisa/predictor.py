@@ -35,11 +35,15 @@ from videolisa.processing.sampling import dense_frame_indices
 from videolisa.processing.video_io import VideoReader, open_video
 
 if TYPE_CHECKING:
+    from videolisa.refine import RefineSettings, Sam2Refiner
     from transformers import PreTrainedTokenizerBase
 
     from videolisa.modeling.videolisa import VideoLisaForSegmentation
 
 logger = logging.getLogger(__name__)
+
+# The logits of a refined track that has no reliable anchor (SAM 2's own "no object" score).
+NO_OBJECT_LOGIT = -1024.0
 
 @dataclass
 class FrameMasks:
@@ -64,7 +68,8 @@ class SegmentationResult:
         sparse_indices: the T_s video-frame indices read by the LLM (CLIP).
         dense_indices: the T_d video-frame indices seen at full token resolution.
         frame_names / fps: of the video.
-        timings: seconds per stage (``decode_clip_llm``, ``sam``, ``total``) and ``frames_per_second``.
+        timings: seconds per stage (``decode_clip_llm``, ``sam``, ``total``; with refinement also
+            ``refine_anchors``: decoding the anchor frames, ``refine``: SAM 2) and ``frames_per_second``.
         mask_logits: ``[T, H, W] float32`` (max over ``[SEG]`` tokens) when ``return_logits=True``.
     """
 
@@ -126,6 +131,9 @@ class VideoLisaPredictor:
         fast_sam: run SAM on the fast path of :mod:`videolisa.modeling.sam_fast` (fused attention, batched
             mask decoding, autocast to ``dtype`` when it is bf16/fp16); False runs the stock modules. SAM's
             weights are kept in float32 either way.
+        refine: temporal refinement with SAM 2 (:mod:`videolisa.refine`, the paper's post-optimization):
+            ``"sam2"`` (default settings, SAM 2.1 large from the Hub), a :class:`~videolisa.refine.RefineSettings`,
+            or a loaded :class:`~videolisa.refine.Sam2Refiner`. None (default): VideoLISA's masks as decoded.
     """
 
     def __init__(
@@ -137,6 +145,7 @@ class VideoLisaPredictor:
         chunk_size: int = 8,
         prefetch: bool = True,
         fast_sam: bool = True,
+        refine: "str | RefineSettings | Sam2Refiner | None" = None,
     ) -> None:
         if not isinstance(chunk_size, int) or chunk_size < 1:
             raise InvalidInputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
@@ -147,6 +156,7 @@ class VideoLisaPredictor:
         self.processor = VideoLisaProcessor(tokenizer, model.config)
         self.chunk_size = chunk_size
         self.prefetch = prefetch
+        self.refiner = self._build_refiner(refine)
 
     @classmethod
     def from_pretrained(
@@ -181,15 +191,19 @@ class VideoLisaPredictor:
         threshold: float = MASK_LOGIT_THRESHOLD,
         return_logits: bool = False,
         progress: bool = False,
+        refine: bool | None = None,
     ) -> SegmentationResult:
         """Segment ``video`` (path, frame folder, image, ``[T, H, W, 3] uint8`` RGB array, or an opened
         reader) from ``instruction`` — or from ``prompt_ids``, an already tokenized conversation (1-D ids in
-        which ``config.image_token_index`` (-200) marks the video, the original's convention)."""
+        which ``config.image_token_index`` (-200) marks the video, the original's convention).
+
+        ``refine``: None refines when the predictor has a refiner, False never, True requires one (see
+        :meth:`iter_segment` for what refinement does)."""
         input_ids = self._input_ids(
             None if instruction is None else [instruction], None if prompt_ids is None else [prompt_ids], answer
         )
         return self._segment_all(
-            video, [instruction], input_ids, frames_sparse, frames_dense, threshold, return_logits, progress
+            video, [instruction], input_ids, frames_sparse, frames_dense, threshold, return_logits, progress, refine
         )[0]
 
     def segment_many(
@@ -203,6 +217,7 @@ class VideoLisaPredictor:
         threshold: float = MASK_LOGIT_THRESHOLD,
         return_logits: bool = False,
         progress: bool = False,
+        refine: bool | None = None,
     ) -> list[SegmentationResult]:
         """Segment one video for several instructions; the video is decoded, CLIP-encoded and SAM-encoded
         once and reused for every instruction. Results equal calling :meth:`segment` for each: the same prompt
@@ -212,7 +227,7 @@ class VideoLisaPredictor:
             raise InvalidInputError("instructions must be a non-empty list of strings")
         return self._segment_all(
             video, list(instructions), self._input_ids(instructions, None, answer), frames_sparse, frames_dense,
-            threshold, return_logits, progress,
+            threshold, return_logits, progress, refine,
         )
 
     def iter_segment(
@@ -228,16 +243,24 @@ class VideoLisaPredictor:
         return_frames: bool = False,
         return_logits: bool = False,
         progress: bool | Callable[[int, int], None] = False,
+        refine: bool | None = None,
     ) -> Iterator[FrameMasks]:
         """Stream masks frame by frame for one or more instructions (or tokenized conversations).
 
         The first item arrives once the LLM pass and the first SAM chunk are done; memory does not grow with
         the video length. ``progress`` is True for a tqdm bar, or a callback ``(frames_done, total)``.
+
+        With refinement (``refine``: None = when the predictor has a refiner), every ``[SEG]`` track is first
+        decoded on its anchor frames only (the dense frames, or with ``anchors="top-k"`` every frame to keep the
+        best-scoring ones); its reliable anchor masks (non-empty, presence score >= ``min_score``) become SAM 2
+        mask prompts, all tracks one SAM 2 session, and SAM 2's propagation replaces the decoded masks on every
+        frame (``logits`` are then SAM 2's). A track with no reliable dense anchor falls back to its ``top_k``
+        best frames over the whole video; a track with no reliable anchor anywhere gets empty masks.
         """
         reader = open_video(video)
         input_ids = self._input_ids(instructions, prompt_ids, answer)
         prompts = self._compute_prompts(reader, input_ids, frames_sparse, frames_dense)
-        yield from self._stream_masks(reader, prompts, threshold, return_frames, return_logits, progress)
+        yield from self._stream(reader, prompts, threshold, return_frames, return_logits, progress, refine, {})
 
     def sample_frames(
         self, num_frames: int, frames_sparse: int | None = None, frames_dense: int | None = None
@@ -268,6 +291,7 @@ class VideoLisaPredictor:
         threshold: float,
         return_logits: bool,
         progress: bool,
+        refine: bool | None,
     ) -> list[SegmentationResult]:
         start = time.perf_counter()
         reader = open_video(video)
@@ -277,14 +301,16 @@ class VideoLisaPredictor:
         # pages (numpy's own allocations get huge pages), which made filling the masks 6x slower.
         masks = np.empty(shape, dtype=bool)
         logits = np.empty(shape, dtype=np.float32) if return_logits else None
-        for item in self._stream_masks(reader, prompts, threshold, False, return_logits, progress):
+        refine_timings: dict[str, float] = {}
+        for item in self._stream(reader, prompts, threshold, False, return_logits, progress, refine, refine_timings):
             masks[:, item.index] = item.masks
             if logits is not None:
                 logits[:, item.index] = item.logits
         total = time.perf_counter() - start
         timings = {
             "decode_clip_llm": prompts.seconds,
-            "sam": total - prompts.seconds,
+            "sam": total - prompts.seconds - sum(refine_timings.values()),
+            **refine_timings,
             "total": total,
             "frames_per_second": reader.num_frames / total if total > 0 else float("inf"),
         }
@@ -310,10 +336,13 @@ class VideoLisaPredictor:
         """CLIP + projector once for the video, then one LLM pass per conversation."""
         start = time.perf_counter()
         sparse, dense_positions = self.processor.sample_frames(reader.num_frames, frames_sparse, frames_dense)
-        unique = sorted(set(sparse))
-        decoded = reader.get_frames(unique)
-        frames = decoded[[unique.index(i) for i in sparse]]
-        clip_pixels = self.processor.clip_pixels(frames).to(self.device)[None]
+        # CLIP inputs of each distinct sampled frame, decoded a chunk at a time: the 32 sparse frames of a 4K
+        # video would hold 800 MB at full resolution, their CLIP inputs hold 43 MB.
+        unique, pixels = [], []
+        for group, frames in reader.iter_frame_groups(sparse, self.chunk_size):
+            unique += group
+            pixels.append(self.processor.clip_pixels(frames))
+        clip_pixels = torch.cat(pixels)[[unique.index(i) for i in sparse]].to(self.device)[None]
         frame_tokens = self.model.encode_frames(clip_pixels)
         dense = torch.tensor([dense_positions], device=self.device)
         video_tokens = assemble_video_tokens(frame_tokens, dense)
@@ -408,3 +437,140 @@ class VideoLisaPredictor:
                     callback(min(start + frames.shape[0], total), total)
         finally:
             bar.close()
+
+    # ------------------------------------------------------------------ refinement (videolisa.refine)
+    def _build_refiner(self, refine: "str | RefineSettings | Sam2Refiner | None") -> "Sam2Refiner | None":
+        if refine is None:
+            return None
+        from videolisa.refine import RefineSettings, Sam2Refiner
+
+        if isinstance(refine, Sam2Refiner):
+            return refine
+        if refine == "sam2":
+            refine = RefineSettings()
+        if not isinstance(refine, RefineSettings):
+            raise InvalidInputError(f"refine must be None, 'sam2', RefineSettings or Sam2Refiner, got {refine!r}")
+        return Sam2Refiner.from_settings(refine, self.device, self.dtype)
+
+    def _stream(
+        self,
+        reader: VideoReader,
+        prompts: _Prompts,
+        threshold: float,
+        return_frames: bool,
+        return_logits: bool,
+        progress: bool | Callable[[int, int], None],
+        refine: bool | None,
+        timings: dict[str, float],
+    ) -> Iterator[FrameMasks]:
+        """The decoded masks, or with refinement SAM 2's (``timings`` gets the refinement's seconds)."""
+        if refine and self.refiner is None:
+            raise InvalidInputError("refine=True needs a predictor built with refine='sam2' (or RefineSettings)")
+        if refine is False or self.refiner is None:
+            return self._stream_masks(reader, prompts, threshold, return_frames, return_logits, progress)
+        return self._stream_refined(reader, prompts, threshold, return_frames, return_logits, progress, timings)
+
+    @torch.inference_mode()
+    def _stream_refined(
+        self,
+        reader: VideoReader,
+        prompts: _Prompts,
+        threshold: float,
+        return_frames: bool,
+        return_logits: bool,
+        progress: bool | Callable[[int, int], None],
+        timings: dict[str, float],
+    ) -> Iterator[FrameMasks]:
+        from tqdm.auto import tqdm
+
+        start = time.perf_counter()
+        anchors = self._collect_anchors(reader, prompts, threshold)
+        timings["refine_anchors"] = time.perf_counter() - start
+        tracked = {track: per_frame for track, per_frame in anchors.items() if per_frame}
+        logger.info(
+            "refine: anchor frames per track %s; SAM 2 propagates %d of %d tracks over %d frames",
+            {track: sorted(per_frame) for track, per_frame in anchors.items()}, len(tracked), len(anchors),
+            reader.num_frames,
+        )
+        total = reader.num_frames
+        propagated = self.refiner.propagate(reader, tracked) if tracked else None
+        frames = reader.iter_chunks(self.chunk_size) if return_frames else None
+        chunk: tuple[int, np.ndarray] = (0, np.empty((0,), np.uint8))
+        untracked = torch.full((reader.height, reader.width), NO_OBJECT_LOGIT)
+        bar = tqdm(total=total, unit="frame", desc="refining", disable=progress is not True)
+        timings["refine"] = 0.0
+        try:
+            for index in range(total):
+                resumed = time.perf_counter()
+                logits = dict(zip(tracked, next(propagated)[1])) if propagated is not None else {}
+                tracks = torch.stack([logits.get(track, untracked) for track in range(len(anchors))])
+                instruction_logits = torch.stack([tracks[group].amax(dim=0) for group in prompts.groups])
+                timings["refine"] += time.perf_counter() - resumed
+                if frames is not None and index >= chunk[0] + len(chunk[1]):
+                    chunk = next(frames)
+                yield FrameMasks(
+                    index=index,
+                    name=reader.frame_names[index],
+                    masks=(instruction_logits > threshold).numpy(),
+                    frame=chunk[1][index - chunk[0]] if frames is not None else None,
+                    logits=instruction_logits.numpy() if return_logits else None,
+                )
+                bar.update(1)
+                if callable(progress):
+                    progress(index + 1, total)
+        finally:
+            bar.close()
+        logger.info("refine: %.2f s anchors, %.2f s SAM 2 (%.1f frames/s)", timings["refine_anchors"],
+                    timings["refine"], total / max(timings["refine"], 1e-9))
+
+    def _collect_anchors(
+        self, reader: VideoReader, prompts: _Prompts, threshold: float
+    ) -> dict[int, dict[int, np.ndarray]]:
+        """``{track: {frame: mask [H, W] bool}}`` of every ``[SEG]`` track's reliable anchors (maybe none)."""
+        from videolisa.refine import AnchorCollector
+
+        settings = self.refiner.settings
+        num_tracks = prompts.embeddings.shape[0]
+        chosen: dict[int, list] = {}
+        if settings.anchors == "dense":
+            dense = sorted(set(prompts.dense_indices))
+            collector = AnchorCollector(num_tracks, len(dense), threshold)
+            resized = self._score_frames(reader, prompts, dense, collector)
+            chosen = {track: collector.anchors(track, settings.min_score) for track in range(num_tracks)}
+        if not all(chosen.values()):  # top-k mode, or a track without a reliable dense anchor
+            collector = AnchorCollector(num_tracks, settings.top_k, threshold)
+            resized = self._score_frames(reader, prompts, None, collector)
+            chosen = {
+                track: chosen.get(track) or collector.anchors(track, settings.min_score)
+                for track in range(num_tracks)
+            }
+        original_hw = (reader.height, reader.width)
+        return {
+            track: {
+                anchor.frame: (
+                    self.model.upscale_masks(anchor.low_res[None, None].to(self.device), resized, original_hw)[0, 0]
+                    > threshold
+                ).cpu().numpy()
+                for anchor in anchors
+            }
+            for track, anchors in chosen.items()
+        }
+
+    def _score_frames(
+        self, reader: VideoReader, prompts: _Prompts, frames: list[int] | None, collector: Any
+    ) -> tuple[int, int]:
+        """Decode every track on ``frames`` (None: the whole video, streamed) and show the low-resolution
+        logits to ``collector``; returns the SAM input size (resized, before padding)."""
+        if frames is None:
+            chunks = ((list(range(start, start + len(f))), f) for start, f in reader.iter_chunks(self.chunk_size))
+        else:
+            chunks = (
+                (frames[i : i + self.chunk_size], reader.get_frames(frames[i : i + self.chunk_size]))
+                for i in range(0, len(frames), self.chunk_size)
+            )
+        resized = (0, 0)
+        for indices, decoded in chunks:
+            pixels, resized = self.processor.sam_pixels(decoded, device=self.device)
+            low_res = self.model.decode_low_res_masks(self.model.encode_images(pixels), prompts.embeddings)
+            collector.observe(indices, low_res)
+        return resized

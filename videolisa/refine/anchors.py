@@ -3,8 +3,8 @@
 Every (frame, track) the predictor decodes gets a presence score: SAM's stability score of the low-resolution
 logits (the IoU of the masks thresholded at ``threshold - 1`` and ``threshold + 1``; segment_anything's own
 ``calculate_stability_score``), 0 when the mask is empty. A collector keeps, per track, the ``capacity``
-best-scoring frames it is shown (their low-resolution logits only), so scoring a whole video needs memory for
-``capacity`` frames, not for the video.
+best frames it is shown (non-empty masks first, then by score; their low-resolution logits only), so scoring a
+whole video needs memory for ``capacity`` frames, not for the video.
 """
 
 from __future__ import annotations
@@ -23,16 +23,22 @@ def presence_scores(low_res: torch.Tensor, threshold: float) -> torch.Tensor:
     """``[F, K, h, w]`` mask logits -> ``[F, K]`` float32 presence scores in [0, 1] (0: empty mask)."""
     flat = low_res.float().flatten(0, 1)
     stability = calculate_stability_score(flat, threshold, STABILITY_OFFSET)
-    present = (flat > threshold).flatten(1).any(dim=1)
-    return torch.where(present, torch.nan_to_num(stability, nan=0.0), 0.0).reshape(low_res.shape[:2])
+    return torch.where(mask_areas(low_res, threshold).flatten() > 0, stability, 0.0).reshape(low_res.shape[:2])
 
 
-@dataclass(order=True)
+def mask_areas(low_res: torch.Tensor, threshold: float) -> torch.Tensor:
+    """``[F, K, h, w]`` mask logits -> ``[F, K]`` int64 pixel counts of the masks ``logits > threshold``."""
+    return (low_res > threshold).flatten(2).sum(dim=2)
+
+
+@dataclass
 class Anchor:
-    """One candidate anchor: ``low_res [h, w]`` float32 logits of ``track`` on video frame ``frame``."""
+    """One candidate anchor: ``low_res [h, w]`` float32 logits of ``track`` on video frame ``frame``, whose
+    mask covers ``area`` low-resolution pixels."""
 
     score: float
     frame: int
+    area: int = field(compare=False)
     track: int = field(compare=False)
     low_res: torch.Tensor = field(compare=False, repr=False)
 
@@ -43,20 +49,21 @@ class AnchorCollector:
     def __init__(self, num_tracks: int, capacity: int, threshold: float) -> None:
         self.threshold = threshold
         self.capacity = capacity
-        self._heaps: list[list[tuple[float, int, Anchor]]] = [[] for _ in range(num_tracks)]
+        self._heaps: list[list[tuple[tuple[bool, float, int], Anchor]]] = [[] for _ in range(num_tracks)]
 
     def observe(self, frame_indices: list[int], low_res: torch.Tensor) -> None:
         """Score ``low_res [F, K, h, w]`` logits of the video frames ``frame_indices`` and keep the best."""
         scores = presence_scores(low_res, self.threshold).cpu()
+        areas = mask_areas(low_res, self.threshold).cpu()
         for row, frame in enumerate(frame_indices):
             for track, heap in enumerate(self._heaps):
-                score = float(scores[row, track])
+                score, area = float(scores[row, track]), int(areas[row, track])
                 # Heap of the kept anchors, worst first; a later frame loses a tie (-frame sorts it lower).
-                key = (score, -frame)
-                if len(heap) == self.capacity and key <= heap[0][:2]:
+                key = (area > 0, score, -frame)
+                if len(heap) == self.capacity and key <= heap[0][0]:
                     continue
-                anchor = Anchor(score, frame, track, low_res[row, track].float().cpu().clone())
-                item = (score, -frame, anchor)
+                anchor = Anchor(score, frame, area, track, low_res[row, track].float().cpu().clone())
+                item = (key, anchor)
                 if len(heap) < self.capacity:
                     heapq.heappush(heap, item)
                 else:
@@ -64,5 +71,5 @@ class AnchorCollector:
 
     def anchors(self, track: int, min_score: float) -> list[Anchor]:
         """The kept anchors of ``track`` whose mask is non-empty and scores at least ``min_score``, by frame."""
-        kept = (item[2] for item in self._heaps[track])
-        return sorted((a for a in kept if a.score > 0.0 and a.score >= min_score), key=lambda a: a.frame)
+        kept = (item[1] for item in self._heaps[track])
+        return sorted((a for a in kept if a.area > 0 and a.score >= min_score), key=lambda a: a.frame)
