@@ -33,6 +33,7 @@ from videolisa.errors import InvalidInputError, VideoLisaError
 if TYPE_CHECKING:
     from videolisa.metrics.report import ScoreReport
     from videolisa.predictor import VideoLisaPredictor
+    from videolisa.refine import RefineSettings
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class EvaluationConfig:
     davis_root: Path | None = None
     vision_tower: str | None = None
     overwrite: bool = False  # remove what an earlier evaluation wrote to ``out`` instead of resuming it
+    refine: "RefineSettings | None" = None  # temporal refinement with SAM 2 (``--refine sam2``); None: off
     fail_after: int | None = None  # testing aid: raise after this many videos, to simulate a killed run
 
 
@@ -436,7 +438,18 @@ def prediction_fingerprint(
         "frames_sparse": settings.frames_sparse or config.num_frames_sparse,
         "frames_dense": settings.frames_dense or config.num_frames_dense,
         "threshold": MASK_LOGIT_THRESHOLD,
+        "refine": refine_identity(predictor),
     }
+
+
+def refine_identity(predictor: "VideoLisaPredictor") -> dict[str, Any] | None:
+    """The predictor's refinement settings, its SAM 2 model identified as by :func:`model_identity` (``model``,
+    ``model_files``); None without refinement, so that folders predicted before refinement existed stay
+    resumable."""
+    if predictor.refiner is None:
+        return None
+    identity = model_identity(predictor.refiner.settings.model)
+    return {**predictor.refiner.describe(), "model": identity["model"], "model_files": identity["model_files"]}
 
 
 def model_identity(model: str | Path) -> dict[str, Any]:
@@ -524,7 +537,7 @@ def run_evaluation(
 
         predictor = VideoLisaPredictor.from_pretrained(
             settings.model, device=_rank_device(settings.device, context), dtype=settings.dtype,
-            vision_tower=settings.vision_tower, chunk_size=settings.chunk_size,
+            vision_tower=settings.vision_tower, chunk_size=settings.chunk_size, refine=settings.refine,
         )
     fingerprint = prediction_fingerprint(settings, benchmark, items, predictor)
     if not settings.overwrite:
@@ -580,6 +593,7 @@ def describe_runtime(predictor: "VideoLisaPredictor", settings: EvaluationConfig
         "frames_sparse": settings.frames_sparse or config.num_frames_sparse,
         "frames_dense": settings.frames_dense or config.num_frames_dense,
         "chunk_size": predictor.chunk_size,
+        "refine": predictor.refiner.describe() if predictor.refiner is not None else None,
         "model_config": config.to_dict(),
     }
 

@@ -10,6 +10,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from videolisa.commands.refine_options import add_refine_arguments, refine_settings_from_args
+
 if TYPE_CHECKING:
     from videolisa.evaluation import EvaluationConfig
 
@@ -43,6 +45,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     # The deepspeed launcher appends --local_rank=N to the script's arguments; the rank is read from the
     # LOCAL_RANK variable that every launcher sets, so the argument is accepted and not used.
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    add_refine_arguments(parser)
 
 
 def settings_from_args(args: argparse.Namespace) -> "EvaluationConfig":
@@ -54,6 +57,7 @@ def settings_from_args(args: argparse.Namespace) -> "EvaluationConfig":
         limit=args.limit, device=args.device, dtype=args.dtype, score=args.score, chunk_size=args.chunk_size,
         frames_sparse=args.frames_sparse, frames_dense=args.frames_dense, workers=args.workers,
         davis_root=args.davis_root, vision_tower=args.vision_tower, overwrite=args.overwrite,
+        refine=refine_settings_from_args(args),
     )
 
 

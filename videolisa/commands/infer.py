@@ -13,6 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, TypeVar
 
+from videolisa.commands.refine_options import add_refine_arguments, refine_settings_from_args
 from videolisa.errors import InvalidInputError
 
 FORMATS = ("png", "rle")
@@ -48,6 +49,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", default="png,rle", help=f"comma-separated mask formats from {list(FORMATS)}")
     parser.add_argument("--save-overlay", action="store_true", help="also write overlay.mp4 (mask tinted over frames)")
     parser.add_argument("--threshold", type=float, default=0.0, help="mask logit threshold (default 0, the original)")
+    add_refine_arguments(parser)
 
 
 def parse_formats(text: str) -> list[str]:
@@ -178,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     predictor = VideoLisaPredictor.from_pretrained(
         args.model, device=args.device, dtype=args.dtype, vision_tower=args.vision_tower, chunk_size=args.chunk_size,
-        fast_sam=args.fast_sam,
+        fast_sam=args.fast_sam, refine=refine_settings_from_args(args),
     )
     load_seconds = time.perf_counter() - start
     paths = {
