@@ -223,6 +223,23 @@ def test_chunked_iteration_equals_full_decode(media, frames, kind, chunk_size):
     assert np.array_equal(np.concatenate([chunk for _, chunk in resumed]), full[13:])
 
 
+@pytest.mark.parametrize("kind", ["mp4-decord", "mp4-pyav", "folder", "array"])
+def test_frame_groups_are_the_distinct_indices_in_order(media, frames, kind):
+    reader = {
+        "mp4-decord": lambda: open_video(media["mp4"]),
+        "mp4-pyav": lambda: open_video(media["mp4"], backend="pyav"),
+        "folder": lambda: open_video(media["folder"]),
+        "array": lambda: open_video(frames),
+    }[kind]()
+    indices = [30, 2, 17, 2, 39, 0, 5]
+    groups = list(reader.iter_frame_groups(indices, 3))
+    assert [group for group, _ in groups] == [[0, 2, 5], [17, 30, 39]]
+    assert np.array_equal(np.concatenate([chunk for _, chunk in groups]), reader.get_frames([0, 2, 5, 17, 30, 39]))
+    assert list(reader.iter_frame_groups([], 3)) == []
+    with pytest.raises(IndexError, match="out of range"):
+        next(reader.iter_frame_groups([3, NUM_FRAMES], 3))
+
+
 def test_iter_chunks_rejects_bad_arguments(frames):
     reader = open_video(frames)
     with pytest.raises(ValueError, match="chunk_size"):
@@ -277,6 +294,61 @@ def test_folder_ignores_other_files_with_a_warning(tmp_path, frames, caplog):
     assert "notes.txt" in caplog.text
     decoded = decode_all(reader)
     assert psnr(decoded, frames[:3]) > 35  # JPEG is lossy
+
+
+@pytest.mark.parametrize("orientation", [1, 2, 3, 4, 5, 6, 7, 8])
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_images_are_upright_by_their_exif_orientation(tmp_path, frames, orientation, suffix):
+    """Phone photos: stored landscape plus an EXIF orientation; shown like Pillow's exif_transpose."""
+    from PIL import ImageOps
+
+    stored = Image.fromarray(frames[0, :60, :100])
+    exif = stored.getexif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"photo{suffix}"
+    stored.save(path, exif=exif, quality=95)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
+    for source in (path, tmp_path):  # a single image, and a folder holding it
+        reader = open_video(source)
+        assert (reader.height, reader.width) == expected.shape[:2]  # from the header, before decoding
+        assert np.array_equal(reader.get_frames([0])[0], expected)
+
+
+def test_exif_orientation_matches_opencv_imread(tmp_path, frames):
+    """The original read frames with cv2.imread, which applies the EXIF orientation."""
+    cv2 = pytest.importorskip("cv2")
+    stored = Image.fromarray(frames[0, :60, :100])
+    exif = stored.getexif()
+    exif[0x0112] = 6  # shown turned a quarter clockwise, like a portrait phone photo
+    stored.save(tmp_path / "portrait.jpg", exif=exif, quality=95)
+    ours = open_video(tmp_path / "portrait.jpg").get_frames([0])[0]
+    assert ours.shape == (100, 60, 3)
+    assert np.array_equal(ours, cv2.imread(str(tmp_path / "portrait.jpg"))[..., ::-1])
+
+
+@pytest.mark.parametrize("degrees", [0, 90, 180, 270])
+@pytest.mark.parametrize("mirror", [False, True])
+@pytest.mark.parametrize("backend", ["auto", "pyav"])
+def test_display_matrix_is_applied(tmp_path, frames, degrees, mirror, backend):
+    """All eight orientations: a display matrix of ``degrees`` counter-clockwise, then a mirror (PyAV's
+    set_display_rotation), shows the stored frames turned and mirrored so."""
+    stored = frames[:3, :, :240]
+    path = tmp_path / "turned.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=FPS, options={"crf": "12"})
+        stream.height, stream.width, stream.pix_fmt = *stored.shape[1:3], "yuv420p"
+        stream.set_display_rotation(degrees, hflip=mirror)
+        for image in stored:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode(None))
+    expected = np.rot90(stored, degrees // 90, axes=(1, 2))
+    if mirror:
+        expected = expected[:, :, ::-1]
+    reader = open_video(path, backend=backend)
+    assert (reader.num_frames, reader.height, reader.width) == expected.shape[:3]
+    assert psnr(reader.get_frames(range(3)), expected) > 38
+    chunk = next(reader.iter_chunks(3))[1]
+    assert chunk.flags.c_contiguous and np.array_equal(chunk, reader.get_frames(range(3)))
 
 
 def test_single_image_is_a_one_frame_video(tmp_path, frames):

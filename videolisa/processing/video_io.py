@@ -180,6 +180,19 @@ class VideoReader(ABC):
         position = {index: slot for slot, index in enumerate(unique)}
         return decoded[[position[index] for index in requested]]
 
+    def iter_frame_groups(self, indices: Sequence[int], group_size: int) -> Iterator[tuple[list[int], np.ndarray]]:
+        """Yield ``(group, frames [len(group), H, W, 3] uint8)`` for the distinct ``indices`` in ascending order,
+        ``group_size`` at a time: scattered frames (the sparse sample) of a 4K video without holding them all.
+
+        Example: indices ``[9, 2, 5, 2]``, ``group_size=2`` -> groups ``[2, 5]``, ``[9]``. Errors as
+        :meth:`get_frames`.
+        """
+        unique = sorted(set(self._check_indices(indices)))
+        self._check_chunking(group_size, 0)
+        for first in range(0, len(unique), group_size):
+            group = unique[first : first + group_size]
+            yield group, self._decode_sorted(group)
+
     def iter_chunks(self, chunk_size: int, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(start_index, frames [k, H, W, 3] uint8)`` for consecutive chunks from ``start`` to the end.
 
@@ -818,6 +831,23 @@ class _PyAVVideo(VideoReader):
                 frames[slots[index]] = frame
         return frames
 
+    def iter_frame_groups(self, indices: Sequence[int], group_size: int) -> Iterator[tuple[list[int], np.ndarray]]:
+        """As :meth:`VideoReader.iter_frame_groups`, from one sequential decoding pass."""
+        unique = sorted(set(self._check_indices(indices)))
+        self._check_chunking(group_size, 0)
+        if not unique:
+            return
+        wanted = set(unique)
+        group: list[int] = []
+        frames: list[np.ndarray] = []
+        for index, frame in self._decode_from_start(stop=unique[-1] + 1):
+            if index in wanted:
+                group.append(index)
+                frames.append(frame)
+            if len(group) == group_size or (group and index == unique[-1]):
+                yield group, np.stack(frames)
+                group, frames = [], []
+
     def iter_chunks(self, chunk_size: int, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(start_index, frames [k, H, W, 3] uint8)`` chunks from one sequential decoding pass."""
         self._check_chunking(chunk_size, start)
@@ -848,7 +878,8 @@ class _PyAVVideo(VideoReader):
                 for frame in decoded:
                     if next_index >= stop:
                         return
-                    image = self._orientation.apply(frame.to_ndarray(format="rgb24"))
+                    # Contiguous: a turned view would make every chunk stacked from it strided too.
+                    image = np.ascontiguousarray(self._orientation.apply(frame.to_ndarray(format="rgb24")))
                     yield next_index, self._check_frame(image, next_index)
                     next_index += 1
         if next_index < stop:
