@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from videolisa.errors import VideoLisaError
+from videolisa.cli import reports_errors
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -99,13 +99,10 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
     }
 
 
+@reports_errors
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    try:
-        numbers = measure(args)
-    except VideoLisaError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    numbers = measure(args)
     print(f"{'model':<24} {'prompt spread':>14} {'cross-referent IoU':>19} {'decoder sensitivity':>20}")
     print(f"{args.model:<24} {numbers['prompt_spread']:>14.3f} {numbers['cross_referent_mask_iou']:>19.3f} "
           f"{numbers['decoder_sensitivity']:>20.3f}")

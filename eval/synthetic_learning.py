@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from videolisa.errors import VideoLisaError
+from videolisa.cli import reports_errors
 
 HELDOUT_SEED = 2
 HELDOUT_VIDEOS = 40
@@ -125,6 +125,7 @@ def plot_learning_curves(run_dir: Path, target: Path) -> Path:
     return target
 
 
+@reports_errors
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -148,8 +149,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except VideoLisaError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(main(sys.argv[1:]))

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from videolisa.cli import reports_errors
 from videolisa.errors import VideoLisaError
 
 # Targets per clip with --all-targets (the synthetic scenes have at most 5 objects; repeats of one object are
@@ -161,13 +162,10 @@ class OracleRun:
             logits = decode_low_res_logits(self.sam, embeddings, self.prompts(pair))
         return float((logits[:, 0] - logits[:, 1]).abs().mean() / logits[:, 0].std())
 
+@reports_errors
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    try:
-        run = OracleRun(args)
-    except VideoLisaError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    run = OracleRun(args)
     rng = np.random.default_rng(args.seed)
     dice, start = [], time.perf_counter()
     per_step = 1 if args.all_targets else args.clips_per_step

@@ -3,6 +3,8 @@ folder, a full disk) and bad worker counts, each ending in one ``error:`` line t
 
 from __future__ import annotations
 
+import errno
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -15,6 +17,7 @@ from PIL import Image
 
 from videolisa.cli import main
 
+REPO = Path(__file__).resolve().parents[1]
 NUM_FRAMES, HEIGHT, WIDTH = 10, 48, 64
 INSTRUCTION = "the red square"
 
@@ -142,7 +145,8 @@ def test_score_rejects_a_worker_count_below_one(
 ) -> None:
     gt, pred = write_score_folders(tmp_path)
     assert main(["score", "--benchmark", "folders", "--gt", str(gt), "--pred", str(pred), "--workers", workers]) == 2
-    assert error_line(capsys.readouterr().err) == f"error: --workers must be at least 1 (worker processes), got {workers}"
+    expected = f"error: --workers must be at least 1 (worker processes), got {workers}"
+    assert error_line(capsys.readouterr().err) == expected
 
 
 def test_eval_into_an_unwritable_out_is_one_error_line(
@@ -158,3 +162,26 @@ def test_eval_into_an_unwritable_out_is_one_error_line(
     line = error_line(capsys.readouterr().err)
     assert str(out) in line and "Permission denied" in line
     assert list(out.parent.iterdir()) == []
+
+
+SCRIPTS = ["train/train.py", "train/export.py", "demo/app.py", "eval/prompt_sensitivity.py",
+           "eval/synthetic_learning.py", "eval/synthetic_oracle_prompt.py"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_script_reports_a_file_system_error_in_one_line(
+    script: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The scripts users run (``eval/evaluate.py`` and ``eval/score.py`` are ``videolisa eval`` / ``score``):
+    an ``OSError`` anywhere in ``main`` (injected into its first step) is one line naming the path, exit 2."""
+    spec = importlib.util.spec_from_file_location(f"script_{Path(script).stem}", REPO / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    where = tmp_path / "unwritable" / "file"
+
+    def parse_args(*args: object) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", str(where))
+
+    monkeypatch.setattr(module, "parse_args", parse_args)
+    assert module.main([]) == 2
+    assert error_line(capsys.readouterr().err) == f"error: {where}: Permission denied"

@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
+import os
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import time
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -25,7 +32,16 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from videolisa.demo import DemoExample, DemoLimits, build_demo, find_examples, launch_demo
+from videolisa.demo import (
+    AUTH_ENV,
+    DemoExample,
+    DemoLimits,
+    build_demo,
+    find_examples,
+    launch_demo,
+    parse_auth,
+    segment_for_demo,
+)
 from videolisa.errors import InvalidInputError
 from videolisa.outputs import MaskWriter, make_overlay_image, read_png_masks, read_rle_json
 from videolisa.predictor import VideoLisaPredictor
@@ -35,8 +51,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_FRAMES = 12
 EXAMPLE_SIZE = (64, 96)  # (height, width)
 EXAMPLE_FPS = 10.0
-# The example (1.2 s) fits; a 25-frame video at 10 fps (2.5 s) does not; uploads over 0.2 MB are refused.
-TEST_LIMITS = DemoLimits(max_upload_mb=0.2, max_video_seconds=2.0, max_frames=100)
+# The example (1.2 s, 12 frames of 64x96 = 0.006 megapixels, 0.074 in all) fits; a 25-frame video at 10 fps
+# (2.5 s) does not; nor do 200x200 frames (0.04 megapixels) or 19 frames of 128x128 (0.31 megapixels in all);
+# uploads over 0.2 MB are refused.
+TEST_LIMITS = DemoLimits(max_upload_mb=0.2, max_video_seconds=2.0, max_frames=100, max_frame_megapixels=0.03,
+                         max_video_megapixels=0.2)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -206,6 +225,47 @@ def test_video_over_the_length_limit_is_a_friendly_error(client: Client, tmp_pat
     assert "long.mp4 is too long: 25 frames, 2.5 s" in message and "up to 2 s" in message
 
 
+@pytest.mark.parametrize(
+    "frames, height, width, message",
+    [(2, 200, 200, "frames of 200x200 (0.04 megapixels); this demo accepts frames up to 0.03 megapixels"),
+     (19, 128, 128, "19 frames of 128x128, 0.311 megapixels in all; this demo accepts up to 0.2 megapixels per video")],
+    ids=["frame", "video"],
+)
+def test_videos_over_the_pixel_limits_are_refused_before_any_frame_is_decoded(
+    client: Client, predictor: VideoLisaPredictor, tmp_path: Path, frames: int, height: int, width: int, message: str
+) -> None:
+    pixels = np.random.default_rng(0).integers(0, 256, size=(frames, height, width, 3), dtype=np.uint8)
+    video = write_mp4(tmp_path / "big.mp4", pixels, fps=EXAMPLE_FPS)
+    assert message in segment_error(client, video, "the red square")
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(InvalidInputError, match="big.mp4 has"):
+        segment_for_demo(predictor, video, "the red square", out, limits=TEST_LIMITS)
+    assert list(out.iterdir()) == []  # refused before the first frame reached the writers
+
+
+def test_a_request_over_its_time_budget_is_stopped_and_its_folder_removed(
+    predictor: VideoLisaPredictor, examples_dir: Path, example: DemoExample, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the app keeps its request folders
+    limits = replace(TEST_LIMITS, max_request_seconds=1e-6)  # spent before the first frame is written
+    with running_demo(predictor, examples_dir, limits) as url:
+        client = Client(url, verbose=False, download_files=tmp_path / "downloads", analytics_enabled=False)
+        message = segment_error(client, example.video, example.instruction)
+        assert f"stopped after 1e-06 s, the time this demo allows one request, with 1 of {EXAMPLE_FRAMES}" in message
+        (root,) = tmp_path.glob("videolisa-demo-*")
+        assert list(root.iterdir()) == []
+
+
+def test_the_page_shows_every_limit(app_url: str) -> None:
+    config = httpx.get(f"{app_url.rstrip('/')}/config", timeout=10).json()
+    (text,) = [c["props"]["value"] for c in config["components"] if c["props"].get("elem_id") == "limits"]
+    for shown in ("2 s", "100 frames", "0.2 MB", "frames up to 0.03 megapixels", "0.2 megapixels in all",
+                  "a request may take 600 s"):
+        assert shown in text, text
+
+
 def test_upload_over_the_size_limit_is_refused(client: Client, tmp_path: Path) -> None:
     upload = tmp_path / "huge.mp4"
     upload.write_bytes(bytes(int(TEST_LIMITS.max_upload_bytes * 1.5)))
@@ -272,6 +332,83 @@ def test_app_binds_to_localhost_by_default_and_collects_example_folders() -> Non
     app = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(app)
     defaults = app.parse_args([])
-    assert (defaults.host, defaults.port, defaults.device) == ("127.0.0.1", 7860, "auto")
-    custom = app.parse_args(["--examples", "a", "--examples", "b", "--port", "8000", "--max-frames", "50"])
+    assert (defaults.host, defaults.port, defaults.device, defaults.auth) == ("127.0.0.1", 7860, "auto", None)
+    custom = app.parse_args(["--examples", "a", "--examples", "b", "--port", "8000", "--max-frames", "50",
+                             "--max-frame-megapixels", "2", "--max-video-megapixels", "90",
+                             "--max-request-seconds", "30", "--auth", "ann:s3:cret"])
     assert custom.examples == [Path("a"), Path("b")] and custom.port == 8000 and custom.max_frames == 50
+    assert (custom.max_frame_megapixels, custom.max_video_megapixels, custom.max_request_seconds) == (2, 90, 30)
+    assert parse_auth(custom.auth) == ("ann", "s3:cret")
+    for bad in ("ann", "ann:", ":secret"):
+        with pytest.raises(InvalidInputError, match="USER:PASSWORD"):
+            parse_auth(bad)
+
+
+@pytest.mark.slow
+def test_serving_the_network_without_a_login_warns_and_auth_adds_one(
+    predictor: VideoLisaPredictor, examples_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for host, auth, warned in (("127.0.0.1", None, False), ("0.0.0.0", None, True), ("0.0.0.0", ("ann", "pw"), False)):
+        demo = build_demo(predictor, examples_dirs=[examples_dir], limits=TEST_LIMITS)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="videolisa.demo"):
+            url = launch_demo(demo, limits=TEST_LIMITS, host=host, port=None, auth=auth, block=False, quiet=True)
+        try:
+            warnings = [record.getMessage() for record in caplog.records if "without a login" in record.getMessage()]
+            assert len(warnings) == warned, (host, auth)
+            if warned:
+                assert "--auth USER:PASSWORD" in warnings[0] and AUTH_ENV in warnings[0]
+            status = httpx.get(f"{url.rstrip('/')}/config", timeout=10).status_code
+            assert status == (401 if auth else 200)
+        finally:
+            demo.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_until_serving(url: str, process: subprocess.Popen, timeout: float = 180.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        assert process.poll() is None, process.communicate()[1]
+        try:
+            httpx.get(url, timeout=2)
+            return
+        except httpx.TransportError:
+            time.sleep(0.5)
+    raise AssertionError(f"the demo did not start serving {url} within {timeout} s")
+
+
+@pytest.mark.slow
+def test_app_takes_its_login_from_the_environment_and_sigterm_removes_the_request_folders(
+    tiny_model_dir: Path, example: DemoExample, tmp_path: Path
+) -> None:
+    """``demo/app.py`` as a user starts it; SIGTERM (what ``docker stop`` and systemd send) ends it like Ctrl-C."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    port = _free_port()
+    env = dict(os.environ, TMPDIR=str(temp), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", **{AUTH_ENV: "ann:pw"})
+    process = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "demo" / "app.py"), "--model", str(tiny_model_dir), "--device", "cpu",
+         "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        _wait_until_serving(url, process)
+        assert httpx.get(f"{url}config", timeout=10).status_code == 401  # the login is required
+        client = Client(url, auth=("ann", "pw"), verbose=False, download_files=tmp_path / "downloads",
+                        analytics_enabled=False)
+        client.predict(handle_file(str(example.video)), example.instruction, api_name="/segment")
+        (root,) = temp.glob("videolisa-demo-*")
+        assert len(list(root.glob("request-*"))) == 1
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, stderr
+    assert list(temp.glob("videolisa-demo-*")) == [], stderr

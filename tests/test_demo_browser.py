@@ -7,10 +7,11 @@ package ``selenium``; the test is skipped only when Chromium or its driver is no
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pytest
 
 from test_demo import (
@@ -19,6 +20,7 @@ from test_demo import (
     TEST_LIMITS,
     running_demo,
     write_example_videos,
+    write_mp4,
 )
 from videolisa.demo import DemoExample, find_examples
 from videolisa.predictor import VideoLisaPredictor
@@ -114,19 +116,37 @@ def test_page_segments_an_example_and_shows_the_result(
     assert screenshot.stat().st_size > 10_000
 
 
-def test_page_shows_a_friendly_error_for_an_unreadable_upload(
-    browser: "Chrome", demo_app: tuple[str, VideoLisaPredictor, DemoExample], tmp_path: Path
+def write_broken_video(path: Path) -> Path:
+    path.write_bytes(b"this is not a video" * 20)
+    return path
+
+
+def write_video_of_large_frames(path: Path) -> Path:
+    """Two 200x200 frames: over TEST_LIMITS' 0.03 megapixels per frame."""
+    return write_mp4(path, np.zeros((2, 200, 200, 3), dtype=np.uint8), fps=10.0)
+
+
+@pytest.mark.parametrize(
+    "write_upload, message",
+    [(write_broken_video, "cannot read video file broken.mp4"),
+     (write_video_of_large_frames, "this demo accepts frames up to 0.03 megapixels")],
+    ids=["unreadable", "large-frames"],
+)
+def test_page_shows_a_friendly_error_for_a_refused_upload(
+    browser: "Chrome", demo_app: tuple[str, VideoLisaPredictor, DemoExample], tmp_path: Path,
+    write_upload: Callable[[Path], Path], message: str,
 ) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    broken = tmp_path / "broken.mp4"
-    broken.write_bytes(b"this is not a video" * 20)
+    upload = write_upload(tmp_path / "broken.mp4")
     browser.get(demo_app[0])
     wait = WebDriverWait(browser, RESULT_TIMEOUT_S)
-    wait.until(lambda page: page.find_element(By.CSS_SELECTOR, "#input-video input[type=file]")).send_keys(str(broken))
+    wait.until(lambda page: page.find_element(By.CSS_SELECTOR, "#input-video input[type=file]")).send_keys(str(upload))
+    # The limits are on the page before anything is sent.
+    assert "frames up to 0.03 megapixels" in browser.find_element(By.ID, "limits").text
     browser.find_element(By.CSS_SELECTOR, "#instruction textarea").send_keys("the red square")
     browser.find_element(By.ID, "segment-button").click()
-    wait.until(lambda page: "cannot read video file broken.mp4" in page.find_element(By.TAG_NAME, "body").text)
+    wait.until(lambda page: message in page.find_element(By.TAG_NAME, "body").text)
     browser.save_screenshot(str(tmp_path / "error.png"))
     assert "Traceback" not in browser.find_element(By.TAG_NAME, "body").text

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from videolisa.errors import VideoLisaError
+from videolisa.cli import reports_errors
 from videolisa.training import export_checkpoint
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
@@ -36,15 +36,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@reports_errors
 def main(argv: list[str] | None = None) -> int:
     """Export and report."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        out = export_checkpoint(args.run_dir, args.out_dir, args.tag, DTYPES[args.dtype])
-    except VideoLisaError as error:
-        logging.getLogger("export").error("%s", error)
-        return 2
+    out = export_checkpoint(args.run_dir, args.out_dir, args.tag, DTYPES[args.dtype])
     print(out)
     return 0
 

@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from videolisa.errors import VideoLisaError
+from videolisa.cli import reports_errors
 from videolisa.training import prepare_run, run_training
 
 
@@ -38,18 +38,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@reports_errors
 def main(argv: list[str] | None = None) -> int:
     """Prepare the run (config, resume checks), train on this process, report."""
     args = parse_args(argv)
     rank = int(os.environ.get("RANK", 0))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s")
-    try:
-        run = prepare_run(args.config, args.resume, args.overrides)
-        summary = run_training(run)
-    except VideoLisaError as error:
-        logging.getLogger("train").error("%s", error)
-        return 2
+    run = prepare_run(args.config, args.resume, args.overrides)
+    summary = run_training(run)
     if rank == 0:
         logging.getLogger("train").info("finished at step %d; best: %s; run folder %s",
                                         summary["step"], summary["best"], run.run_dir)

@@ -8,13 +8,16 @@ sub-command runs, so ``videolisa score`` never pays for importing torch.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import os
 import sys
-from typing import Callable, Sequence
+from typing import Callable, ParamSpec, Sequence
 
 from videolisa import __version__
 from videolisa.errors import VideoLisaError
+
+P = ParamSpec("P")
 
 # name -> (module, one-line help). The order is the order shown in --help.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -49,6 +52,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     module = importlib.import_module(COMMANDS[args.command][0])
     return report_errors(lambda: int(module.run(args) or 0))
+
+
+def reports_errors(main: Callable[P, int]) -> Callable[P, int]:
+    """Decorate a script's ``main`` so that it runs through :func:`report_errors` (one ``error:`` line, exit 2)."""
+
+    @functools.wraps(main)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> int:
+        return report_errors(lambda: main(*args, **kwargs))
+
+    return wrapper
 
 
 def describe_os_error(error: OSError) -> str:

@@ -9,20 +9,26 @@ frame and the COCO-RLE JSON; the PNGs and the JSON are then zipped for download,
 are kept as overlay images for the gallery. The page also shows the sampled frame indices and timings.
 
 Safety for a shared machine: the queue runs one request at a time (others wait in line instead of running
-out of memory) and holds at most ``max_queue_size``; uploads over ``max_upload_mb`` are refused by Gradio
-and videos over ``max_video_seconds`` / ``max_frames`` by the request, each with a message in the page; the
-server binds to 127.0.0.1 unless told otherwise. Gradio is imported only inside :func:`build_demo` and
+out of memory) and holds at most ``max_queue_size``; uploads over ``max_upload_mb`` are refused by Gradio;
+videos over ``max_video_seconds`` / ``max_frames``, with frames over ``max_frame_megapixels`` or more than
+``max_video_megapixels`` in all are refused by the request as soon as the video is opened, before any frame is
+decoded (a small file can hold huge frames); a request that runs longer than ``max_request_seconds`` is
+stopped; each with a message in the page. The server binds to 127.0.0.1 unless told otherwise, warns when it
+serves the network without a login, and takes Gradio's ``auth``. SIGTERM ends a blocking server as Ctrl-C
+does, so the request folders are removed either way. Gradio is imported only inside :func:`build_demo` and
 :func:`launch_demo`, so ``import videolisa.demo`` stays cheap.
 """
 
 from __future__ import annotations
 
 import html
+import ipaddress
 import json
 import logging
 import os
 import re
 import shutil
+import signal
 import tempfile
 import time
 import zipfile
@@ -48,6 +54,8 @@ logger = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike[str]]
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
+# USER:PASSWORD for the page's login; an environment variable keeps the password out of the process list.
+AUTH_ENV = "VIDEOLISA_DEMO_AUTH"
 # Sidecar written by `videolisa synth --layout mp4` in each video's folder (see videolisa.synthetic).
 SYNTHETIC_INSTRUCTIONS_FILE = "instructions.json"
 _API_NAME = "segment"
@@ -62,6 +70,10 @@ class DemoLimits:
         max_upload_mb: largest video file accepted, in megabytes (10**6 bytes).
         max_video_seconds: longest video accepted (frames / fps).
         max_frames: most frames accepted (bounds the work of high-frame-rate videos).
+        max_frame_megapixels: largest frame accepted, in 10**6 pixels (default: 4096x2160 fits). A file of a
+            few KB can hold 4096x4096 frames that take gigabytes to decode and write.
+        max_video_megapixels: most pixels of all frames together, in 10**6 (frames x height x width).
+        max_request_seconds: a request still running after this long is stopped with a message.
         max_queue_size: requests waiting in line at most; further users are told the queue is full.
         keep_results_seconds: output files of a request are deleted after this long.
     """
@@ -69,13 +81,24 @@ class DemoLimits:
     max_upload_mb: float = 200.0
     max_video_seconds: float = 120.0
     max_frames: int = 3000
+    max_frame_megapixels: float = 8.9
+    max_video_megapixels: float = 2000.0
+    max_request_seconds: float = 600.0
     max_queue_size: int = 16
     keep_results_seconds: float = 3600.0
 
     def __post_init__(self) -> None:
-        for name in ("max_upload_mb", "max_video_seconds", "max_frames", "max_queue_size", "keep_results_seconds"):
+        for name in ("max_upload_mb", "max_video_seconds", "max_frames", "max_frame_megapixels",
+                     "max_video_megapixels", "max_request_seconds", "max_queue_size", "keep_results_seconds"):
             if not getattr(self, name) > 0:
                 raise InvalidInputError(f"demo limit {name} must be positive, got {getattr(self, name)!r}")
+
+    def describe(self) -> str:
+        """The limits as one sentence for the page."""
+        return (f"Videos up to {self.max_video_seconds:g} s, {self.max_frames} frames and {self.max_upload_mb:g} MB, "
+                f"frames up to {self.max_frame_megapixels:g} megapixels and {self.max_video_megapixels:g} "
+                f"megapixels in all; a request may take {self.max_request_seconds:g} s; requests run one at a time "
+                "in a queue.")
 
     @property
     def max_upload_bytes(self) -> int:
@@ -226,6 +249,46 @@ def _check_length(name: str, num_frames: int, fps: float, limits: DemoLimits) ->
         )
 
 
+def _megapixels(value: float) -> str:
+    """``16.777`` -> ``"16.8"``, ``0.0409`` -> ``"0.0409"``, ``2400.4`` -> ``"2,400"``."""
+    return f"{value:.3g}" if value < 1000 else f"{value:,.0f}"
+
+
+def _check_pixels(name: str, num_frames: int, height: int, width: int, limits: DemoLimits) -> None:
+    """Refuse frames over ``max_frame_megapixels`` or a video over ``max_video_megapixels`` (from the size and
+    frame count the opened video reports: nothing has been decoded yet)."""
+    frame_megapixels = height * width / 1e6
+    if frame_megapixels > limits.max_frame_megapixels:
+        raise InvalidInputError(
+            f"{name} has frames of {width}x{height} ({_megapixels(frame_megapixels)} megapixels); this demo accepts "
+            f"frames up to {limits.max_frame_megapixels:g} megapixels (4096x2160 is 8.8). Scale the video down and "
+            "try again."
+        )
+    total = frame_megapixels * num_frames
+    if total > limits.max_video_megapixels:
+        raise InvalidInputError(
+            f"{name} has too many pixels: {num_frames} frames of {width}x{height}, {_megapixels(total)} megapixels in "
+            f"all; this demo accepts up to {limits.max_video_megapixels:g} megapixels per video. Trim or scale the "
+            "video down and try again."
+        )
+
+
+class _Deadline:
+    """The end of a request's time budget (``max_request_seconds`` from its start)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._end = time.perf_counter() + seconds
+
+    def check(self, done: int, total: int) -> None:
+        """Raise once the budget is spent (``done`` of ``total`` frames segmented so far)."""
+        if time.perf_counter() > self._end:
+            raise InvalidInputError(
+                f"the request was stopped after {self.seconds:g} s, the time this demo allows one request, with "
+                f"{done} of {total} frames segmented. Try a shorter or smaller video."
+            )
+
+
 def _zip_masks(zip_path: Path, png_dir: Path, frame_names: Sequence[str], rle_json: Path) -> None:
     """``masks/<frame>.png`` for every frame plus the RLE JSON, written atomically."""
     with atomic_path(zip_path) as temp_path, zipfile.ZipFile(temp_path, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -242,9 +305,11 @@ def _write_outputs(
     key_indices: set[int],
     paths: dict[str, Path],
     progress: Callable[[int, int], None] | None,
+    deadline: _Deadline,
 ) -> list[tuple[np.ndarray, str]]:
     """Stream the masks into a MaskWriter (``paths``: png_dir, rle_path, overlay_path) in one pass over the
-    video; returns the tinted key frames ``(image [H, W, 3] uint8, caption)`` in frame order."""
+    video, checking ``deadline`` after every frame; returns the tinted key frames ``(image [H, W, 3] uint8,
+    caption)`` in frame order."""
     key_frames = []
     with MaskWriter(reader.frame_names, reader.height, reader.width, instruction=instruction, fps=reader.fps,
                     overlay_color=settings.overlay_color, overlay_alpha=settings.overlay_alpha, **paths) as writer:
@@ -252,6 +317,7 @@ def _write_outputs(
             reader, [instruction], frames_sparse=settings.frames_sparse, frames_dense=settings.frames_dense,
             threshold=settings.threshold, return_frames=True, progress=progress or False,
         ):
+            deadline.check(item.index + 1, reader.num_frames)
             writer.write(item.masks[:1], item.frame[None])
             if item.index in key_indices:
                 image = make_overlay_image(item.frame, item.masks[0], settings.overlay_color, settings.overlay_alpha)
@@ -270,11 +336,14 @@ def segment_for_demo(
 ) -> DemoResult:
     """Segment ``video`` from ``instruction`` and write the demo's outputs into ``out_dir``.
 
-    Checks the file size and video length against ``limits`` before any model work. ``progress`` is called
-    with ``(frames_done, total)`` after each chunk. Raises :class:`~videolisa.errors.VideoLisaError` (with
-    a message for the page) for an empty instruction, an unreadable video or one over the limits.
+    Checks the file size, the video's length and its pixels against ``limits`` as soon as the video is
+    opened, before any frame is decoded or any model work, and stops the request once it has run for
+    ``limits.max_request_seconds``. ``progress`` is called with ``(frames_done, total)`` after each chunk.
+    Raises :class:`~videolisa.errors.VideoLisaError` (with a message for the page) for an empty instruction,
+    an unreadable video, one over the limits, or a request out of time.
     """
     start = time.perf_counter()
+    deadline = _Deadline(limits.max_request_seconds)
     instruction = (instruction or "").strip()
     if not instruction:
         raise InvalidInputError("the instruction is empty: type what to segment, e.g. 'the red square moving left'")
@@ -284,8 +353,9 @@ def segment_for_demo(
     paths = {"png_dir": out / "masks", "rle_path": out / "masks.json", "overlay_path": out / f"{stem}_overlay.mp4"}
     with open_video(path) as reader:
         _check_length(path.name, reader.num_frames, reader.fps, limits)
+        _check_pixels(path.name, reader.num_frames, reader.height, reader.width, limits)
         sparse, dense = predictor.sample_frames(reader.num_frames, settings.frames_sparse, settings.frames_dense)
-        key_frames = _write_outputs(predictor, reader, instruction, settings, set(dense), paths, progress)
+        key_frames = _write_outputs(predictor, reader, instruction, settings, set(dense), paths, progress, deadline)
         frame_names, num_frames = reader.frame_names, reader.num_frames
     masks_zip = out / f"{stem}_masks.zip"
     _zip_masks(masks_zip, paths["png_dir"], frame_names, paths["rle_path"])
@@ -316,6 +386,10 @@ class _ResultFolders:
             if now - folder.stat().st_mtime > self._keep_seconds:
                 shutil.rmtree(folder, ignore_errors=True)
         return Path(tempfile.mkdtemp(prefix="request-", dir=root))
+
+    def discard(self, folder: Path) -> None:
+        """Delete a request's folder now (the request failed: nothing in it is served)."""
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -374,12 +448,14 @@ def build_demo(
         settings = DemoConfig(int(frames_sparse), int(frames_dense), float(threshold),
                                 parse_color(overlay_color), float(overlay_opacity))
         progress(0, desc="Reading the video and the instruction")
+        folder = results.new_folder()
         try:
             result = segment_for_demo(
-                predictor, video, instruction, results.new_folder(), settings, limits,
+                predictor, video, instruction, folder, settings, limits,
                 progress=lambda done, total: progress((done, total), desc="Segmenting frames", unit="frames"),
             )
         except VideoLisaError as error:
+            results.discard(folder)
             raise gr.Error(_page_message(error, video), title="Cannot segment this video",
                            print_exception=False) from error
         return (str(result.overlay_video), result.key_frames, str(result.masks_zip), result.frame_indices,
@@ -389,8 +465,8 @@ def build_demo(
         gr.Markdown(
             "# VideoLISA: language-instructed video segmentation\n"
             "Upload a video (or pick an example), describe what to segment, and press **Segment**. "
-            f"Videos up to {limits.max_video_seconds:g} s, {limits.max_frames} frames and "
-            f"{limits.max_upload_mb:g} MB; requests run one at a time in a queue."
+            + limits.describe(),
+            elem_id="limits",
         )
         with gr.Row():
             with gr.Column():
@@ -436,21 +512,56 @@ def build_demo(
     return demo.queue(max_size=limits.max_queue_size, default_concurrency_limit=1)
 
 
+def parse_auth(text: str) -> tuple[str, str]:
+    """``"USER:PASSWORD"`` (from ``--auth`` or :data:`AUTH_ENV`) -> ``("USER", "PASSWORD")``; the password
+    may contain colons."""
+    user, _, password = text.partition(":")
+    if not user or not password:
+        raise InvalidInputError(
+            f"the demo's login (--auth or {AUTH_ENV}) must be USER:PASSWORD, both parts non-empty"
+        )
+    return user, password
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
+def _stop_like_ctrl_c(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def launch_demo(
     demo: "gr.Blocks",
     *,
     limits: DemoLimits = DemoLimits(),
     host: str = DEFAULT_HOST,
     port: int | None = DEFAULT_PORT,
+    auth: tuple[str, str] | None = None,
     block: bool = True,
     quiet: bool = False,
 ) -> str:
     """Serve ``demo`` on ``host:port`` (``port=None``: a free port from 7860 up) and return its local URL.
 
     Pass the ``limits`` given to :func:`build_demo`: Gradio refuses uploads over ``max_upload_mb`` before
-    they reach the request. ``block=False`` returns at once with the server running in a thread (tests;
-    stop it with ``demo.close()``).
+    they reach the request. ``auth=(user, password)`` puts Gradio's login in front of the page; serving
+    another address than this machine's loopback without one logs a warning. ``block=True`` serves until
+    Ctrl-C or SIGTERM (both stop the server, and the request folders are removed on exit); ``block=False``
+    returns at once with the server running in a thread (tests; stop it with ``demo.close()``).
     """
-    demo.launch(server_name=host, server_port=port, max_file_size=limits.max_upload_bytes,
+    if auth is None and not _is_loopback(host):
+        logger.warning(
+            "serving the demo on %s without a login: anyone who can reach this machine can use it (and its "
+            "GPU or CPU time). Require one with --auth USER:PASSWORD or the %s=USER:PASSWORD environment "
+            "variable (launch_demo(auth=...) from Python).", host, AUTH_ENV,
+        )
+    if block:
+        signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
+    demo.launch(server_name=host, server_port=port, max_file_size=limits.max_upload_bytes, auth=auth,
                 prevent_thread_lock=not block, quiet=quiet, ssr_mode=False, share=False)
     return demo.local_url
