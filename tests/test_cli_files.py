@@ -164,8 +164,8 @@ def test_eval_into_an_unwritable_out_is_one_error_line(
     assert list(out.parent.iterdir()) == []
 
 
-SCRIPTS = ["train/train.py", "train/export.py", "demo/app.py", "eval/prompt_sensitivity.py",
-           "eval/synthetic_learning.py", "eval/synthetic_oracle_prompt.py"]
+SCRIPTS = ["train/train.py", "train/export.py", "demo/app.py", "eval/diagnostics/prompt_sensitivity.py",
+           "eval/synthetic_learning.py", "eval/diagnostics/synthetic_oracle_prompt.py"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

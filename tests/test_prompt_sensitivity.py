@@ -1,4 +1,4 @@
-"""Tests of the instruction-following diagnostics: eval/prompt_sensitivity.py and eval/synthetic_oracle_prompt.py."""
+"""Tests of the instruction-following diagnostics: eval/diagnostics/prompt_sensitivity.py and eval/diagnostics/synthetic_oracle_prompt.py."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def load_eval_script(name: str):
-    """Import ``eval/<name>.py`` as a module."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "eval" / f"{name}.py")
+    """Import ``eval/diagnostics/<name>.py`` as a module."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "eval" / "diagnostics" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

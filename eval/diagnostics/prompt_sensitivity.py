@@ -1,6 +1,6 @@
 """Does a model follow the instruction? Three numbers on a MeViS-layout split (e.g. held-out synthetic videos).
 
-    python eval/prompt_sensitivity.py --model builtin:synthetic --data outputs/synthetic_learning/heldout
+    python eval/diagnostics/prompt_sensitivity.py --model builtin:synthetic --data outputs/synthetic_learning/heldout
 
 * prompt spread: mean pairwise distance between the segmentation prompts (``[SEG]`` embeddings) of a video's
   instructions, relative to their mean norm -- 0 means the LLM gives every instruction the same prompt;

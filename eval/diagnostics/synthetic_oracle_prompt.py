@@ -2,7 +2,7 @@
 
     videolisa synth --out data/synthetic_custom --layout custom --videos 600 --seed 1 --min-frames 16 \\
         --max-frames 32 --min-objects 2 --max-objects 3
-    python eval/synthetic_oracle_prompt.py --data data/synthetic_custom/annotations.jsonl --steps 1000
+    python eval/diagnostics/synthetic_oracle_prompt.py --data data/synthetic_custom/annotations.jsonl --steps 1000
 
 It trains only the preset's SAM (image encoder, prompt encoder, mask decoder), from the same seeded random
 weights as ``train/train.py``, with the LLM replaced by an oracle: each referent's prompt is a learned embedding
