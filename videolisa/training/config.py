@@ -18,7 +18,9 @@ TRAINABLE_SETS = ("original", "all")
 PRECISIONS = ("auto", "bf16", "fp32")
 # Config sections a resumed run may change; anything else would change the data order or the model.
 RESUMABLE_KEYS = ("train.num_workers", "train.log_every", "train.save_every", "train.keep_last",
-                  "train.micro_batch_size", "validation.")
+                  "train.micro_batch_size", "train.report_to", "validation.")
+# Experiment trackers train.report_to may name (videolisa.training.tracking).
+TRACKERS = ("tensorboard", "wandb", "mlflow")
 
 
 @dataclass
@@ -80,7 +82,8 @@ class TrainConfig:
 
     ``global_batch_size`` is per optimizer step over all processes; the gradient accumulation is
     ``global_batch_size / (micro_batch_size x processes)``, so the same recipe runs on 1, 8 or 64 GPUs.
-    ``deepspeed_config`` is relative to the YAML file's folder.
+    ``deepspeed_config`` is relative to the YAML file's folder. ``report_to`` lists the experiment trackers
+    (``tensorboard``, ``wandb``, ``mlflow``; see :mod:`videolisa.training.tracking`), ``[]`` for none.
     """
 
     output_dir: str = "runs/videolisa"
@@ -95,6 +98,7 @@ class TrainConfig:
     keep_last: int = 2
     deepspeed_config: str = "ds_zero2.json"
     max_text_tokens: int | None = None
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
 
 
 @dataclass
@@ -141,6 +145,8 @@ class TrainingConfig:
         if model.source == "scratch" and not model.tokenizer:
             raise InvalidInputError("model.tokenizer must be set for model.source=scratch ('tiny' or a folder)")
         _require_choice("train.precision", train.precision, PRECISIONS)
+        for tracker in train.report_to:
+            _require_choice("train.report_to[]", tracker, TRACKERS)
         for key in ("total_steps", "global_batch_size", "micro_batch_size", "log_every", "save_every", "keep_last"):
             _require_positive(f"train.{key}", getattr(train, key))
         if train.num_workers < 0:

@@ -44,10 +44,10 @@ from videolisa.training.run import (
     read_best,
     remove_old_checkpoints,
     save_run_files,
-    tensorboard_writer,
     truncate_run_logs,
     write_text_atomic,
 )
+from videolisa.training.tracking import Trackers, check_trackers
 from videolisa.training.validation import check_validation_data, default_metric, validate
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ class Trainer:
         self.accumulation = gradient_accumulation_steps(self.config.train, self.world_size)
         self.step = 0
         self.best: dict[str, Any] | None = None
-        self.writer = None
+        self.trackers: Trackers | None = None  # rank 0 only
         self.lr_scale_of_first_group = 1.0
 
     # ------------------------------------------------------------------ setup
@@ -148,6 +148,7 @@ class Trainer:
 
         config = self.config
         check_validation_data(config.validation)
+        check_trackers(config.train.report_to)  # before building anything: a missing tracker fails fast
         model, self.tokenizer = self._build_model()
         self.model_config = unwrap_model(model).config
         self._build_data(self.model_config)
@@ -176,7 +177,7 @@ class Trainer:
         if self.rank == 0:
             if self.run.resume:  # no step is logged twice: cut what a killed run logged after its checkpoint
                 truncate_run_logs(self.run_dir, self.step)
-            self.writer = tensorboard_writer(self.run_dir, self.step)
+            self.trackers = Trackers(self.run_dir, config, self.step)
 
     def _load_checkpoint(self) -> None:
         load_path, client_state = self.engine.load_checkpoint(str(self.run_dir / CHECKPOINT_DIR))
@@ -221,10 +222,9 @@ class Trainer:
         values = metrics.as_dict()
         with (self.run_dir / METRICS_FILE).open("a", encoding="utf-8") as stream:
             stream.write(json.dumps(values) + "\n")
-        for name in ("loss", "ce_loss", "bce_loss", "dice_loss"):
-            self.writer.add_scalar(f"loss/{name}", values[name], metrics.step)
-        self.writer.add_scalar("lr", metrics.lr, metrics.step)
-        self.writer.add_scalar("throughput/samples_per_second", metrics.samples_per_second, metrics.step)
+        scalars = {f"loss/{name}": values[name] for name in ("loss", "ce_loss", "bce_loss", "dice_loss")}
+        scalars.update({"lr": metrics.lr, "throughput/samples_per_second": metrics.samples_per_second})
+        self.trackers.log_scalars(scalars, metrics.step)
         progress.set_postfix(loss=f"{metrics.loss:.4f}", lr=f"{metrics.lr:.2e}", refresh=False)
         progress.update(1)
         if metrics.step % self.config.train.log_every == 0 or metrics.step == self.config.train.total_steps:
@@ -262,7 +262,7 @@ class Trainer:
         score = shared[0]
         metric = section.metric or default_metric(section.benchmark)
         if self.rank == 0:
-            self.writer.add_scalar(f"validation/{metric}", score, self.step)
+            self.trackers.log_scalars({f"validation/{metric}": score}, self.step)
             logger.info("validation step %d: %s %.4f", self.step, metric, score)
         if self.best is None or score > self.best["score"]:
             self.best = {"tag": checkpoint_tag(self.step), "step": self.step, "metric": metric, "score": score}
@@ -285,8 +285,8 @@ class Trainer:
                     self.run_validation()
                 self.save_checkpoint()
         progress.close()
-        if self.writer is not None:
-            self.writer.close()
+        if self.trackers is not None:
+            self.trackers.close()
         return {"step": self.step, "last": metrics.as_dict() if metrics else None, "best": self.best}
 
 
