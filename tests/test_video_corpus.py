@@ -68,6 +68,23 @@ def test_reader_shows_the_frames_a_player_shows(corpus, name, caplog):
         assert np.abs(decoded["decord"].astype(np.int16) - decoded["pyav"]).max() <= DECORD_PIXEL_TOLERANCE
 
 
+def test_predictor_paths_segment_the_displayed_frames(corpus, tiny_model, tiny_tokenizer):
+    """segment and segment_many on a rotated and on an edit-listed file give exactly the masks of the displayed
+    frames passed as an array (sampling over the shown frames, frames upright)."""
+    from videolisa.predictor import VideoLisaPredictor
+
+    predictor = VideoLisaPredictor(tiny_model, tiny_tokenizer, device="cpu")
+    for name in ("rotate_90", "edit_list"):
+        clip = corpus[name]
+        displayed = open_video(clip.path, backend="pyav").get_frames(range(clip.num_frames))
+        expected = predictor.segment(displayed, "square")
+        from_file = predictor.segment(clip.path, "square")
+        (from_many,) = predictor.segment_many(clip.path, ["square"])
+        assert expected.masks.shape == clip.displayed.shape[:3]
+        assert from_file.sparse_indices == expected.sparse_indices
+        assert np.array_equal(from_file.masks, expected.masks) and np.array_equal(from_many.masks, expected.masks)
+
+
 def run_infer(video: Path, out: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     command = [str(VIDEOLISA), "infer", "--model", "builtin:synthetic", "--video", str(video), "--prompt", "square",

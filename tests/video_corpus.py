@@ -101,6 +101,7 @@ def encode(
     container_format: str | None = None,
     timestamps_ms: list[int] | None = None,
     shift_frames: int = 0,
+    drop_packets: int = 0,
     before_video: Callable[[av.container.OutputContainer], list[av.Packet]] | None = None,
 ) -> Path:
     """Encode ``stored`` frames ``[T, H, W, 3]`` with PyAV.
@@ -108,7 +109,8 @@ def encode(
     ``rotation=(degrees counter-clockwise, mirror)`` writes a display matrix; ``tags`` become stream metadata
     (e.g. the legacy ``rotate``); ``timestamps_ms`` gives each frame's time (variable frame rate);
     ``shift_frames`` moves every packet that many frames earlier, so the first timestamps are negative (an MP4
-    muxer then writes an edit list hiding them); ``before_video`` adds a stream before the video stream and
+    muxer then writes an edit list hiding them); ``drop_packets`` leaves out the first packets (in decoding order),
+    as a cut without re-encoding that misses the key frame; ``before_video`` adds a stream before the video stream and
     returns its packets, which are written before the video's.
     """
     with av.open(str(path), "w", format=container_format) as container:
@@ -122,12 +124,13 @@ def encode(
             stream.set_display_rotation(rotation[0], hflip=rotation[1])
         stream.metadata.update(tags or {})
         _mux(container, first_packets, 0)  # the header is written here, after every stream was added
+        packets = []
         for index, image in enumerate(stored):
             frame = to_palette_frame(image) if pix_fmt == "pal8" else av.VideoFrame.from_ndarray(image, format="rgb24")
             if timestamps_ms is not None:
                 frame.pts, frame.time_base = timestamps_ms[index], Fraction(1, 1000)
-            _mux(container, stream.encode(frame), shift_frames)
-        _mux(container, stream.encode(None), shift_frames)
+            packets += stream.encode(frame)
+        _mux(container, (packets + stream.encode(None))[drop_packets:], shift_frames)
     return path
 
 
@@ -223,6 +226,11 @@ CORPUS: dict[str, Callable[[Path], Clip]] = {
     "h264_bframes": lambda root: _plain(root, "h264_bframes.mp4", "libx264", num_frames=10, options={"bf": "3"}),
     "edit_list": _edit_listed,
     # Four frames at 25 fps, then four at 10 fps.
+    # A cut that misses the key frame: the decoder drops the 4 frames before the next one (every 6th).
+    "cut_before_key_frame": lambda root: Clip(
+        encode(root / "cut_before_key_frame.mkv", draw_frames(12, *DISPLAYED_SIZE), "libx264", drop_packets=2,
+               options={"g": "6", "keyint_min": "6", "sc_threshold": "0", "bf": "0"}),
+        draw_frames(12, *DISPLAYED_SIZE)[6:], warning="10 packets, 6 frames shown (the decoder drops 4"),
     "variable_rate": lambda root: _plain(root, "variable_rate.mkv", "libx264", num_frames=8,
                                          timestamps_ms=[0, 40, 80, 120, 220, 320, 420, 520]),
     "rotate_90": lambda root: _rotated(root, "rotate_90.mp4", -90),  # a quarter turn clockwise: phone portrait

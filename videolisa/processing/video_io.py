@@ -606,7 +606,6 @@ def _probe_video_file(path: Path) -> _StreamProbe:
         orientation = _frame_orientation(first, stream, path)
         first_frame = np.ascontiguousarray(orientation.apply(first.to_ndarray(format="rgb24")))
     shown = [pts for pts, hidden in packets if not hidden]
-    num_hidden = len(packets) - len(shown)
     if first.pts is not None and None not in shown:
         # A decoder that drops frames (e.g. a clip cut before its first key frame) starts at a later timestamp.
         shown = [pts for pts in shown if pts >= first.pts]  # type: ignore[operator]
