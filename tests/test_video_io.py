@@ -204,15 +204,20 @@ def test_decord_with_a_wrong_frame_count_is_not_used(media, monkeypatch, caplog)
 # Chunked iteration
 
 
-@pytest.mark.parametrize("kind", ["mp4-decord", "mp4-pyav", "folder", "array"])
-@pytest.mark.parametrize("chunk_size", [1, 7, 40, 100])
-def test_chunked_iteration_equals_full_decode(media, frames, kind, chunk_size):
-    reader = {
+def open_kind(kind: str, media: dict[str, Path], frames: np.ndarray) -> VideoReader:
+    """The test video through one kind of reader: ``mp4-decord``, ``mp4-pyav``, ``folder`` or ``array``."""
+    return {
         "mp4-decord": lambda: open_video(media["mp4"]),
         "mp4-pyav": lambda: open_video(media["mp4"], backend="pyav"),
         "folder": lambda: open_video(media["folder"]),
         "array": lambda: open_video(frames),
     }[kind]()
+
+
+@pytest.mark.parametrize("kind", ["mp4-decord", "mp4-pyav", "folder", "array"])
+@pytest.mark.parametrize("chunk_size", [1, 7, 40, 100])
+def test_chunked_iteration_equals_full_decode(media, frames, kind, chunk_size):
+    reader = open_kind(kind, media, frames)
     chunks = list(reader.iter_chunks(chunk_size))
     assert [start for start, _ in chunks] == list(range(0, NUM_FRAMES, chunk_size))
     assert all(len(chunk) == min(chunk_size, NUM_FRAMES - start) for start, chunk in chunks)
@@ -225,12 +230,7 @@ def test_chunked_iteration_equals_full_decode(media, frames, kind, chunk_size):
 
 @pytest.mark.parametrize("kind", ["mp4-decord", "mp4-pyav", "folder", "array"])
 def test_frame_groups_are_the_distinct_indices_in_order(media, frames, kind):
-    reader = {
-        "mp4-decord": lambda: open_video(media["mp4"]),
-        "mp4-pyav": lambda: open_video(media["mp4"], backend="pyav"),
-        "folder": lambda: open_video(media["folder"]),
-        "array": lambda: open_video(frames),
-    }[kind]()
+    reader = open_kind(kind, media, frames)
     indices = [30, 2, 17, 2, 39, 0, 5]
     groups = list(reader.iter_frame_groups(indices, 3))
     assert [group for group, _ in groups] == [[0, 2, 5], [17, 30, 39]]
