@@ -335,7 +335,7 @@ def test_failed_write_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.
     def fail(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(synthetic, "write_mevis_layout", fail)
+    monkeypatch.setattr("videolisa.synthetic.writers.write_mevis_layout", fail)
     with pytest.raises(OSError, match="disk full"):
         write_synthetic_dataset(tmp_path / "out", num_videos=1, config=SMALL, progress=False)
     assert list(tmp_path.iterdir()) == []
