@@ -32,6 +32,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+from videolisa import demo as demo_module
 from videolisa.demo import (
     AUTH_ENV,
     DemoExample,
@@ -231,14 +232,21 @@ def test_video_over_the_length_limit_is_a_friendly_error(client: Client, tmp_pat
      (19, 128, 128, "19 frames of 128x128, 0.311 megapixels in all; this demo accepts up to 0.2 megapixels per video")],
     ids=["frame", "video"],
 )
-def test_videos_over_the_pixel_limits_are_refused_before_any_frame_is_decoded(
-    client: Client, predictor: VideoLisaPredictor, tmp_path: Path, frames: int, height: int, width: int, message: str
+def test_videos_over_the_pixel_limits_are_refused_before_their_frames_are_decoded(
+    client: Client, predictor: VideoLisaPredictor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, frames: int,
+    height: int, width: int, message: str,
 ) -> None:
     pixels = np.random.default_rng(0).integers(0, 256, size=(frames, height, width, 3), dtype=np.uint8)
     video = write_mp4(tmp_path / "big.mp4", pixels, fps=EXAMPLE_FPS)
     assert message in segment_error(client, video, "the red square")
     out = tmp_path / "out"
     out.mkdir()
+    if height * width / 1e6 > TEST_LIMITS.max_frame_megapixels:
+        # Over-large frames are refused from the file's header, before open_video decodes a first frame.
+        def open_video(*args: object, **kwargs: object) -> None:
+            raise AssertionError("open_video ran for a video whose header already shows frames over the limit")
+
+        monkeypatch.setattr(demo_module, "open_video", open_video)
     with pytest.raises(InvalidInputError, match="big.mp4 has"):
         segment_for_demo(predictor, video, "the red square", out, limits=TEST_LIMITS)
     assert list(out.iterdir()) == []  # refused before the first frame reached the writers

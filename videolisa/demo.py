@@ -10,9 +10,9 @@ are kept as overlay images for the gallery. The page also shows the sampled fram
 
 Safety for a shared machine: the queue runs one request at a time (others wait in line instead of running
 out of memory) and holds at most ``max_queue_size``; uploads over ``max_upload_mb`` are refused by Gradio;
-videos over ``max_video_seconds`` / ``max_frames``, with frames over ``max_frame_megapixels`` or more than
-``max_video_megapixels`` in all are refused by the request as soon as the video is opened, before any frame is
-decoded (a small file can hold huge frames); a request that runs longer than ``max_request_seconds`` is
+frames over ``max_frame_megapixels`` are refused from the file's header before anything is decoded (a small file
+can hold huge frames), and videos over ``max_video_seconds`` / ``max_frames`` / ``max_video_megapixels`` as soon
+as the video is opened, before its frames are decoded; a request that runs longer than ``max_request_seconds`` is
 stopped; each with a message in the page. The server binds to 127.0.0.1 unless told otherwise, warns when it
 serves the network without a login, and takes Gradio's ``auth``. SIGTERM ends a blocking server as Ctrl-C
 does, so the request folders are removed either way. Gradio is imported only inside :func:`build_demo` and
@@ -254,9 +254,8 @@ def _megapixels(value: float) -> str:
     return f"{value:.3g}" if value < 1000 else f"{value:,.0f}"
 
 
-def _check_pixels(name: str, num_frames: int, height: int, width: int, limits: DemoLimits) -> None:
-    """Refuse frames over ``max_frame_megapixels`` or a video over ``max_video_megapixels`` (from the size and
-    frame count the opened video reports: nothing has been decoded yet)."""
+def _check_frame_pixels(name: str, height: int, width: int, limits: DemoLimits) -> None:
+    """Refuse frames over ``max_frame_megapixels``."""
     frame_megapixels = height * width / 1e6
     if frame_megapixels > limits.max_frame_megapixels:
         raise InvalidInputError(
@@ -264,7 +263,28 @@ def _check_pixels(name: str, num_frames: int, height: int, width: int, limits: D
             f"frames up to {limits.max_frame_megapixels:g} megapixels (4096x2160 is 8.8). Scale the video down and "
             "try again."
         )
-    total = frame_megapixels * num_frames
+
+
+def _check_header_frame_pixels(path: Path, limits: DemoLimits) -> None:
+    """Refuse frames over ``max_frame_megapixels`` from the size in the file's header, before ``open_video``
+    decodes a first frame to check it (a few-KB file can hold 16384x16384 frames). A file PyAV cannot parse
+    is left to ``open_video``, whose error names what is wrong with it."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            streams = container.streams.video
+            height, width = (streams[0].codec_context.height, streams[0].codec_context.width) if streams else (0, 0)
+    except (av.FFmpegError, OSError, UnicodeDecodeError):
+        return
+    _check_frame_pixels(path.name, height, width, limits)
+
+
+def _check_pixels(name: str, num_frames: int, height: int, width: int, limits: DemoLimits) -> None:
+    """Refuse frames over ``max_frame_megapixels`` or a video over ``max_video_megapixels`` (from the size and
+    frame count the opened video reports, before the frames are decoded)."""
+    _check_frame_pixels(name, height, width, limits)
+    total = height * width / 1e6 * num_frames
     if total > limits.max_video_megapixels:
         raise InvalidInputError(
             f"{name} has too many pixels: {num_frames} frames of {width}x{height}, {_megapixels(total)} megapixels in "
@@ -336,9 +356,10 @@ def segment_for_demo(
 ) -> DemoResult:
     """Segment ``video`` from ``instruction`` and write the demo's outputs into ``out_dir``.
 
-    Checks the file size, the video's length and its pixels against ``limits`` as soon as the video is
-    opened, before any frame is decoded or any model work, and stops the request once it has run for
-    ``limits.max_request_seconds``. ``progress`` is called with ``(frames_done, total)`` after each chunk.
+    Checks the file size and the frame size (from the file's header) against ``limits`` before anything is
+    decoded, the video's length and total pixels as soon as it is opened, all before any model work, and
+    stops the request once it has run for ``limits.max_request_seconds``. ``progress`` is called with
+    ``(frames_done, total)`` after each chunk.
     Raises :class:`~videolisa.errors.VideoLisaError` (with a message for the page) for an empty instruction,
     an unreadable video, one over the limits, or a request out of time.
     """
@@ -349,6 +370,7 @@ def segment_for_demo(
         raise InvalidInputError("the instruction is empty: type what to segment, e.g. 'the red square moving left'")
     path, out = Path(video), Path(out_dir)
     _check_upload(path, limits)
+    _check_header_frame_pixels(path, limits)
     stem = _file_stem(path)
     paths = {"png_dir": out / "masks", "rle_path": out / "masks.json", "overlay_path": out / f"{stem}_overlay.mp4"}
     with open_video(path) as reader:
