@@ -12,8 +12,9 @@ from __future__ import annotations
 import builtins
 import errno
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,7 @@ class _FillingFile:
     """A writable file whose writes fail with ENOSPC once the disk's byte budget is spent; closing it after
     a failed write fails again (the buffered rest cannot be flushed), after closing the real file."""
 
-    def __init__(self, handle: Any, disk: "FullDisk") -> None:
+    def __init__(self, handle: Any, disk: FullDisk) -> None:
         self._handle = handle
         self._disk = disk
         self._failed = False
@@ -40,7 +41,7 @@ class _FillingFile:
         if self._failed:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    def __enter__(self) -> "_FillingFile":
+    def __enter__(self) -> _FillingFile:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -58,7 +59,7 @@ class FullDisk:
         self.failures = 0
         self._affects = affects
 
-    def install(self, monkeypatch: pytest.MonkeyPatch) -> "FullDisk":
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> FullDisk:
         real_open = builtins.open
 
         def fake_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:

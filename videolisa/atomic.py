@@ -16,9 +16,8 @@ import secrets
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Union
 
-PathLike = Union[str, os.PathLike[str]]
+PathLike = str | os.PathLike[str]
 
 # The temporary name of a final file ``<name>``: ``.<name>.<8 characters>.tmp`` in the same folder. Files of
 # this exact form, for the names a writer is about to write, are what a killed run can leave; writers remove them

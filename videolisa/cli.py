@@ -12,7 +12,8 @@ import functools
 import importlib
 import os
 import sys
-from typing import Callable, ParamSpec, Sequence
+from collections.abc import Callable, Sequence
+from typing import ParamSpec
 
 from videolisa import __version__
 from videolisa.errors import VideoLisaError
@@ -26,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("videolisa.commands.score", "score predicted masks against ground truth (J, F, J&F, cIoU, gIoU)"),
     "convert": ("videolisa.commands.convert", "convert an original VideoLISA checkpoint to this package's format"),
     "synth": ("videolisa.commands.synth", "generate synthetic referring-VOS videos with exact masks"),
+    "push": ("videolisa.commands.push", "upload a model folder to the Hugging Face Hub, with a model card"),
 }
 
 
