@@ -42,6 +42,7 @@ def test_auto_model_rejects_what_it_cannot_honour(tiny_model_dir):
 
 
 @pytest.mark.parametrize("order", ["videolisa first", "transformers first"])
+@pytest.mark.launcher
 def test_import_videolisa_is_enough_for_auto_model(tiny_model_dir, order):
     # A fresh interpreter: nothing but `import videolisa` and transformers' own import registers the classes.
     imports = ["import videolisa", "from transformers import AutoModel"]
@@ -57,6 +58,7 @@ def test_import_videolisa_is_enough_for_auto_model(tiny_model_dir, order):
     assert result.stdout.split() == ["videolisa.modeling.videolisa", "VideoLisaForSegmentation"]
 
 
+@pytest.mark.launcher
 def test_import_videolisa_imports_neither_transformers_nor_torch():
     code = "import sys, videolisa; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)

@@ -50,6 +50,7 @@ def test_builtin_model_segments_the_shipped_example(builtin_predictor) -> None:
     assert jf >= 0.7, f"J&F {jf:.3f} on the shipped example"
 
 
+@pytest.mark.launcher
 def test_infer_help_names_the_builtin_model() -> None:
     output = subprocess.run(
         [sys.executable, "-m", "videolisa.cli", "infer", "--help"], capture_output=True, text=True, check=True
@@ -66,6 +67,7 @@ def test_model_class_loads_builtin_names_like_the_predictor(builtin_predictor) -
     assert all(torch.equal(tensor, expected[name].to(tensor.dtype)) for name, tensor in model.state_dict().items())
 
 
+@pytest.mark.launcher
 def test_modeling_imports_nothing_above_it() -> None:
     """``videolisa.modeling`` sits below the builder, the predictor, training and evaluation: importing it must
     not import them (no import cycle through the checkpoint layer)."""

@@ -171,6 +171,7 @@ def test_save_writes_config_safetensors_and_tokenizer(saved_dir):
         assert any(name.startswith("vision_tower.") for name in handle.keys())  # self-contained: CLIP included
 
 
+@pytest.mark.slow
 def test_round_trip_is_bit_identical(saved_dir, tiny_model, batch):
     loaded = VideoLisaForSegmentation.from_pretrained(saved_dir)
     assert not loaded.training

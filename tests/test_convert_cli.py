@@ -40,6 +40,7 @@ def parity_input_ids(parity_dir: Path) -> torch.Tensor:
 
 
 @pytest.mark.slow  # a fresh interpreter imports torch + transformers (~10-20 s on 2 busy cores)
+@pytest.mark.launcher
 def test_convert_command_writes_an_equivalent_model(tmp_path, parity_dir, parity_original_layout, original_model):
     checkpoint, clip = parity_original_layout
     out = tmp_path / "converted"
@@ -86,6 +87,7 @@ def parity_case_outputs(model: VideoLisaForSegmentation, parity_dir: Path) -> di
     return {"video_tokens": video_tokens, "prompt_embedding": prompts, "mask_logits": logits, "masks": logits > 0}
 
 
+@pytest.mark.slow
 def test_convert_is_lossless_by_default(tmp_path, parity_dir, parity_original_layout, original_model, capsys):
     """Each tensor keeps its source dtype (bf16 release weights, float32 CLIP), so the converted model gives
     exactly the outputs of the original layout loaded directly."""

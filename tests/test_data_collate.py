@@ -98,6 +98,7 @@ def test_collator_pads_right_and_builds_the_batch(tokenizer, config):
     assert [(batch.input_ids[row] == seg).sum().item() for row in range(3)] == [1, 1, 0]
 
 
+@pytest.mark.slow
 def test_tiny_model_trains_on_a_collated_batch(tokenizer, config):
     from videolisa.modeling.videolisa import VideoLisaForSegmentation
 

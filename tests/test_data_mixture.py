@@ -140,6 +140,7 @@ def test_data_config_validation():
             DataConfig(custom_targets=bad).validate()
 
 
+@pytest.mark.launcher
 def test_importing_the_data_package_loads_neither_deepspeed_nor_peft():
     import subprocess
     import sys

@@ -37,6 +37,7 @@ def prediction_files(out: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
+@pytest.mark.launcher
 def test_torchrun_two_processes_match_one_process(tmp_path: Path, tiny_model_dir: Path) -> None:
     import torch
 
@@ -63,6 +64,7 @@ def test_torchrun_two_processes_match_one_process(tmp_path: Path, tiny_model_dir
 
 
 @pytest.mark.slow
+@pytest.mark.launcher
 def test_torchrun_failure_on_rank_1_fails_the_run(tmp_path: Path, tiny_model_dir: Path) -> None:
     data_root = write_reasonvos(tmp_path / "ReasonVOS", size=SIZE)
     # Videos sorted: ["vidB", "vid_a"]; rank 1 takes vid_a. Validation reads only the first frame's header.

@@ -315,6 +315,7 @@ def test_video_benchmark_items_of_a_video_are_segmented_in_one_pass(tmp_path: Pa
 
 
 # ------------------------------------------------------------------------------------------------ resumability
+@pytest.mark.slow
 def test_interrupted_run_resumes_with_identical_results(tmp_path: Path, predictor) -> None:
     dataset = write_dataset("reasonvos", tmp_path / "data")
     reference = run_evaluation(make_settings(tmp_path / "reference", **dataset), predictor=predictor)
@@ -337,6 +338,7 @@ def test_interrupted_run_resumes_with_identical_results(tmp_path: Path, predicto
     assert resumed["score"] == reference["score"] and resumed["subsets"] == reference["subsets"]
 
 
+@pytest.mark.slow
 def test_a_rerun_with_other_settings_is_refused_unless_overwrite(tmp_path: Path, predictor, capsys) -> None:
     """The predictions of a 32/4 run are not reused, nor reported, by a 2/1 run into the same --out."""
     settings = make_settings(tmp_path / "out", **write_dataset("reasonvos", tmp_path / "data"))
@@ -372,6 +374,7 @@ def test_a_rerun_with_other_settings_is_refused_unless_overwrite(tmp_path: Path,
     assert (resumed["written"], resumed["skipped_already_done"]) == (0, len(items))
 
 
+@pytest.mark.slow
 def test_predictions_without_fingerprint_or_of_changed_model_files_are_refused(
     tmp_path: Path, predictor, tiny_model_dir: Path, capsys
 ) -> None:
@@ -398,6 +401,7 @@ def test_predictions_without_fingerprint_or_of_changed_model_files_are_refused(
     assert json.loads((settings.out / "fingerprint.json").read_text())["model_files"] != fingerprint["model_files"]
 
 
+@pytest.mark.slow
 def test_a_video_interrupted_mid_way_leaves_no_item_that_counts_as_done(tmp_path: Path, predictor) -> None:
     class InterruptedPredictor:
         """Stops (like Ctrl-C) after the first frame of the second video."""
@@ -442,6 +446,7 @@ def corrupt_last_frame(settings: EvaluationConfig, video: str) -> Path:
     return frame
 
 
+@pytest.mark.slow
 def test_failed_items_are_listed_and_the_run_fails(tmp_path: Path, predictor, tiny_model_dir: Path, capsys) -> None:
     # Named by its folder, the model of the predictor and of the CLI run below is the same one (fingerprint).
     settings = replace(make_settings(tmp_path / "out", **write_dataset("reasonvos", tmp_path / "data")),
@@ -494,6 +499,7 @@ def cli_eval(settings: EvaluationConfig, *extra: str, model: Path | str | None =
     return main([*args, *extra])
 
 
+@pytest.mark.slow
 def test_cli_matches_the_python_api(tmp_path: Path, predictor, tiny_model_dir: Path, capsys) -> None:
     dataset = write_dataset("reasonvos", tmp_path / "data")
     api = run_evaluation(make_settings(tmp_path / "api", **dataset), predictor=predictor)

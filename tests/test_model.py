@@ -223,6 +223,7 @@ def test_release_preset_trainable_count_matches_the_original(release_model_on_me
         parameter.requires_grad_(True)
 
 
+@pytest.mark.slow
 def test_adam_steps_on_one_sample_reduce_the_loss(batch, tiny_model_factory):
     model = tiny_model_factory(seed=1).train()
     frozen_before = {

@@ -165,6 +165,7 @@ def test_single_image_is_a_one_frame_video(predictor, media, tmp_path, suffix):
 
 
 @pytest.mark.parametrize("answer", [DEFAULT_ANSWER, TWO_SEG_ANSWER], ids=["one-seg", "two-seg"])
+@pytest.mark.slow
 def test_segment_many_equals_segment_per_instruction(predictor, short_clip, answer):
     many = predictor.segment_many(short_clip, INSTRUCTIONS, answer=answer, return_logits=True)
     singles = [predictor.segment(short_clip, text, answer=answer, return_logits=True) for text in INSTRUCTIONS]
@@ -262,6 +263,7 @@ def run_cli(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
+@pytest.mark.launcher
 def test_infer_cli_end_to_end(tiny_model_dir, media, mp4_result, tmp_path):
     """The CLI loads the saved seed-0 model, so it must reproduce the in-memory model's masks exactly."""
     out = tmp_path / "out"

@@ -49,6 +49,7 @@ def baseline(model, tokenizer, video_dir):
 
 
 @pytest.mark.parametrize(("chunk_size", "prefetch"), [(1, True), (3, True), (3, False), (NUM_FRAMES + 5, True)])
+@pytest.mark.slow
 def test_results_do_not_depend_on_chunk_size_or_background_decoding(
     model, tokenizer, video_dir, baseline, chunk_size, prefetch
 ):
@@ -104,6 +105,7 @@ def corrupt_video(tmp_path: Path, frames: np.ndarray, bad_index: int) -> Path:
 
 
 @pytest.mark.parametrize("prefetch", [True, False])
+@pytest.mark.slow
 def test_decoding_error_surfaces_the_same_in_background_and_foreground(
     model, tokenizer, tmp_path, frames_factory, monkeypatch, prefetch
 ):
@@ -189,6 +191,7 @@ def test_a_producer_error_propagates_through_the_background_writer():
     assert written in ([], [0], [0, 1])  # never a write after the error
 
 
+@pytest.mark.slow
 def test_infer_writes_the_same_masks_with_and_without_the_fast_path(tiny_model_dir, video_dir, tmp_path):
     from videolisa.cli import main
     from videolisa.outputs import read_png_masks

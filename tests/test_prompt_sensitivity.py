@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from videolisa.synthetic import SyntheticConfig, write_synthetic_dataset
 
@@ -42,6 +43,7 @@ def test_mask_iou() -> None:
     assert prompt_sensitivity.mask_iou(a, b) == 4 / 12
 
 
+@pytest.mark.slow
 def test_reports_the_three_numbers_for_a_model(tmp_path: Path, tiny_model, tiny_tokenizer) -> None:
     tiny_model_dir = tmp_path / "model"
     tiny_model.save_pretrained(tiny_model_dir, tokenizer=tiny_tokenizer)
@@ -66,6 +68,7 @@ def test_missing_data_is_a_clear_error(tmp_path: Path, capsys) -> None:
     assert "nothing" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_oracle_prompt_run_trains_and_reports(tmp_path: Path, capsys) -> None:
     from videolisa import synthetic
 
@@ -96,6 +99,7 @@ def test_oracle_prompt_run_needs_answers(tmp_path: Path, capsys) -> None:
     assert "answer" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_oracle_prompt_run_encoder_lr_scale_and_colour_prompts(tmp_path: Path) -> None:
     import torch
 

@@ -171,6 +171,7 @@ def parity_logits(model, parity_dir, frame_ids: list[int]) -> np.ndarray:
         return model.decode_masks(embeddings, prompt, resized_hw, frames.shape[1:3])[:, 0].numpy()
 
 
+@pytest.mark.slow
 def test_fast_path_matches_the_original_on_the_parity_fixture(parity_sam, parity_dir):
     frame_ids = [0, 7]
     sam_fast.enable_fast_sam(parity_sam.sam)

@@ -9,7 +9,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
+
+# Every test starts a fresh interpreter (the point: what the command imports, how it exits).
+pytestmark = pytest.mark.launcher
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -286,6 +286,7 @@ def write_fake_llava_phi3(root: Path, extra_key: bool = False) -> dict[str, torc
     return tensors
 
 
+@pytest.mark.slow
 def test_llava_phi3_base_loads_every_piece(tmp_path):
     from safetensors.torch import load_file
 
@@ -375,6 +376,7 @@ def test_bf16_layout_keeps_buffers_in_float32():
     assert gaussian.dtype == torch.float32
 
 
+@pytest.mark.slow
 def test_validation_leaves_the_trained_model_untouched(tmp_path):
     """In-training validation runs the predictor on the model being trained: afterwards its parameters are
     the same tensors, its buffers the same dtype, and its gradients bit-identical to before."""
@@ -460,6 +462,7 @@ def test_scale_schedule_needs_a_per_group_scheduler():
         scale_schedule({**ds, "scheduler": {"type": "OneCycle", "params": {}}}, [1.0, 0.5])
 
 
+@pytest.mark.slow
 def test_every_group_follows_the_scaled_warmup_decay_schedule(monkeypatch):
     """DeepSpeed (ZeRO-2, gloo, one CPU process) with the groups and config the Trainer builds: each group's lr
     is its scale x the linear warm-up / linear decay of optim.lr, step after step."""

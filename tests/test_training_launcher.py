@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.launcher]
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / "train" / "train.py"

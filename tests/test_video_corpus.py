@@ -95,6 +95,7 @@ def run_infer(video: Path, out: Path) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     "name", [name if name in FAST_CLI_CLIPS else pytest.param(name, marks=pytest.mark.slow) for name in CORPUS]
 )
+@pytest.mark.launcher
 def test_infer_writes_one_mask_per_shown_frame_upright(corpus, name, tmp_path):
     clip = corpus[name]
     num_frames, height, width = clip.displayed.shape[:3]
@@ -118,6 +119,7 @@ def test_infer_writes_one_mask_per_shown_frame_upright(corpus, name, tmp_path):
     assert_square_path(frames, clip.displayed, f"{name} overlay")
 
 
+@pytest.mark.launcher
 def test_undecodable_video_is_one_error_line(corpus, tmp_path):
     path = replace_codec_tag(corpus["one_frame"].path, tmp_path / "unknown_codec.mp4", b"avc1", b"zzzz")
     completed = run_infer(path, tmp_path / "out")

@@ -151,6 +151,7 @@ def test_get_frames_keeps_order_and_repeats(media):
             reader.get_frames(bad)
 
 
+@pytest.mark.launcher
 def test_opencv_png_io_still_works_after_decord_opened_a_video(media, tmp_path):
     # decord puts its bundled zlib 1.2.3 into the global symbol scope; an OpenCV loaded after it could no
     # longer read or write PNGs. A fresh process, so that neither library is loaded yet.

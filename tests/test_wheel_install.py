@@ -27,7 +27,7 @@ SHAPES = REPO / "demo/examples/shapes"
 HEAVY_PREFIXES = ("torch", "torchvision", "triton", "nvidia-", "cuda-")
 FALLBACK_NOTE = "slower exact NumPy fallback"
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.launcher]
 
 
 def run(command: list[str | Path], env: dict[str, str], cwd: Path, timeout: float = 600) -> str:

@@ -537,7 +537,7 @@ class VideoLisaPredictor:
             collector = AnchorCollector(num_tracks, len(dense), threshold)
             resized = self._score_frames(reader, prompts, dense, collector)
             chosen = {track: collector.anchors(track, settings.min_score) for track in range(num_tracks)}
-        if not all(chosen.values()):  # top-k mode, or a track without a reliable dense anchor
+        if settings.anchors == "top-k" or not all(chosen.values()):  # or a track without a reliable dense anchor
             collector = AnchorCollector(num_tracks, settings.top_k, threshold)
             resized = self._score_frames(reader, prompts, None, collector)
             chosen = {
