@@ -166,6 +166,8 @@ def load_export_script():
 
 
 def test_export_then_from_pretrained_matches_the_trained_weights(data, reference_run, tmp_path):
+    from huggingface_hub import ModelCard
+
     from videolisa.builder import build_model_skeleton
     from videolisa.checkpoint import load_tokenizer
     from videolisa.data import MixtureDataset, SampleConfig, VideoLisaCollator, build_dataset_groups
@@ -175,7 +177,10 @@ def test_export_then_from_pretrained_matches_the_trained_weights(data, reference
 
     out = tmp_path / "exported"
     assert load_export_script().main([str(reference_run), str(out), "--tag", "latest", "--dtype", "fp32"]) == 0
-    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= {p.name for p in out.iterdir()}
+    card = ModelCard.load(out / "README.md")  # the model card parses, with the run's datasets and config
+    assert card.data.library_name == "videolisa" and card.data.datasets == ["mevis"]
+    assert "total_steps: 6" in card.text
     exported = VideoLisaForSegmentation.from_pretrained(out)
     # The engine's module at the last step, LoRA unmerged, as DeepSpeed saved it.
     config = load_training_config(reference_run / "train_config.yaml")

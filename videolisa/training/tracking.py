@@ -15,7 +15,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shlex
 import subprocess
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,7 +26,8 @@ from videolisa.errors import InvalidInputError
 from videolisa.training.config import TRACKERS, TrainingConfig
 from videolisa.training.run import RUN_CONFIG_FILE, tensorboard_writer, write_text_atomic
 
-# The git commit of each start of the run and the ids of its wandb / mlflow runs (a resumed run continues them).
+# The git commit and command line of each start of the run and the ids of its wandb / mlflow runs (a resumed run
+# continues them).
 TRACKING_FILE = "tracking.json"
 MLFLOW_DATABASE = "mlflow.db"  # the mlflow store when MLFLOW_TRACKING_URI is not set
 
@@ -138,7 +141,7 @@ class Trackers:
         commit = git_commit()
         path = run_dir / TRACKING_FILE
         record = json.loads(path.read_text()) if path.is_file() else {"git_commits": [], "run_ids": {}}
-        record["git_commits"].append({"step": step, "commit": commit})
+        record["git_commits"].append({"step": step, "commit": commit, "command": shlex.join(sys.argv)})
         self.trackers: dict[str, Tracker] = {}
         for name in config.train.report_to:
             if name == "tensorboard":
