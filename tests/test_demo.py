@@ -147,6 +147,7 @@ def segment_error(client: Client, video: Path, instruction: str) -> str:
 # Requests through gradio_client
 
 
+@pytest.mark.slow
 def test_segment_returns_overlay_and_masks_matching_the_predictor(
     client: Client, predictor: VideoLisaPredictor, example: DemoExample, tmp_path: Path
 ) -> None:
@@ -185,6 +186,7 @@ def test_segment_returns_overlay_and_masks_matching_the_predictor(
         np.testing.assert_array_equal(served_key_frame, make_overlay_image(frames[index], expected.masks[index]))
 
 
+@pytest.mark.slow
 def test_advanced_settings_reach_the_predictor_and_the_overlay(
     client: Client, predictor: VideoLisaPredictor, example: DemoExample, tmp_path: Path
 ) -> None:
@@ -208,6 +210,7 @@ def test_advanced_settings_reach_the_predictor_and_the_overlay(
 @pytest.mark.parametrize(
     "name, content", [("broken.mp4", b"this is not a video" * 20), ("notes.txt", b"hello")], ids=["corrupt", "text"]
 )
+@pytest.mark.slow
 def test_unreadable_upload_is_a_friendly_error(client: Client, tmp_path: Path, name: str, content: bytes) -> None:
     upload = tmp_path / name
     upload.write_bytes(content)
@@ -215,10 +218,12 @@ def test_unreadable_upload_is_a_friendly_error(client: Client, tmp_path: Path, n
     assert name in message and "expected" in message
 
 
+@pytest.mark.slow
 def test_empty_instruction_is_a_friendly_error(client: Client, example: DemoExample) -> None:
     assert "instruction is empty" in segment_error(client, example.video, "   ")
 
 
+@pytest.mark.slow
 def test_video_over_the_length_limit_is_a_friendly_error(client: Client, tmp_path: Path) -> None:
     frames = np.random.default_rng(0).integers(0, 256, size=(25, 64, 64, 3), dtype=np.uint8)
     long_video = write_mp4(tmp_path / "long.mp4", frames, fps=EXAMPLE_FPS)
@@ -232,6 +237,7 @@ def test_video_over_the_length_limit_is_a_friendly_error(client: Client, tmp_pat
      (19, 128, 128, "19 frames of 128x128, 0.311 megapixels in all; this demo accepts up to 0.2 megapixels per video")],
     ids=["frame", "video"],
 )
+@pytest.mark.slow
 def test_videos_over_the_pixel_limits_are_refused_before_their_frames_are_decoded(
     client: Client, predictor: VideoLisaPredictor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, frames: int,
     height: int, width: int, message: str,
@@ -252,6 +258,7 @@ def test_videos_over_the_pixel_limits_are_refused_before_their_frames_are_decode
     assert list(out.iterdir()) == []  # refused before the first frame reached the writers
 
 
+@pytest.mark.slow
 def test_a_request_over_its_time_budget_is_stopped_and_its_folder_removed(
     predictor: VideoLisaPredictor, examples_dir: Path, example: DemoExample, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -266,6 +273,7 @@ def test_a_request_over_its_time_budget_is_stopped_and_its_folder_removed(
         assert list(root.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_the_page_shows_every_limit(app_url: str) -> None:
     config = httpx.get(f"{app_url.rstrip('/')}/config", timeout=10).json()
     (text,) = [c["props"]["value"] for c in config["components"] if c["props"].get("elem_id") == "limits"]
@@ -274,6 +282,7 @@ def test_the_page_shows_every_limit(app_url: str) -> None:
         assert shown in text, text
 
 
+@pytest.mark.slow
 def test_upload_over_the_size_limit_is_refused(client: Client, tmp_path: Path) -> None:
     upload = tmp_path / "huge.mp4"
     upload.write_bytes(bytes(int(TEST_LIMITS.max_upload_bytes * 1.5)))
@@ -282,6 +291,7 @@ def test_upload_over_the_size_limit_is_refused(client: Client, tmp_path: Path) -
         client.predict(handle_file(str(upload)), "the red square", api_name="/segment")
 
 
+@pytest.mark.slow
 def test_page_offers_the_examples(app_url: str, examples_dir: Path) -> None:
     config = httpx.get(f"{app_url.rstrip('/')}/config", timeout=10).json()
     datasets = [c["props"] for c in config["components"] if c["type"] == "dataset"]
@@ -329,6 +339,7 @@ def test_find_examples_rejects_a_missing_folder(tmp_path: Path) -> None:
 # Import cost and the launcher
 
 
+@pytest.mark.launcher
 def test_importing_the_demo_module_does_not_import_gradio_or_torch() -> None:
     code = "import sys, videolisa.demo; print(sorted({'gradio', 'torch'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
@@ -391,6 +402,7 @@ def _wait_until_serving(url: str, process: subprocess.Popen, timeout: float = 18
 
 
 @pytest.mark.slow
+@pytest.mark.launcher
 def test_app_takes_its_login_from_the_environment_and_sigterm_removes_the_request_folders(
     tiny_model_dir: Path, example: DemoExample, tmp_path: Path
 ) -> None:
