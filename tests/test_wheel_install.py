@@ -84,7 +84,8 @@ def test_wheel_and_sdist_install_without_a_compiler_and_run_the_quick_start(tmp_
     try:
         # From source without a compiler: the optional extension is skipped, the NumPy fallback is used.
         run([bin_dir / "python", "-m", "pip", "install", sdist], env, tmp_path, timeout=900)
-        probe = [bin_dir / "python", "-c", "import importlib.util as u; print(u.find_spec('videolisa.metrics._kernels'))"]
+        find_extension = "import importlib.util as u; print(u.find_spec('videolisa.metrics._kernels'))"
+        probe = [bin_dir / "python", "-c", find_extension]
         assert run(probe, env, tmp_path).strip() == "None"
         output = run(
             [bin_dir / "videolisa", "infer", "--model", "builtin:synthetic", "--video", SHAPES / "shapes.mp4",
@@ -96,7 +97,8 @@ def test_wheel_and_sdist_install_without_a_compiler_and_run_the_quick_start(tmp_
         reports = {}
         for name in ("fallback", "extension"):
             if name == "extension":  # the wheel built with a compiler, installed over it
-                run([bin_dir / "python", "-m", "pip", "install", "--force-reinstall", "--no-deps", wheel], env, tmp_path)
+                reinstall = ["install", "--force-reinstall", "--no-deps", wheel]
+                run([bin_dir / "python", "-m", "pip", *reinstall], env, tmp_path)
                 assert run(probe, env, tmp_path).strip() != "None"
             output = run(
                 [bin_dir / "videolisa", "score", "--benchmark", "folders", "--gt", gt, "--pred", pred,

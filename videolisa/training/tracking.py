@@ -4,8 +4,8 @@ names, next to ``metrics.jsonl``.
 * ``tensorboard`` (default): ``<run>/tensorboard/``; the config (YAML) and the commit as text.
 * ``wandb``: ``wandb.init(dir=<run>, config=<resolved config>)``, resumed under the same id; the project, entity
   and mode come from wandb's environment (``WANDB_PROJECT``, ``WANDB_MODE=offline``...).
-* ``mlflow``: a run in ``MLFLOW_TRACKING_URI`` (default the SQLite store ``<run>/mlflow.db``), the flattened config as parameters,
-  the commit as tag ``git_commit`` and the config file as an artifact; resumed under the same run id.
+* ``mlflow``: a run in ``MLFLOW_TRACKING_URI`` (default the SQLite store ``<run>/mlflow.db``), the flattened config
+  as parameters, the commit as tag ``git_commit`` and the config file as an artifact; resumed under the same run id.
 
 Only the main process (rank 0) tracks. Each tracker is imported only when named.
 """
