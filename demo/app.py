@@ -15,6 +15,7 @@ from pathlib import Path
 
 from videolisa.cli import reports_errors
 from videolisa.commands.infer import DEFAULT_MODEL
+from videolisa.commands.refine_options import add_refine_arguments, refine_settings_from_args
 from videolisa.demo import AUTH_ENV, DEFAULT_HOST, DEFAULT_PORT, DemoLimits, build_demo, launch_demo, parse_auth
 
 SHIPPED_EXAMPLES = Path(__file__).resolve().parent / "examples"
@@ -52,6 +53,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              f"{limits.max_request_seconds:g})")
     parser.add_argument("--max-queue", type=int, default=limits.max_queue_size,
                         help=f"requests waiting in line at most (default {limits.max_queue_size})")
+    add_refine_arguments(parser)  # --refine sam2: the page offers a "Refine with SAM 2" switch
     return parser.parse_args(argv)
 
 
@@ -68,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                         max_frames=args.max_frames, max_frame_megapixels=args.max_frame_megapixels,
                         max_video_megapixels=args.max_video_megapixels, max_request_seconds=args.max_request_seconds,
                         max_queue_size=args.max_queue)
-    predictor = VideoLisaPredictor.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    predictor = VideoLisaPredictor.from_pretrained(args.model, device=args.device, dtype=args.dtype,
+                                                   refine=refine_settings_from_args(args))
     demo = build_demo(predictor, examples_dirs=[SHIPPED_EXAMPLES, *args.examples], limits=limits,
                       model_name=str(args.model))
     launch_demo(demo, limits=limits, host=args.host, port=args.port, auth=auth)

@@ -115,6 +115,7 @@ class DemoConfig:
     threshold: float = MASK_LOGIT_THRESHOLD
     overlay_color: tuple[int, int, int] = DEFAULT_OVERLAY_COLOR
     overlay_alpha: float = DEFAULT_OVERLAY_ALPHA
+    refine: bool = False  # SAM 2 refinement, offered when the demo's predictor has a refiner (--refine sam2)
 
 
 @dataclass
@@ -336,6 +337,7 @@ def _write_outputs(
         for item in predictor.iter_segment(
             reader, [instruction], frames_sparse=settings.frames_sparse, frames_dense=settings.frames_dense,
             threshold=settings.threshold, return_frames=True, progress=progress or False,
+            refine=settings.refine and predictor.refiner is not None,
         ):
             deadline.check(item.index + 1, reader.num_frames)
             writer.write(item.masks[:1], item.frame[None])
@@ -461,6 +463,7 @@ def build_demo(
         threshold: float,
         overlay_color: str,
         overlay_opacity: float,
+        refine: bool = False,
         progress: gr.Progress = gr.Progress(),
     ) -> tuple[str, list[tuple[np.ndarray, str]], str, dict[str, list[int]], dict[str, float]]:
         """Segment the video from the instruction; returns the overlay video, key frames, masks zip, sampled
@@ -468,7 +471,7 @@ def build_demo(
         if not video:
             raise gr.Error("No video: upload one or pick an example below.", print_exception=False)
         settings = DemoConfig(int(frames_sparse), int(frames_dense), float(threshold),
-                                parse_color(overlay_color), float(overlay_opacity))
+                                parse_color(overlay_color), float(overlay_opacity), bool(refine))
         progress(0, desc="Reading the video and the instruction")
         folder = results.new_folder()
         try:
@@ -506,6 +509,9 @@ def build_demo(
                     overlay_color = gr.ColorPicker(value=f"#{red:02x}{green:02x}{blue:02x}", label="Overlay colour")
                     overlay_opacity = gr.Slider(0.0, 1.0, value=DEFAULT_OVERLAY_ALPHA, step=0.05,
                                                 label="Overlay opacity")
+                    # Only when launched with --refine sam2 (the SAM 2 weights are loaded at launch).
+                    refine = [gr.Checkbox(value=True, label="Refine with SAM 2 (propagate the anchor masks)",
+                                          elem_id="refine")] if predictor.refiner is not None else []
                     gr.Textbox(value=_describe_model(predictor), label="Device (chosen at launch with --device)",
                                interactive=False)
                 if examples:
@@ -526,7 +532,8 @@ def build_demo(
         gr.on(
             [run_button.click, instruction.submit],
             segment,
-            inputs=[video, instruction, frames_sparse, frames_dense, threshold, overlay_color, overlay_opacity],
+            inputs=[video, instruction, frames_sparse, frames_dense, threshold, overlay_color, overlay_opacity,
+                    *refine],
             outputs=[overlay, key_frames, masks_zip, indices, timings],
             api_name=_API_NAME,
             concurrency_limit=1,
