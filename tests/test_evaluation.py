@@ -543,7 +543,8 @@ def test_hostile_ids_in_metadata_write_and_delete_nothing_outside_out(tmp_path: 
     meta["videos"][hostile] = meta["videos"].pop("v2")
     write_json(meta_path, meta)
     # The frames exist where the id points, so only the id itself can stop the run.
-    shutil.copytree(mevis.data_root / "valid_u" / "JPEGImages" / "v2", mevis.data_root / "valid_u" / "JPEGImages" / hostile)
+    frames_root = mevis.data_root / "valid_u" / "JPEGImages"
+    shutil.copytree(frames_root / "v2", frames_root / hostile)
     # What out/predictions/<hostile> reaches; a killed run's sweep must not touch it either.
     keep = tmp_path / "elsewhere" / "x" / ".tmp-keep"
     keep.mkdir(parents=True)
