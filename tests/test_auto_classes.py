@@ -59,7 +59,6 @@ def test_import_videolisa_is_enough_for_auto_model(tiny_model_dir, order):
 
 
 @pytest.mark.launcher
-@pytest.mark.launcher
 def test_import_videolisa_imports_neither_transformers_nor_torch():
     code = "import sys, videolisa; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
