@@ -1,6 +1,6 @@
 """Tests of videolisa.modeling.videolisa (and videolisa.losses through it): the training forward on the tiny
-preset, the freezing policy, mask decoding at the original frame size, the loss formulas of docs/original.md §4.1, and the
-parameter counts of the release preset (docs/original.md §1.8, §7.2)."""
+preset, the freezing policy, mask decoding at the original frame size, the loss formulas of docs/original.md §4.1,
+and the parameter counts of the release preset (docs/original.md §1.8, §7.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Tests of the instruction-following diagnostics in eval/diagnostics/: prompt_sensitivity.py and synthetic_oracle_prompt.py."""
+"""Tests of the instruction-following diagnostics in eval/diagnostics/: prompt_sensitivity.py and
+synthetic_oracle_prompt.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Tests of videolisa.processing.sampling against the original rules (docs/original.md §2.2, §2.3) and the parity fixture."""
+"""Tests of videolisa.processing.sampling against the original rules (docs/original.md §2.2, §2.3) and the parity
+fixture."""
 
 from __future__ import annotations
 

@@ -47,7 +47,8 @@ from videolisa.errors import InvalidInputError, VideoLisaError
 
 logger = logging.getLogger(__name__)
 
-# Final recipe rates (docs/original.md §4.4: run_train.sh 8,4,3,4,6,1 with the Ref-VOS group rate on each video dataset).
+# Final recipe rates (docs/original.md §4.4: run_train.sh 8,4,3,4,6,1 with the Ref-VOS group rate on each video
+# dataset).
 DEFAULT_RATES: dict[str, float] = {
     "sem_seg": 8, "refer_seg": 4, "reason_seg": 3, "ytvos": 4, "refytvos": 6, "mevis": 6, "refdavis": 1,
     "vqa": 0, "custom": 0,

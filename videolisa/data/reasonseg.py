@@ -1,4 +1,5 @@
-"""ReasonSeg as pseudo-videos, with the explanatory variant (original ``ReasonSegPseudoVidDataset``, docs/original.md §4.5).
+"""ReasonSeg as pseudo-videos, with the explanatory variant (original ``ReasonSegPseudoVidDataset``,
+docs/original.md §4.5).
 
 Layout under ``data.roots.reason_seg`` (the ``ReasonSeg`` folder): ``train/<name>.jpg`` with a LabelMe-style
 ``train/<name>.json`` (``{"text": [...], "is_sentence": bool, "shapes": [...]}``), and optionally

@@ -139,8 +139,8 @@ def _blank_sam_inputs(original_hw: tuple[int, int], settings: SampleConfig) -> t
 def draw_clip_frames(
     num_frames: int, anchor: int, settings: SampleConfig, rng: np.random.Generator
 ) -> tuple[list[int], list[int]]:
-    """The training frames of a clip (docs/original.md §2.3): ``T_s`` sorted frame indices around ``anchor`` and ``T_d``
-    random dense positions among them. The dense frames are ``sparse[p]`` for each position ``p``."""
+    """The training frames of a clip (docs/original.md §2.3): ``T_s`` sorted frame indices around ``anchor`` and
+    ``T_d`` random dense positions among them. The dense frames are ``sparse[p]`` for each position ``p``."""
     sparse = sample_training_frames(num_frames, settings.num_frames_sparse, anchor, rng)
     dense_positions = sample_training_dense_positions(settings.num_frames_sparse, settings.num_frames_dense, rng)
     return sparse, dense_positions

@@ -1,4 +1,5 @@
-"""Semantic and part segmentation datasets as pseudo-videos (original ``SemSegPseudoVidDataset``, docs/original.md §4.5).
+"""Semantic and part segmentation datasets as pseudo-videos (original ``SemSegPseudoVidDataset``,
+docs/original.md §4.5).
 
 Each sample picks one class present in an image (label-map datasets) or one annotated instance (part
 datasets) and asks a SHORT question about its lower-cased name; the target is that class's / instance's mask.

@@ -167,7 +167,8 @@ class VideoLisaForSegmentation(PreTrainedModel):
 
     # ------------------------------------------------------------------ training
     def forward(self, batch: VideoLisaBatch) -> VideoLisaOutput:
-        """Training forward: CE over the answer tokens + BCE and DICE of the dense frames' masks (docs/original.md §4.1).
+        """Training forward: CE over the answer tokens + BCE and DICE of the dense frames' masks
+        (docs/original.md §4.1).
 
         Returns the losses weighted by ``config.{ce,bce,dice}_loss_weight`` and the dense-frame mask logits.
         """

@@ -89,7 +89,8 @@ class VideoLisaProcessor:
     def sample_frames(
         self, num_frames: int, num_sparse: int | None = None, num_dense: int | None = None
     ) -> tuple[list[int], list[int]]:
-        """Inference frame selection (docs/original.md §2.2): sparse video-frame indices and dense positions among them.
+        """Inference frame selection (docs/original.md §2.2): sparse video-frame indices and dense positions
+        among them.
 
         Defaults come from the config (32 / 4 for the release).
         """

@@ -1,4 +1,5 @@
-"""CLIP and SAM pre-processing of RGB frames and SAM mask post-processing, exactly as the original (docs/original.md §3.2).
+"""CLIP and SAM pre-processing of RGB frames and SAM mask post-processing, exactly as the original
+(docs/original.md §3.2).
 
 Frames are RGB everywhere. (The original ``chat.py`` read frames with OpenCV and passed them on as BGR by
 mistake; every evaluation and training path used RGB, which is what the released weights expect.)
