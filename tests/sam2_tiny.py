@@ -4,8 +4,8 @@
 The key mapping follows transformers' own ``convert_sam2_video_to_hf.py`` (not shipped in the wheel, so it
 cannot be imported); it is test-only, like the ``sam2`` package itself. The configuration keeps SAM 2.1's
 architecture (memory attention over frames and object pointers, occlusion embedding, temporal pointer
-encoding) and shrinks the parts whose size does not change the algorithm: a 5-block Hiera of width 8 at 128x128 pixels, one
-memory-attention layer.
+encoding) and shrinks the parts whose size does not change the algorithm: a 5-block Hiera of width 8 at 128x128
+pixels, one memory-attention layer.
 """
 
 from __future__ import annotations

@@ -36,7 +36,9 @@ logger = logging.getLogger(__name__)
 _SAM2_FILES = ("config.json", "*.safetensors", "*.json")
 
 
-def load_sam2(model: str | Path, device: torch.device, dtype: torch.dtype) -> "tuple[Sam2VideoModel, Sam2VideoProcessor]":
+def load_sam2(
+    model: str | Path, device: torch.device, dtype: torch.dtype
+) -> "tuple[Sam2VideoModel, Sam2VideoProcessor]":
     """Load a SAM 2 checkpoint (Hub id or directory in transformers' format) and its processor.
 
     Offline without the files, raises :class:`MissingFilesError` whose one-line message says what to download.
@@ -125,7 +127,9 @@ class Sam2Refiner:
         return self.settings.describe()
 
     @torch.inference_mode()
-    def propagate(self, reader: VideoReader, anchors: dict[int, dict[int, np.ndarray]]) -> Iterator[tuple[int, torch.Tensor]]:
+    def propagate(
+        self, reader: VideoReader, anchors: dict[int, dict[int, np.ndarray]]
+    ) -> Iterator[tuple[int, torch.Tensor]]:
         """Propagate ``anchors[track][frame] = mask [H, W] bool`` through the video, every track one SAM 2
         object of one session. Yields ``(frame index, logits [K, H, W] float32)`` for every frame in order,
         K = ``len(anchors)`` in the order of ``anchors``; a mask is ``logits > 0``."""
