@@ -19,7 +19,7 @@ from videolisa.cli import main as cli_main
 from videolisa.errors import InvalidInputError, MissingFilesError
 from videolisa.evaluation import EvaluationConfig, run_evaluation
 from videolisa.predictor import NO_OBJECT_LOGIT, VideoLisaPredictor
-from videolisa.refine import AnchorCollector, RefineSettings, Sam2Refiner, build_sam2_processor, presence_scores
+from videolisa.refine import AnchorCollector, RefineConfig, Sam2Refiner, build_sam2_processor, presence_scores
 from videolisa.tokenization import build_tiny_tokenizer
 
 # Measured (tests/sam2_tiny.py configuration, 14 frames, two objects, CPU float32): largest logit difference
@@ -51,7 +51,7 @@ def tiny_refiner_model():
 
 
 def make_refiner(model, **settings) -> Sam2Refiner:
-    return Sam2Refiner(model, build_sam2_processor(model), RefineSettings(**settings))
+    return Sam2Refiner(model, build_sam2_processor(model), RefineConfig(**settings))
 
 
 # ------------------------------------------------------------------------------------------------ anchors
@@ -80,12 +80,12 @@ def test_collector_keeps_the_best_non_empty_frames_of_each_track() -> None:
 
 def test_settings_are_validated() -> None:
     with pytest.raises(InvalidInputError, match="anchors must be one of"):
-        RefineSettings(anchors="all")
+        RefineConfig(anchors="all")
     with pytest.raises(InvalidInputError, match="top_k must be a positive integer"):
-        RefineSettings(top_k=0)
+        RefineConfig(top_k=0)
     with pytest.raises(InvalidInputError, match="min_score must be in"):
-        RefineSettings(min_score=2.0)
-    assert RefineSettings().describe()["method"] == "sam2"
+        RefineConfig(min_score=2.0)
+    assert RefineConfig().describe()["method"] == "sam2"
 
 
 # ------------------------------------------------------------------------------------------------ parity
@@ -196,7 +196,7 @@ def test_top_k_anchors_and_a_track_without_reliable_anchor(tiny_model, tiny_refi
 def test_refine_offline_without_weights_names_what_to_download(tiny_model, capsys, tiny_model_dir, tmp_path):
     with pytest.raises(MissingFilesError, match="facebook/sam2.1-hiera-tiny.*download"):
         VideoLisaPredictor(tiny_model, build_tiny_tokenizer(), device="cpu",
-                           refine=RefineSettings(model="facebook/sam2.1-hiera-tiny"))
+                           refine=RefineConfig(model="facebook/sam2.1-hiera-tiny"))
     from benchmark_fixtures import write_png_frames
 
     folder = write_png_frames(tmp_path / "frames", make_frames(3, HEIGHT, WIDTH, seed=2))
@@ -229,6 +229,6 @@ def test_cli_refine_options_become_settings() -> None:
     argv = ["eval", "--benchmark", "reasonvos", "--data-root", "d", "--model", "m", "--out", "o", "--refine", "sam2",
             "--refine-model", "facebook/sam2.1-hiera-tiny", "--refine-anchors", "top-k", "--refine-top-k", "3"]
     settings = settings_from_args(build_parser(argv).parse_args(argv))
-    assert settings.refine == RefineSettings(model="facebook/sam2.1-hiera-tiny", anchors="top-k", top_k=3)
+    assert settings.refine == RefineConfig(model="facebook/sam2.1-hiera-tiny", anchors="top-k", top_k=3)
     argv = argv[:9]
     assert settings_from_args(build_parser(argv).parse_args(argv)).refine is None

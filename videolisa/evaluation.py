@@ -33,7 +33,7 @@ from videolisa.errors import InvalidInputError, VideoLisaError
 if TYPE_CHECKING:
     from videolisa.metrics.report import ScoreReport
     from videolisa.predictor import VideoLisaPredictor
-    from videolisa.refine import RefineSettings
+    from videolisa.refine import RefineConfig
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class EvaluationConfig:
     davis_root: Path | None = None
     vision_tower: str | None = None
     overwrite: bool = False  # remove what an earlier evaluation wrote to ``out`` instead of resuming it
-    refine: "RefineSettings | None" = None  # temporal refinement with SAM 2 (``--refine sam2``); None: off
+    refine: "RefineConfig | None" = None  # temporal refinement with SAM 2 (``--refine sam2``); None: off
     fail_after: int | None = None  # testing aid: raise after this many videos, to simulate a killed run
 
 

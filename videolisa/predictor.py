@@ -35,7 +35,7 @@ from videolisa.processing.sampling import dense_frame_indices
 from videolisa.processing.video_io import VideoReader, open_video
 
 if TYPE_CHECKING:
-    from videolisa.refine import RefineSettings, Sam2Refiner
+    from videolisa.refine import RefineConfig, Sam2Refiner
     from transformers import PreTrainedTokenizerBase
 
     from videolisa.modeling.videolisa import VideoLisaForSegmentation
@@ -132,7 +132,7 @@ class VideoLisaPredictor:
             mask decoding, autocast to ``dtype`` when it is bf16/fp16); False runs the stock modules. SAM's
             weights are kept in float32 either way.
         refine: temporal refinement with SAM 2 (:mod:`videolisa.refine`, the paper's post-optimization):
-            ``"sam2"`` (default settings, SAM 2.1 large from the Hub), a :class:`~videolisa.refine.RefineSettings`,
+            ``"sam2"`` (default settings, SAM 2.1 large from the Hub), a :class:`~videolisa.refine.RefineConfig`,
             or a loaded :class:`~videolisa.refine.Sam2Refiner`. None (default): VideoLISA's masks as decoded.
     """
 
@@ -145,7 +145,7 @@ class VideoLisaPredictor:
         chunk_size: int = 8,
         prefetch: bool = True,
         fast_sam: bool = True,
-        refine: "str | RefineSettings | Sam2Refiner | None" = None,
+        refine: "str | RefineConfig | Sam2Refiner | None" = None,
     ) -> None:
         if not isinstance(chunk_size, int) or chunk_size < 1:
             raise InvalidInputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
@@ -439,17 +439,17 @@ class VideoLisaPredictor:
             bar.close()
 
     # ------------------------------------------------------------------ refinement (videolisa.refine)
-    def _build_refiner(self, refine: "str | RefineSettings | Sam2Refiner | None") -> "Sam2Refiner | None":
+    def _build_refiner(self, refine: "str | RefineConfig | Sam2Refiner | None") -> "Sam2Refiner | None":
         if refine is None:
             return None
-        from videolisa.refine import RefineSettings, Sam2Refiner
+        from videolisa.refine import RefineConfig, Sam2Refiner
 
         if isinstance(refine, Sam2Refiner):
             return refine
         if refine == "sam2":
-            refine = RefineSettings()
-        if not isinstance(refine, RefineSettings):
-            raise InvalidInputError(f"refine must be None, 'sam2', RefineSettings or Sam2Refiner, got {refine!r}")
+            refine = RefineConfig()
+        if not isinstance(refine, RefineConfig):
+            raise InvalidInputError(f"refine must be None, 'sam2', RefineConfig or Sam2Refiner, got {refine!r}")
         return Sam2Refiner.from_settings(refine, self.device, self.dtype)
 
     def _stream(
@@ -465,7 +465,7 @@ class VideoLisaPredictor:
     ) -> Iterator[FrameMasks]:
         """The decoded masks, or with refinement SAM 2's (``timings`` gets the refinement's seconds)."""
         if refine and self.refiner is None:
-            raise InvalidInputError("refine=True needs a predictor built with refine='sam2' (or RefineSettings)")
+            raise InvalidInputError("refine=True needs a predictor built with refine='sam2' (or RefineConfig)")
         if refine is False or self.refiner is None:
             return self._stream_masks(reader, prompts, threshold, return_frames, return_logits, progress)
         return self._stream_refined(reader, prompts, threshold, return_frames, return_logits, progress, timings)

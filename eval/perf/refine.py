@@ -76,14 +76,14 @@ def child(video: Path, device: str) -> None:
     from videolisa.config import VideoLisaConfig
     from videolisa.modeling.videolisa import VideoLisaForSegmentation
     from videolisa.predictor import VideoLisaPredictor
-    from videolisa.refine import RefineSettings, Sam2Refiner, build_sam2_processor
+    from videolisa.refine import RefineConfig, Sam2Refiner, build_sam2_processor
     from videolisa.tokenization import build_tiny_tokenizer
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = VideoLisaForSegmentation(VideoLisaConfig.from_preset("tiny")).eval()
     sam2 = build_sam2().to(device)
-    refiner = Sam2Refiner(sam2, build_sam2_processor(sam2), RefineSettings(min_score=0.0), device)
+    refiner = Sam2Refiner(sam2, build_sam2_processor(sam2), RefineConfig(min_score=0.0), device)
     predictor = VideoLisaPredictor(model, build_tiny_tokenizer(), device=device, dtype="fp32", refine=refiner)
     start = time.perf_counter()
     frames = sum(1 for _ in predictor.iter_segment(video, ["the red square"]))

@@ -6,14 +6,14 @@ import argparse
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from videolisa.refine import RefineSettings
+    from videolisa.refine import RefineConfig
 
 # Mirrors videolisa.refine.settings (not imported here: argument parsing must not import torch).
 _DEFAULT_MODEL, _ANCHOR_MODES = "facebook/sam2.1-hiera-large", ("dense", "top-k")
 
 
 def add_refine_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--refine sam2`` and its settings (defaults: :class:`videolisa.refine.RefineSettings`)."""
+    """``--refine sam2`` and its settings (defaults: :class:`videolisa.refine.RefineConfig`)."""
     group = parser.add_argument_group("temporal refinement (the paper's post-optimization, with SAM 2)")
     group.add_argument("--refine", choices=["sam2"], default=None,
                        help="propagate the masks of anchor frames through the video with SAM 2 (default: off)")
@@ -27,11 +27,11 @@ def add_refine_arguments(parser: argparse.ArgumentParser) -> None:
                        help="an anchor mask is used only with at least this presence (stability) score, 0..1")
 
 
-def refine_settings_from_args(args: argparse.Namespace) -> "RefineSettings | None":
-    """The parsed ``--refine*`` options as :class:`~videolisa.refine.RefineSettings` (None without --refine)."""
+def refine_settings_from_args(args: argparse.Namespace) -> "RefineConfig | None":
+    """The parsed ``--refine*`` options as :class:`~videolisa.refine.RefineConfig` (None without --refine)."""
     if args.refine is None:
         return None
-    from videolisa.refine import RefineSettings
+    from videolisa.refine import RefineConfig
 
-    return RefineSettings(model=args.refine_model, anchors=args.refine_anchors, top_k=args.refine_top_k,
+    return RefineConfig(model=args.refine_model, anchors=args.refine_anchors, top_k=args.refine_top_k,
                           min_score=args.refine_min_score)

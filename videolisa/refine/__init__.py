@@ -8,10 +8,10 @@ from videolisa.refine.settings import (
     ANCHOR_MODES,
     DEFAULT_SAM2_MODEL,
     SUPPORTED_SAM2_MODELS,
-    RefineSettings,
+    RefineConfig,
 )
 
 __all__ = [
-    "ANCHOR_MODES", "DEFAULT_SAM2_MODEL", "SUPPORTED_SAM2_MODELS", "Anchor", "AnchorCollector", "RefineSettings",
+    "ANCHOR_MODES", "DEFAULT_SAM2_MODEL", "SUPPORTED_SAM2_MODELS", "Anchor", "AnchorCollector", "RefineConfig",
     "Sam2Refiner", "build_sam2_processor", "load_sam2", "presence_scores",
 ]

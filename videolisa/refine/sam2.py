@@ -26,7 +26,7 @@ import torch
 
 from videolisa.errors import MissingFilesError
 from videolisa.processing.video_io import VideoReader
-from videolisa.refine.settings import RefineSettings
+from videolisa.refine.settings import RefineConfig
 
 if TYPE_CHECKING:
     from transformers import Sam2VideoInferenceSession, Sam2VideoModel, Sam2VideoProcessor
@@ -106,7 +106,7 @@ class Sam2Refiner:
     """
 
     def __init__(
-        self, model: "Sam2VideoModel", processor: "Sam2VideoProcessor", settings: RefineSettings,
+        self, model: "Sam2VideoModel", processor: "Sam2VideoProcessor", settings: RefineConfig,
         device: torch.device | str = "cpu",
     ) -> None:
         self.model, self.processor, self.settings = model.eval(), processor, settings
@@ -117,7 +117,7 @@ class Sam2Refiner:
         self.memory_window = max(config.num_maskmem - 1, config.max_object_pointers_in_encoder - 1, 1)
 
     @classmethod
-    def from_settings(cls, settings: RefineSettings, device: torch.device, dtype: torch.dtype) -> "Sam2Refiner":
+    def from_settings(cls, settings: RefineConfig, device: torch.device, dtype: torch.dtype) -> "Sam2Refiner":
         """Load ``settings.model`` (Hub id or directory) to ``device``/``dtype``."""
         model, processor = load_sam2(settings.model, device, dtype)
         return cls(model, processor, settings, device)

@@ -18,7 +18,7 @@ ANCHOR_MODES = ("dense", "top-k")
 
 
 @dataclass(frozen=True)
-class RefineSettings:
+class RefineConfig:
     """How VideoLISA's masks are refined by SAM 2 propagation.
 
     Attributes:
