@@ -34,6 +34,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     """``--all`` clears the marker expression that pyproject's addopts sets (the fast tier)."""
     if config.getoption("--all"):
+        if any(arg.startswith("-m") for arg in config.invocation_params.args):
+            raise pytest.UsageError("--all runs every test: drop -m, or drop --all to select by marker")
         config.option.markexpr = ""
 
 
