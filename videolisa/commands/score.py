@@ -20,6 +20,8 @@ _LAYOUTS = """ground truth (--gt) and prediction (--pred) layouts:
                --pred <pred>/<video>/<exp_id>/<frame>.png
   reasonvos    --gt ReasonVOS root with meta_expressions.json and Annotations/<source>_<video>_<obj_id>/;
                --pred <pred>/<source>_<video>_<obj_id>/<exp_id>/<frame>.png
+  revos        --gt ReVOS root with mask_dict.json, mask_dict_foreground.json and meta_expressions_valid_.json
+               (--meta for another split); --pred <pred>/<video>/<exp_id>/<frame>.png; J, F, J&F, A, R per type
   davis-semi   --gt DAVIS root (Annotations/480p, ImageSets/2017); --pred <pred>/<sequence>/<frame>.png (indexed)
   davis-unsup  --gt DAVIS root (Annotations_unsupervised/480p, ImageSets/2017); --pred as davis-semi
   refdavis     --gt DAVIS root as davis-unsup; --meta Ref-DAVIS meta_expressions.json;

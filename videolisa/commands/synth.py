@@ -6,7 +6,17 @@ import argparse
 from pathlib import Path
 
 from videolisa.errors import InvalidInputError
-from videolisa.synthetic import DEFAULT_SIZES, LAYOUTS, SYNTH_MARKER, SyntheticConfig, write_synthetic_dataset
+from videolisa.synthetic import (
+    DEFAULT_SIZES,
+    EXTRA_EXPRESSION_KINDS,
+    LAYOUTS,
+    SYNTH_MARKER,
+    SyntheticConfig,
+    write_synthetic_dataset,
+)
+
+# Layouts whose benchmark has these expression types: their extra kinds are on unless --extra-kinds says otherwise.
+_EXTRA_KINDS_BY_DEFAULT = {"revos": EXTRA_EXPRESSION_KINDS}
 
 
 def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
@@ -20,6 +30,20 @@ def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
     return tuple(sizes)
 
 
+def parse_extra_kinds(text: str) -> tuple[str, ...]:
+    """Parse ``"multi,absent"`` (or ``"none"``) into the opt-in expression kinds."""
+    if text.strip().lower() == "none":
+        return ()
+    kinds = tuple(part.strip() for part in text.split(","))
+    for kind in kinds:
+        if kind not in EXTRA_EXPRESSION_KINDS:
+            raise argparse.ArgumentTypeError(
+                f"unknown expression kind {kind!r}; expected a comma-separated subset of {','.join(EXTRA_EXPRESSION_KINDS)}"
+                " or none"
+            )
+    return kinds
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``synth`` options."""
     default_sizes = ",".join(f"{height}x{width}" for height, width in DEFAULT_SIZES)
@@ -27,7 +51,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layout", choices=LAYOUTS, default="mevis", help="dataset layout (default: mevis)")
     parser.add_argument("--videos", type=int, default=8, help="number of videos (default: 8)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--split", default=None, help="split folder of the mevis layout (default: valid_u)")
+    parser.add_argument("--split", default=None,
+                        help="split folder of the mevis layout (default: valid_u), or the split in the name of the "
+                             "revos layout's meta_expressions_<split>_.json (default: valid)")
+    parser.add_argument("--extra-kinds", type=parse_extra_kinds, default=None,
+                        help="also write instructions that name several objects (multi: 'all the red shapes') and/or "
+                             "none of the video's (absent: 'green circle' without one), e.g. multi,absent; "
+                             "default: multi,absent for --layout revos, none for the others")
     parser.add_argument("--min-frames", type=int, default=16, help="fewest frames per video (default: 16)")
     parser.add_argument("--max-frames", type=int, default=48, help="most frames per video (default: 48)")
     parser.add_argument("--min-objects", type=int, default=2, help="fewest objects per video (default: 2)")
@@ -43,14 +73,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Generate and write the dataset; returns the exit status."""
-    if args.split is not None and args.layout != "mevis":
-        raise InvalidInputError(f"--split applies to the mevis layout only, not to --layout {args.layout}")
+    if args.split is not None and args.layout not in ("mevis", "revos"):
+        raise InvalidInputError(f"--split applies to the mevis and revos layouts only, not to --layout {args.layout}")
+    extra_kinds = args.extra_kinds if args.extra_kinds is not None else _EXTRA_KINDS_BY_DEFAULT.get(args.layout, ())
     config = SyntheticConfig(
         min_frames=args.min_frames,
         max_frames=args.max_frames,
         sizes=args.sizes,
         min_objects=args.min_objects,
         max_objects=args.max_objects,
+        extra_kinds=extra_kinds,
     )
     out_dir = write_synthetic_dataset(
         args.out,
@@ -58,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         num_videos=args.videos,
         seed=args.seed,
         config=config,
-        split=args.split or "valid_u",
+        split=args.split,
         fps=args.fps,
         overwrite=args.overwrite,
     )

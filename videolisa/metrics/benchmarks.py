@@ -11,6 +11,7 @@ Each benchmark follows its official toolkit (``docs/metrics.md``):
   Hungarian matching); overall = mean over all objects, with recall and decay.
 * ``refdavis``: the Ref-DAVIS17 four-annotator protocol (see :mod:`videolisa.metrics.refdavis`).
 * ``refseg``: LISA cIoU / gIoU over images ``<root>/**/<name>.png``.
+* ``revos``: J, F, A, R per expression and type, VISA's ``eval_revos.py`` (see :mod:`videolisa.metrics.revos`).
 
 Missing predictions are an error listing what is missing, or with ``missing="zero"`` they score 0
 (as MeViS's official script does for a missing video).
@@ -33,6 +34,7 @@ from videolisa.metrics.names import BENCHMARKS
 from videolisa.metrics.parallel import run_tasks
 from videolisa.metrics.refdavis import score_refdavis
 from videolisa.metrics.report import ScoreReport
+from videolisa.metrics.revos import revos_report, revos_tasks, score_revos_task
 from videolisa.metrics.sequences import BinaryItem, BinaryTask, ItemScores, score_binary_task
 
 
@@ -115,6 +117,22 @@ def binary_report(benchmark: str, scores: Sequence[ItemScores], notes: list[str]
     return ScoreReport(benchmark, {"J": region, "F": boundary, "JF": (region + boundary) / 2}, sequences, notes=notes)
 
 
+def score_revos(
+    gt_root: Path, pred_root: Path, meta_path: Path | None, workers: int | None, missing: str
+) -> ScoreReport:
+    """ReVOS: one task per video, J, F, A, R per expression, aggregated per type (:mod:`videolisa.metrics.revos`)."""
+    tracker = MissingPredictions(missing, scored_as="scored 0 on every metric for the whole expression")
+    try:
+        tasks = revos_tasks(gt_root, pred_root, meta_path, tracker)
+    except (KeyError, TypeError, AttributeError) as error:
+        raise InvalidInputError(f"revos: the meta file or mask dicts are not in the ReVOS layout ({error!r})") from error
+    if not tasks:
+        raise InvalidInputError(f"revos: the meta file under {gt_root} lists no expressions")
+    notes = tracker.check()
+    results = run_tasks(score_revos_task, tasks, workers, "revos videos")
+    return revos_report([item for task in results for item in task], notes)
+
+
 def score_benchmark(
     benchmark: str,
     gt_root: str | os.PathLike,
@@ -129,7 +147,8 @@ def score_benchmark(
     Args:
         benchmark: one of :data:`BENCHMARKS`.
         gt_root: MeViS split folder (``meta_expressions.json``, ``mask_dict.json``); ReasonVOS root
-            (``meta_expressions.json``, ``Annotations/``); DAVIS root (``Annotations[_unsupervised]/480p``,
+            (``meta_expressions.json``, ``Annotations/``); ReVOS root (``mask_dict.json``,
+            ``mask_dict_foreground.json``, ``meta_expressions_valid_.json``); DAVIS root (``Annotations[_unsupervised]/480p``,
             ``ImageSets/2017``) for ``davis-*`` and ``refdavis``; or a mask folder (``folders``, ``refseg``).
         pred_root: folder of predicted PNGs in the benchmark's layout.
         workers: worker processes (default: all cores; 1 scores in this process).
@@ -151,6 +170,8 @@ def score_benchmark(
         return score_refdavis(gt_root, pred_root, meta_path, workers=workers, missing=missing, davis_set=davis_set)
     if benchmark == "refseg":
         return score_refseg(gt_root, pred_root, workers=workers, missing=missing)
+    if benchmark == "revos":
+        return score_revos(gt_root, pred_root, meta_path, workers, missing)
     tracker = MissingPredictions(missing)
     try:
         if benchmark == "mevis":

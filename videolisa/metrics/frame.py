@@ -116,6 +116,18 @@ def frame_jf(pred: np.ndarray, gt: np.ndarray, radius: int | None = None) -> tup
     Returns:
         ``(J, F)`` as Python floats, identical to ``db_eval_iou`` and ``f_measure``.
     """
+    region, boundary, _ = frame_jf_counts(pred, gt, radius)
+    return region, boundary
+
+
+def frame_jf_counts(
+    pred: np.ndarray, gt: np.ndarray, radius: int | None = None
+) -> tuple[float, float, tuple[int, int, int]]:
+    """J, F and the pixel counts ``(|P ∩ G|, |P|, |G|)`` of one frame, from one pass of the kernel.
+
+    Same arguments as :func:`frame_jf`; the counts let ReVOS's accuracy and robustness be computed without
+    another pass over the pixels.
+    """
     if pred.shape != gt.shape:
         raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} differ in size")
     if pred.ndim != 2:
@@ -129,7 +141,7 @@ def frame_jf(pred: np.ndarray, gt: np.ndarray, radius: int | None = None) -> tup
     # Python ints divided like the official numpy sums: the same float.
     region = 1.0 if union == 0 else intersection / union
     boundary = f_from_counts(n_pred, n_gt, pred_matched, gt_matched)
-    return region, boundary
+    return region, boundary, (int(intersection), int(pred_pixels), int(gt_pixels))
 
 
 def remove_void(mask: np.ndarray, void: np.ndarray | None) -> np.ndarray:

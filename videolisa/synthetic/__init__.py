@@ -12,8 +12,12 @@ distance during the video? Segment it") -- and each one is checked to refer to e
 video; a scene where some kind has no such instruction is drawn again. Phrases carry no leading article so
 that the benchmark templates ("Please segment the {phrase} in this scene.") read naturally.
 
+Opt-in (``SyntheticConfig.extra_kinds``) instructions name several objects (``multi``: "all the red shapes") or
+none of the video's (``absent``: "green circle" without one); they are drawn after the others, so videos without
+them are unchanged.
+
 Generation is deterministic per seed (numpy ``Generator``). Writers produce the MeViS layout, the ReasonVOS
-layout, a custom-data JSONL (:mod:`videolisa.data.custom`, with answers that name the referent) and H.264 mp4
+layout, the ReVOS layout, a custom-data JSONL (:mod:`videolisa.data.custom`, with answers that name the referent) and H.264 mp4
 files with PNG masks; :func:`write_synthetic_dataset` writes any of them atomically.
 
 Modules: :mod:`~videolisa.synthetic.scene` (configuration, objects, motion, rendering),
@@ -26,6 +30,7 @@ from videolisa.synthetic.scene import (
     COLORS,
     DEFAULT_SIZES,
     EXPRESSION_KINDS,
+    EXTRA_EXPRESSION_KINDS,
     MOTIONS,
     OBJECT_SIZES,
     SHAPES,
@@ -41,11 +46,13 @@ from videolisa.synthetic.writers import (
     SYNTH_MARKER,
     SYNTHETIC_SOURCE,
     describing_answer,
+    group_answer,
     reasonvos_mask_folder,
     write_custom_layout,
     write_mevis_layout,
     write_mp4_layout,
     write_reasonvos_layout,
+    write_revos_layout,
     write_synthetic_dataset,
 )
 
@@ -54,6 +61,7 @@ __all__ = [
     "CUSTOM_FILE",
     "DEFAULT_SIZES",
     "EXPRESSION_KINDS",
+    "EXTRA_EXPRESSION_KINDS",
     "LAYOUTS",
     "MOTIONS",
     "OBJECT_SIZES",
@@ -65,6 +73,7 @@ __all__ = [
     "SyntheticObject",
     "SyntheticVideo",
     "describing_answer",
+    "group_answer",
     "generate_video",
     "generate_videos",
     "reasonvos_mask_folder",
@@ -74,5 +83,6 @@ __all__ = [
     "write_mevis_layout",
     "write_mp4_layout",
     "write_reasonvos_layout",
+    "write_revos_layout",
     "write_synthetic_dataset",
 ]

@@ -14,7 +14,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from videolisa.synthetic.scene import AXIS_DIRECTIONS, EXPRESSION_KINDS, SyntheticExpression, SyntheticObject
+from videolisa.synthetic.scene import (
+    AXIS_DIRECTIONS,
+    COLORS,
+    EXPRESSION_KINDS,
+    OBJECT_SIZES,
+    SHAPES,
+    SyntheticExpression,
+    SyntheticObject,
+)
 
 
 @dataclass(frozen=True)
@@ -322,6 +330,59 @@ def choose_expressions(
         if not unambiguous:
             return None
         options = list(unambiguous.values())
+        picks = rng.permutation(len(options))[:per_kind]
+        chosen.extend(options[index] for index in sorted(picks))
+    return tuple(chosen)
+
+
+def _plural(shape: str) -> str:
+    """"circle" -> "circles" (every shape name takes an -s)."""
+    return f"{shape}s"
+
+
+def _multi_candidates(facts: SceneFacts) -> list[_Candidate]:
+    """Phrases naming two or more objects: shared colour, shape or size, a shared direction of motion, all shapes.
+
+    "all the shapes" always qualifies (every video has at least two objects), so every video has one.
+    """
+    objects = facts.objects
+    candidates = [_crisp("all the shapes", "multi", np.ones(len(objects), dtype=bool))]
+    for color in COLORS:
+        candidates.append(_crisp(f"all the {color} shapes", "multi", np.array([o.color == color for o in objects])))
+    for shape in SHAPES:
+        candidates.append(_crisp(f"all the {_plural(shape)}", "multi", np.array([o.shape == shape for o in objects])))
+    for size in OBJECT_SIZES:
+        candidates.append(_crisp(f"all the {size} shapes", "multi", np.array([o.size == size for o in objects])))
+    for direction, phrase in _DIRECTION_PHRASES.items():
+        fits, borderline = _direction_verdicts(objects, direction)
+        candidates.append(_Candidate(f"all the shapes {phrase}", "multi", False, fits, borderline))
+    return candidates
+
+
+def _absent_candidates(facts: SceneFacts) -> list[_Candidate]:
+    """Colour + shape phrases ("green circle") that no object of the video matches."""
+    present = {(obj.color, obj.shape) for obj in facts.objects}
+    return [
+        _crisp(f"{color} {shape}", "absent", np.zeros(facts.num_objects, dtype=bool))
+        for color in COLORS
+        for shape in SHAPES
+        if (color, shape) not in present
+    ]
+
+
+def choose_extra_expressions(
+    facts: SceneFacts, rng: np.random.Generator, kinds: Sequence[str], per_kind: int
+) -> tuple[SyntheticExpression, ...]:
+    """Up to ``per_kind`` instructions of each extra kind: ``multi`` phrases that clearly fit two or more objects
+    (and clearly not the others), ``absent`` phrases that fit none. Each kind always has at least one."""
+    chosen: list[SyntheticExpression] = []
+    for kind in kinds:
+        builder, wanted = (_multi_candidates, 2) if kind == "multi" else (_absent_candidates, 0)
+        options = [
+            SyntheticExpression(candidate.text, kind, None, False, tuple(np.flatnonzero(candidate.fits).tolist()))
+            for candidate in builder(facts)
+            if not candidate.borderline.any() and int(candidate.fits.sum()) >= wanted
+        ]
         picks = rng.permutation(len(options))[:per_kind]
         chosen.extend(options[index] for index in sorted(picks))
     return tuple(chosen)

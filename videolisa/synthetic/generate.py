@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from videolisa.errors import InvalidInputError
-from videolisa.synthetic.expressions import SceneFacts, choose_expressions
+from videolisa.synthetic.expressions import SceneFacts, choose_expressions, choose_extra_expressions
 from videolisa.synthetic.scene import (
     SyntheticConfig,
     SyntheticVideo,
@@ -73,6 +73,8 @@ def generate_video(
         expressions = choose_expressions(facts, rng, config.expressions_per_kind)
         if expressions is None:
             continue
+        # Drawn last, so that videos without extra kinds consume the generator exactly as before.
+        expressions += choose_extra_expressions(facts, rng, config.extra_kinds, config.expressions_per_kind)
         frames = paint_frames(background, objects, coverage)
         return SyntheticVideo(name=name, frames=frames, masks=visible, objects=objects, expressions=expressions)
     # Unreachable with the shipped sampling rules; kept as a loud failure instead of an endless loop.

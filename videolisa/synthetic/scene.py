@@ -32,6 +32,9 @@ COLORS: dict[str, tuple[int, int, int]] = {
 OBJECT_SIZES = ("small", "large")
 MOTIONS = ("static", "linear", "stops", "enters", "leaves")
 EXPRESSION_KINDS = ("attribute", "motion", "temporal", "reasoning")
+# Opt-in kinds (SyntheticConfig.extra_kinds): several referents ("all the red shapes") and none ("green circle"
+# in a video without one). Drawn after the default kinds, so videos without them stay as they were.
+EXTRA_EXPRESSION_KINDS = ("multi", "absent")
 DEFAULT_SIZES = ((128, 128), (160, 224), (192, 256))
 
 # Circumradius as a fraction of the shorter frame side.
@@ -48,7 +51,8 @@ class SyntheticConfig:
     """What the generator may draw.
 
     ``sizes`` are (height, width) pairs; frame counts are inclusive bounds; ``expressions_per_kind`` caps the
-    number of instructions of each kind per video (at least one of each kind is always present).
+    number of instructions of each kind per video (at least one of each kind is always present); ``extra_kinds``
+    adds :data:`EXTRA_EXPRESSION_KINDS` instructions (up to ``expressions_per_kind`` each).
     """
 
     min_frames: int = 16
@@ -58,6 +62,7 @@ class SyntheticConfig:
     max_objects: int = 5
     expressions_per_kind: int = 2
     textured_background_probability: float = 0.5
+    extra_kinds: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Entering and leaving shapes need a few frames on each side of the middle.
@@ -77,6 +82,9 @@ class SyntheticConfig:
             )
         if self.expressions_per_kind < 1:
             raise InvalidInputError(f"expressions_per_kind must be >= 1, got {self.expressions_per_kind}")
+        for kind in self.extra_kinds:
+            if kind not in EXTRA_EXPRESSION_KINDS:
+                raise InvalidInputError(f"unknown extra expression kind {kind!r}; expected {EXTRA_EXPRESSION_KINDS}")
         if not 0.0 <= self.textured_background_probability <= 1.0:
             raise InvalidInputError(
                 f"textured_background_probability must be in [0, 1], got {self.textured_background_probability}"
@@ -132,12 +140,24 @@ class SyntheticObject:
 
 
 class SyntheticExpression(NamedTuple):
-    """An instruction that refers to exactly one object of its video."""
+    """An instruction about a video: one of :data:`EXPRESSION_KINDS`, referring to exactly one object, or (opt-in,
+    :data:`EXTRA_EXPRESSION_KINDS`) a ``multi`` phrase naming two or more objects or an ``absent`` phrase that
+    names nothing in the video."""
 
     text: str
-    kind: str  # one of EXPRESSION_KINDS
-    object_index: int  # index into SyntheticVideo.objects (and the first axis of SyntheticVideo.masks)
+    kind: str  # one of EXPRESSION_KINDS or EXTRA_EXPRESSION_KINDS
+    object_index: int | None  # the one referent: index into SyntheticVideo.objects / masks; None for extra kinds
     is_sentence: bool  # reasoning sentences vs. referring phrases
+    object_indices: tuple[int, ...] | None = None  # referents of the extra kinds ("absent": none)
+
+    @property
+    def targets(self) -> tuple[int, ...]:
+        """Indices of every object the instruction refers to (empty for ``absent``)."""
+        return (self.object_index,) if self.object_index is not None else tuple(self.object_indices or ())
+
+    def target_masks(self, masks: np.ndarray) -> np.ndarray:
+        """``[T, H, W]`` bool union of the referents' masks (``masks``: ``[N, T, H, W]``); all False for ``absent``."""
+        return masks[list(self.targets)].any(axis=0)
 
 
 @dataclass(frozen=True, eq=False)

@@ -19,9 +19,11 @@ import numpy as np
 from videolisa.constants import DEFAULT_SEG_TOKEN
 from videolisa.errors import InvalidInputError
 from videolisa.synthetic.generate import generate_videos
-from videolisa.synthetic.scene import SyntheticConfig, SyntheticObject, SyntheticVideo
+from videolisa.synthetic.scene import SyntheticConfig, SyntheticExpression, SyntheticObject, SyntheticVideo
 
-LAYOUTS = ("mevis", "reasonvos", "custom", "mp4")
+LAYOUTS = ("mevis", "reasonvos", "revos", "custom", "mp4")
+# Split written by default: the MeViS split folder, the ReVOS meta file's split.
+DEFAULT_SPLITS = {"mevis": "valid_u", "revos": "valid"}
 # ReasonVOS names an object's mask folder "<source>_<video>_<obj_id>"; this is the source of synthetic videos.
 SYNTHETIC_SOURCE = "synthetic"
 # Written into every dataset folder; an existing folder is replaced (overwrite) only if it holds this file.
@@ -68,7 +70,9 @@ def write_mevis_layout(videos: Iterable[SyntheticVideo], root: Path, split: str 
     ``JPEGImages/<video>/<frame>.jpg``; ``meta_expressions.json`` = ``{"videos": {<video>: {"frames": [...],
     "expressions": {<exp_id>: {"exp", "obj_id": [i], "anno_id": [a], "kind", "is_sent"}}}}}`` (``kind`` and
     ``is_sent`` are extra fields); ``mask_dict.json`` = ``{<anno_id>: [per-frame COCO RLE or null]}`` with one
-    annotation per object, numbered across the split. Writes in place; see :func:`write_synthetic_dataset`.
+    annotation per object, numbered across the split. A ``multi`` expression lists all its referents; an
+    ``absent`` one lists a video's extra annotation whose frames are all null (the MeViS scorers need one id).
+    Writes in place; see :func:`write_synthetic_dataset`.
     """
     split_dir = Path(root) / split
     meta: dict[str, Any] = {}
@@ -78,13 +82,17 @@ def write_mevis_layout(videos: Iterable[SyntheticVideo], root: Path, split: str 
         anno_ids = [len(mask_dict) + index for index in range(len(video.objects))]
         for anno_id, masks in zip(anno_ids, video.masks):
             mask_dict[str(anno_id)] = [_encode_rle(mask) for mask in masks]
+        empty_id = None
+        if any(not expression.targets for expression in video.expressions):
+            empty_id = len(mask_dict)
+            mask_dict[str(empty_id)] = [None] * video.num_frames
         meta[video.name] = {
             "frames": list(video.frame_names),
             "expressions": {
                 str(exp_id): {
                     "exp": expression.text,
-                    "obj_id": [expression.object_index],
-                    "anno_id": [anno_ids[expression.object_index]],
+                    "obj_id": list(expression.targets),
+                    "anno_id": [anno_ids[index] for index in expression.targets] or [empty_id],
                     "kind": expression.kind,
                     "is_sent": expression.is_sentence,
                 }
@@ -111,12 +119,22 @@ def describing_answer(obj: SyntheticObject, seg_token: str = DEFAULT_SEG_TOKEN) 
     return f"Sure, {seg_token} {obj.color} {obj.size} {obj.shape}."
 
 
+def group_answer(objects: Sequence[SyntheticObject], seg_token: str = DEFAULT_SEG_TOKEN) -> str:
+    """The answer of an extra-kind instruction: ``"Sure, [SEG] red small triangle and blue large circle."`` naming
+    every referent like :func:`describing_answer`, or the original ``"Sure, [SEG]."`` (with empty masks) when
+    the referent is absent."""
+    if not objects:
+        return f"Sure, {seg_token}."
+    return f"Sure, {seg_token} " + " and ".join(f"{obj.color} {obj.size} {obj.shape}" for obj in objects) + "."
+
+
 def write_custom_layout(videos: Iterable[SyntheticVideo], root: Path) -> None:
     """Write videos as custom training data (:mod:`videolisa.data.custom`) under ``root``.
 
     ``JPEGImages/<video>/<frame>.jpg`` and ``annotations.jsonl`` with one record per expression:
     ``{"video": "JPEGImages/<video>", "instruction", "is_sentence", "masks": {"rle": [per-frame RLE or
-    null]}, "answer": describing_answer(referent)}``. Writes in place.
+    null]}, "answer": describing_answer(referent)}``; extra kinds carry the union of their referents' masks
+    (all null when absent) and :func:`group_answer`. Writes in place.
     """
     root = Path(root)
     lines = []
@@ -124,20 +142,33 @@ def write_custom_layout(videos: Iterable[SyntheticVideo], root: Path) -> None:
         _write_jpeg_frames(video.frames, video.frame_names, root / "JPEGImages" / video.name)
         rles = [[_encode_rle(mask) for mask in masks] for masks in video.masks]
         for expression in video.expressions:
+            if expression.object_index is not None:
+                masks, answer = rles[expression.object_index], describing_answer(video.objects[expression.object_index])
+            else:
+                masks = [_encode_rle(mask) for mask in expression.target_masks(video.masks)]
+                answer = group_answer([video.objects[index] for index in expression.targets])
             record = {
                 "video": f"JPEGImages/{video.name}",
                 "instruction": expression.text,
                 "is_sentence": expression.is_sentence,
-                "masks": {"rle": rles[expression.object_index]},
-                "answer": describing_answer(video.objects[expression.object_index]),
+                "masks": {"rle": masks},
+                "answer": answer,
             }
             lines.append(json.dumps(record))
     (root / CUSTOM_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def reasonvos_mask_folder(video: str, object_index: int) -> str:
+def reasonvos_mask_folder(video: str, object_index: int | str) -> str:
     """ReasonVOS mask folder name of an object: ``<source>_<video>_<obj_id>``."""
     return f"{SYNTHETIC_SOURCE}_{video}_{object_index}"
+
+
+def reasonvos_object_id(expression: SyntheticExpression) -> int | str:
+    """The ReasonVOS ``obj_id`` of an expression: its referent's index, ``"0+2"`` for the union of several
+    referents, ``"absent"`` for none (mask folders of empty masks)."""
+    if expression.object_index is not None:
+        return expression.object_index
+    return "+".join(str(index) for index in expression.targets) or "absent"
 
 
 def write_reasonvos_layout(videos: Iterable[SyntheticVideo], root: Path) -> None:
@@ -145,7 +176,8 @@ def write_reasonvos_layout(videos: Iterable[SyntheticVideo], root: Path) -> None
 
     ``JPEGImages/<video>/<frame>.jpg``; ``Annotations/synthetic_<video>_<obj_id>/<frame>.png`` (0/255, one
     folder per object); ``meta_expressions.json`` = ``{"videos": {<video>: {"source": "synthetic", "frames":
-    [...], "expressions": [{"obj_id", "exp_id", "exp_text", "is_sent", "kind"}, ...]}}}``. Writes in place.
+    [...], "expressions": [{"obj_id", "exp_id", "exp_text", "is_sent", "kind"}, ...]}}}``. Extra kinds get a
+    folder of their own (:func:`reasonvos_object_id`): the union of their referents' masks. Writes in place.
     """
     root = Path(root)
     meta: dict[str, Any] = {}
@@ -154,12 +186,16 @@ def write_reasonvos_layout(videos: Iterable[SyntheticVideo], root: Path) -> None
         for object_index, masks in enumerate(video.masks):
             mask_folder = root / "Annotations" / reasonvos_mask_folder(video.name, object_index)
             _write_png_masks(masks, video.frame_names, mask_folder)
+        for expression in video.expressions:
+            if expression.object_index is None:
+                mask_folder = root / "Annotations" / reasonvos_mask_folder(video.name, reasonvos_object_id(expression))
+                _write_png_masks(expression.target_masks(video.masks), video.frame_names, mask_folder)
         meta[video.name] = {
             "source": SYNTHETIC_SOURCE,
             "frames": list(video.frame_names),
             "expressions": [
                 {
-                    "obj_id": expression.object_index,
+                    "obj_id": reasonvos_object_id(expression),
                     "exp_id": str(exp_id),
                     "exp_text": expression.text,
                     "is_sent": expression.is_sentence,
@@ -169,6 +205,72 @@ def write_reasonvos_layout(videos: Iterable[SyntheticVideo], root: Path) -> None
             ],
         }
     _write_json({"videos": meta}, root / "meta_expressions.json")
+
+
+# ReVOS expression types (``type_id``): referring phrases, reasoning sentences, no-target expressions.
+REVOS_REFERRING, REVOS_REASONING, REVOS_NO_TARGET = 0, 1, 2
+
+
+def revos_type(expression: SyntheticExpression) -> int:
+    """ReVOS ``type_id`` of an expression: no-target when nothing is referred to, else reasoning for sentences."""
+    if not expression.targets:
+        return REVOS_NO_TARGET
+    return REVOS_REASONING if expression.is_sentence else REVOS_REFERRING
+
+
+def _encode_foreground(mask: np.ndarray) -> dict[str, Any]:
+    """``[H, W]`` bool -> COCO RLE, also for an empty mask (the official ReVOS scorer decodes every entry)."""
+    from pycocotools import mask as coco_mask
+
+    rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
+
+
+def write_revos_layout(videos: Iterable[SyntheticVideo], root: Path, split: str = "valid") -> None:
+    """Write videos in the layout of ReVOS's release under ``root``.
+
+    ``JPEGImages/<video>/<frame>.jpg``; ``meta_expressions_<split>_.json`` = ``{"videos": {<video>: {"vid_id",
+    "height", "width", "frames": [...], "expressions": {<exp_id>: {"exp", "obj_id": [...], "anno_id": [...],
+    "type_id", "kind"}}}}}`` (``type_id`` 0 referring, 1 reasoning, 2 no-target with empty id lists; ``kind`` is
+    an extra field); ``mask_dict.json`` = ``{<anno_id>: [per-frame COCO RLE or null]}``, one annotation per
+    object; ``mask_dict_foreground.json`` = ``{<video>: {"masks_rle": [per-frame RLE], "foreground_ratio":
+    [...]}}``, the union of the annotations the video's expressions refer to, as VISA's
+    ``tools/generate_foreground_mask.py`` builds it. Writes in place.
+    """
+    root = Path(root)
+    meta: dict[str, Any] = {}
+    mask_dict: dict[str, list[dict[str, Any] | None]] = {}
+    foreground: dict[str, dict[str, list]] = {}
+    for vid_id, video in enumerate(videos):
+        _write_jpeg_frames(video.frames, video.frame_names, root / "JPEGImages" / video.name)
+        anno_ids = [len(mask_dict) + index for index in range(len(video.objects))]
+        for anno_id, masks in zip(anno_ids, video.masks):
+            mask_dict[str(anno_id)] = [_encode_rle(mask) for mask in masks]
+        referred = sorted({index for expression in video.expressions for index in expression.targets})
+        union = video.masks[referred].any(axis=0)
+        foreground[video.name] = {
+            "masks_rle": [_encode_foreground(mask) for mask in union],
+            "foreground_ratio": [float(mask.mean()) for mask in union],
+        }
+        meta[video.name] = {
+            "vid_id": vid_id,
+            "height": video.height,
+            "width": video.width,
+            "frames": list(video.frame_names),
+            "expressions": {
+                str(exp_id): {
+                    "exp": expression.text,
+                    "obj_id": list(expression.targets),
+                    "anno_id": [anno_ids[index] for index in expression.targets],
+                    "type_id": revos_type(expression),
+                    "kind": expression.kind,
+                }
+                for exp_id, expression in enumerate(video.expressions)
+            },
+        }
+    _write_json({"videos": meta}, root / f"meta_expressions_{split}_.json")
+    _write_json(mask_dict, root / "mask_dict.json")
+    _write_json(foreground, root / "mask_dict_foreground.json")
 
 
 def _require_even_sizes(sizes: Iterable[tuple[int, int]]) -> None:
@@ -195,7 +297,8 @@ def _write_mp4(frames: np.ndarray, path: Path, fps: float) -> None:
 
 def write_mp4_layout(videos: Iterable[SyntheticVideo], root: Path, fps: float = 10.0) -> None:
     """Write each video as ``root/<video>/<video>.mp4`` with ``masks/<obj_id>/<frame>.png`` (0/255) and
-    ``instructions.json`` (frames, objects, expressions with kinds). Writes in place."""
+    ``instructions.json`` (frames, objects, expressions with kinds; extra kinds have ``"obj_id": null`` and their
+    referents in ``obj_ids``). Writes in place."""
     root = Path(root)
     for video in videos:
         folder = root / video.name
@@ -212,6 +315,7 @@ def write_mp4_layout(videos: Iterable[SyntheticVideo], root: Path, fps: float = 
             "objects": [{"obj_id": index, **obj.to_json()} for index, obj in enumerate(video.objects)],
             "expressions": [
                 {"text": e.text, "kind": e.kind, "obj_id": e.object_index, "is_sent": e.is_sentence}
+                | ({} if e.object_index is not None else {"obj_ids": list(e.targets)})
                 for e in video.expressions
             ],
         }
@@ -261,7 +365,7 @@ def write_synthetic_dataset(
     num_videos: int = 8,
     seed: int = 0,
     config: SyntheticConfig | None = None,
-    split: str = "valid_u",
+    split: str | None = None,
     fps: float = 10.0,
     overwrite: bool = False,
     progress: bool = True,
@@ -271,12 +375,14 @@ def write_synthetic_dataset(
     Everything is written to a staging folder next to ``out_dir`` that replaces it only once complete. A
     non-empty ``out_dir`` is refused unless ``overwrite`` and it holds the :data:`SYNTH_MARKER` file that every
     dataset written here carries (so no folder this function did not write is ever deleted). ``split`` is the
-    MeViS split folder name and ``fps`` the mp4 frame rate. Returns ``out_dir``.
+    MeViS split folder (default ``valid_u``) or the ReVOS meta file's split (default ``valid``:
+    ``meta_expressions_valid_.json``); ``fps`` is the mp4 frame rate. Returns ``out_dir``.
     """
     from tqdm import tqdm
 
     if layout not in LAYOUTS:
         raise InvalidInputError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+    split = split if split is not None else DEFAULT_SPLITS.get(layout, "valid_u")
     if not split or Path(split).name != split:
         raise InvalidInputError(f"split must be a plain folder name, got {split!r}")
     if fps <= 0:
@@ -300,6 +406,8 @@ def write_synthetic_dataset(
             write_mevis_layout(videos, staging, split)
         elif layout == "reasonvos":
             write_reasonvos_layout(videos, staging)
+        elif layout == "revos":
+            write_revos_layout(videos, staging, split)
         elif layout == "custom":
             write_custom_layout(videos, staging)
         else:
