@@ -365,6 +365,7 @@ def test_seg_token_is_added_and_embeddings_grow(tiny_model_factory):
     assert (model.config.seg_token_id, model.config.text_config.vocab_size) == (481, 482)
 
 
+@pytest.mark.slow
 def test_padded_embeddings_shrink_and_seg_keeps_its_old_row(tmp_path, tiny_model_factory, tiny_batch_factory):
     """Like Phi-3 (32064 padded rows -> 32012): the model has more rows than the tokenizer will have."""
     tokenizer = build_tiny_tokenizer(seg_token="<trk>")

@@ -116,6 +116,7 @@ def pad_rows(rows: list[list[int]], value: int) -> torch.Tensor:
     return torch.tensor([row + [value] * (width - len(row)) for row in rows])
 
 
+@pytest.mark.slow
 def test_rows_without_masks_contribute_only_cross_entropy(tiny_model, batch, tokenizer):
     """A right-padded batch of 2: row 0 segments, row 1 is a text-only answer (no [SEG], no target masks)."""
     text_only = render_conversation([("user", "<image>\nWhat is in this video?"), ("assistant", "It is red.")])

@@ -183,6 +183,7 @@ def test_refine_end_to_end_with_tiny_models(tiny_model, tiny_refiner_model, plai
     assert all(np.array_equal(item.masks[1], refined[1].masks[item.index]) for item in streamed)
 
 
+@pytest.mark.slow
 def test_top_k_anchors_and_a_track_without_reliable_anchor(tiny_model, tiny_refiner_model, frames) -> None:
     """Top-k anchors score every frame. The tiny model's logits are too soft for a stability score of 0.5: no
     reliable anchor anywhere, so the refined masks are empty (VideoLISA found nothing reliable to propagate)."""

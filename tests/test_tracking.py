@@ -61,6 +61,7 @@ def test_tensorboard_gets_scalars_config_and_commit(run_dir):
     assert started["step"] == 0 and commit_text == (started["commit"] or "unknown")
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_has_config_commit_and_is_continued_on_resume(run_dir):
     pytest.importorskip("wandb")
     config = tiny_config("train.report_to=[wandb]")
@@ -77,6 +78,7 @@ def test_wandb_offline_run_has_config_commit_and_is_continued_on_resume(run_dir)
     assert record["run_ids"]["wandb"] == run_id and len(record["git_commits"]) == 2
 
 
+@pytest.mark.slow
 def test_mlflow_file_store_run_has_params_commit_metrics_and_is_continued_on_resume(run_dir):
     mlflow = pytest.importorskip("mlflow")
     config = tiny_config("train.report_to=[mlflow]")
