@@ -126,10 +126,12 @@ def shard_videos(items: Sequence[BenchmarkItem], context: DistributedContext) ->
 
 
 class _ItemWriter:
-    """Writes one item's 0/255 PNGs into a temporary folder; :meth:`commit` renames it to the final name."""
+    """Writes one item's PNGs (0 and ``item.mask_value``) into a temporary folder; :meth:`commit` renames it to the
+    final name."""
 
     def __init__(self, out: Path, item: BenchmarkItem) -> None:
         self.final = prediction_dir(out, item)
+        self.mask_value = item.mask_value
         self.final.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.final.parent / f".tmp-{self.final.name}-{os.getpid()}"
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -138,7 +140,7 @@ class _ItemWriter:
     def write(self, name: str, mask: np.ndarray) -> None:
         from PIL import Image
 
-        Image.fromarray(mask.astype(np.uint8) * 255).save(self.tmp / f"{name}.png")
+        Image.fromarray(mask.astype(np.uint8) * np.uint8(self.mask_value)).save(self.tmp / f"{name}.png")
 
     def commit(self) -> None:
         os.replace(self.tmp, self.final)
@@ -281,6 +283,9 @@ def score_predictions(
     if name == "reasonvos":
         return score_benchmark("reasonvos", benchmark.root, pred_root, workers=settings.workers,
                                meta=_scoring_meta(benchmark, items, settings))
+    if name == "revos":
+        return score_benchmark("revos", benchmark.root, pred_root, workers=settings.workers,
+                               meta=_scoring_meta(benchmark, items, settings))
     if name in ("mevis", "synthetic"):
         return score_benchmark("mevis", benchmark.split_dir, pred_root, workers=settings.workers,
                                meta=_scoring_meta(benchmark, items, settings))
@@ -328,6 +333,7 @@ def subset_scores(
     * video benchmarks scored per expression: unweighted means of J and F over the subset's items,
       J&F = (mean J + mean F) / 2 like the overall number;
     * Ref-DAVIS17 (subsets ``anno_k``): annotator k's DAVIS result, from the report's details;
+    * ReVOS (subsets = expression types): the type's J, F, J&F, A, R from the report's details;
     * image benchmarks: cIoU / gIoU of the subset's images (cIoU does not decompose into per-image values).
     """
     from videolisa.metrics import score_benchmark
@@ -344,6 +350,8 @@ def subset_scores(
                                           workers=settings.workers).overall)
         elif benchmark.name == "refdavis":
             scores = dict(report.details["annotators"][int(subset.removeprefix("anno_"))])
+        elif benchmark.name == "revos":  # expression types, aggregated as the official scorer does
+            scores = {name: value for name, value in report.details["types"][subset].items() if name != "count"}
         else:
             rows = [report.sequences[item.output_dir] for item in subset_items]
             region = float(np.mean([row["J"] for row in rows]))

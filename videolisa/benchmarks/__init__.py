@@ -14,6 +14,7 @@ from videolisa.benchmarks.reasonseg import ReasonSegBenchmark
 from videolisa.benchmarks.reasonvos import ReasonVOSBenchmark
 from videolisa.benchmarks.refcoco import RefCocoBenchmark, RefCocogBenchmark, RefCocoPlusBenchmark
 from videolisa.benchmarks.referformer import RefDAVISBenchmark, RefYouTubeVOSBenchmark
+from videolisa.benchmarks.revos import ReVOSBenchmark
 from videolisa.errors import InvalidInputError
 
 BENCHMARKS: dict[str, type[Benchmark]] = {
@@ -21,6 +22,7 @@ BENCHMARKS: dict[str, type[Benchmark]] = {
     for benchmark in (
         ReasonVOSBenchmark,
         MeViSBenchmark,
+        ReVOSBenchmark,
         RefYouTubeVOSBenchmark,
         RefDAVISBenchmark,
         ReasonSegBenchmark,

@@ -43,6 +43,7 @@ class BenchmarkItem:
     answer: str  # assistant text with the segmentation token: "Sure, [SEG]." or "[SEG]." (image benchmarks)
     output_dir: str  # prediction folder relative to the prediction root, in the official scorer's layout
     subset: str | None = None  # "short"/"long" (ReasonVOS, ReasonSeg), "anno_k" (Ref-DAVIS), kind (synthetic)
+    mask_value: int = 255  # value of foreground pixels in the prediction PNGs (ReVOS: 1, see ReVOSBenchmark)
 
 
 class Benchmark(abc.ABC):
@@ -129,6 +130,8 @@ class VideoBenchmark(Benchmark):
     """
 
     answer: ClassVar[str] = DEFAULT_ANSWER
+    # Foreground value of the prediction PNGs: 255 (0/255 masks) unless the official scorer needs another one.
+    mask_value: ClassVar[int] = 255
 
     @abc.abstractmethod
     def _parse_videos(self) -> list[VideoEntry]:
@@ -165,6 +168,7 @@ class VideoBenchmark(Benchmark):
                         answer=self.answer,
                         output_dir=expression.output_dir,
                         subset=expression.subset,
+                        mask_value=self.mask_value,
                     )
                 )
         require_unique_keys(items, self.name)
@@ -215,6 +219,10 @@ class ExpressionDictBenchmark(VideoBenchmark):
         """Which videos of the meta file belong to the split (all of them by default)."""
         return list(videos)
 
+    def _check_video_id(self, name: str, where: str) -> None:
+        """A video id becomes a folder name of the predictions: one plain name (see ``require_plain_name``)."""
+        require_plain_name(name, "video id", where)
+
     def _check_video_expressions(self, name: str, expressions: dict[str, Any], where: str) -> None:
         """Benchmark-wide rules about a video's expression list (none by default)."""
 
@@ -223,7 +231,7 @@ class ExpressionDictBenchmark(VideoBenchmark):
         videos = require_field(read_json(meta_path, f"{self.name} meta file"), "videos", dict, str(meta_path))
         entries = []
         for name in self._selected_videos(videos):
-            require_plain_name(name, "video id", str(meta_path))
+            self._check_video_id(name, str(meta_path))
             where = f"{meta_path}: video {name!r}"
             video = require_mapping(videos[name], where)
             listed_frames = require_string_list(video, "frames", where)
