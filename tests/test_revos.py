@@ -254,3 +254,27 @@ def test_synth_revos_layout_matches_the_official_foreground_rule(revos_root: Pat
         kinds = {expression["kind"]: expression for expression in info["expressions"].values()}
         assert kinds["absent"]["type_id"] == 2 and kinds["absent"]["anno_id"] == []
         assert len(kinds["multi"]["anno_id"]) >= 2
+
+
+@pytest.mark.slow
+def test_eval_writes_0_1_pngs_that_both_scorers_read_alike(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from videolisa.evaluation import EvaluationConfig, run_evaluation
+    from videolisa.predictor import VideoLisaPredictor
+
+    config = SyntheticConfig(**{**TINY.__dict__, "max_objects": 2, "expressions_per_kind": 1})
+    data = write_synthetic_dataset(tmp_path / "ReVOS", layout="revos", num_videos=1, seed=2, config=config,
+                                   progress=False)
+    predictor = VideoLisaPredictor.from_pretrained(tiny_model_dir, device="cpu", dtype="fp32")
+    settings = EvaluationConfig(benchmark="revos", data_root=data, model="tiny", out=tmp_path / "out", device="cpu",
+                                workers=1)
+    result = run_evaluation(settings, predictor=predictor)
+    pngs = sorted((tmp_path / "out" / "predictions").rglob("*.png"))
+    assert pngs
+    for path in pngs:
+        with Image.open(path) as image:
+            assert image.mode == "L" and set(np.unique(np.asarray(image))) <= {0, 1}
+    report = score_benchmark("revos", data, tmp_path / "out" / "predictions", workers=1)
+    assert report.details["official"] == official_results(data, tmp_path / "out" / "predictions")
+    assert result["score"]["overall"] == report.overall
+    assert set(result["subsets"]) == {"referring", "reasoning", "no-target"}
+    assert result["subsets"]["no-target"]["R"] == report.details["types"]["no-target"]["R"]
