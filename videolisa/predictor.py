@@ -28,11 +28,14 @@ import torch
 
 from videolisa.constants import DEFAULT_ANSWER, MASK_LOGIT_THRESHOLD
 from videolisa.errors import InvalidInputError
+from videolisa.generation import GENERATE, GenerationSettings, format_answer, generate_answer
 from videolisa.modeling.sam_fast import configure_fast_sam
 from videolisa.modeling.sparse_dense import assemble_video_tokens
 from videolisa.processing.processor import VideoLisaProcessor
 from videolisa.processing.sampling import dense_frame_indices
 from videolisa.processing.video_io import VideoReader, open_video
+from videolisa.refine.anchors import presence_scores
+from videolisa.tracks import DEFAULT_PRESENCE_THRESHOLD, Track, check_presence_threshold, present_frames
 
 if TYPE_CHECKING:
     from videolisa.refine import RefineConfig, Sam2Refiner
@@ -48,13 +51,17 @@ NO_OBJECT_LOGIT = -1024.0
 @dataclass
 class FrameMasks:
     """Masks of one frame for every instruction: ``masks [N_instructions, H, W] bool``; ``frame [H, W, 3]
-    uint8`` when requested; ``logits [N_instructions, H, W] float32`` when requested."""
+    uint8`` when requested; ``logits [N_instructions, H, W] float32`` when requested (raw: before the presence
+    threshold); ``track_masks [K_total, H, W] bool`` and ``scores [K_total] float32`` (presence) of every
+    ``[SEG]`` track of every instruction, in order (None with SAM 2 refinement)."""
 
     index: int
     name: str
     masks: np.ndarray
     frame: np.ndarray | None = None
     logits: np.ndarray | None = None
+    track_masks: np.ndarray | None = None
+    scores: np.ndarray | None = None
 
 
 @dataclass
@@ -71,6 +78,10 @@ class SegmentationResult:
         timings: seconds per stage (``decode_clip_llm``, ``sam``, ``total``; with refinement also
             ``refine_anchors``: decoding the anchor frames, ``refine``: SAM 2) and ``frames_per_second``.
         mask_logits: ``[T, H, W] float32`` (max over ``[SEG]`` tokens) when ``return_logits=True``.
+        answer: the generated answer with its ``[SEG]`` tokens numbered ``[SEG1]``, ``[SEG2]``... (generation
+            mode); None when the answer was teacher-forced.
+        tracks: one :class:`~videolisa.tracks.Track` per ``[SEG]`` (masks, phrase, per-frame presence score);
+            none when a generated answer has no ``[SEG]`` (``masks`` are then empty).
     """
 
     instruction: str | None
@@ -82,18 +93,29 @@ class SegmentationResult:
     fps: float
     timings: dict[str, float] = field(default_factory=dict)
     mask_logits: np.ndarray | None = None
+    answer: str | None = None
+    tracks: list[Track] = field(default_factory=list)
+
+    @property
+    def present_frames(self) -> list[int]:
+        """Indices of the frames where the mask (union of the tracks) is not empty."""
+        return present_frames(self.masks)
 
 
 @dataclass
 class _Prompts:
     """Prompts of all instructions stacked: ``embeddings [K_total, C]``; ``groups[i]`` are the rows of
-    instruction i."""
+    instruction i; ``answers[i]`` / ``phrases[i]`` its generated answer and the phrase of each of its ``[SEG]``
+    (None when teacher-forced). ``presence_threshold``: this call's (0: off)."""
 
     embeddings: torch.Tensor
     groups: list[slice]
     sparse_indices: list[int]
     dense_indices: list[int]
     seconds: float
+    answers: list[str | None]
+    phrases: list[list[str | None]]
+    presence_threshold: float = 0.0
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -117,6 +139,35 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     if dtype not in names:
         raise InvalidInputError(f"dtype must be one of {['auto', *names]}, got {dtype!r}")
     return names[dtype]
+
+
+class AnsweredVideo:
+    """A video whose instructions have been answered (:meth:`VideoLisaPredictor.answer_tracks`); the masks follow.
+
+    Attributes:
+        reader: the opened video.
+        answers: per instruction, the generated answer with ``[SEG1]``, ``[SEG2]``... (None when teacher-forced).
+        tracks: per instruction, ``(id, phrase)`` of each of its tracks (ids from 1, as in ``[SEGk]``).
+    """
+
+    def __init__(self, predictor: "VideoLisaPredictor", reader: VideoReader, prompts: _Prompts) -> None:
+        self._predictor, self._prompts, self.reader = predictor, prompts, reader
+        self.answers = list(prompts.answers)
+        self.tracks = [list(enumerate(phrases, start=1)) for phrases in prompts.phrases]
+
+    def frames(
+        self,
+        threshold: float = MASK_LOGIT_THRESHOLD,
+        return_frames: bool = False,
+        return_logits: bool = False,
+        progress: bool | Callable[[int, int], None] = False,
+        refine: bool | None = None,
+    ) -> Iterator[FrameMasks]:
+        """Stream the masks frame by frame (arguments as :meth:`VideoLisaPredictor.iter_segment`);
+        ``FrameMasks.track_masks`` / ``scores`` hold the tracks of every instruction in order."""
+        return self._predictor._stream(
+            self.reader, self._prompts, threshold, return_frames, return_logits, progress, refine, {}
+        )
 
 
 class VideoLisaPredictor:
@@ -192,18 +243,27 @@ class VideoLisaPredictor:
         return_logits: bool = False,
         progress: bool = False,
         refine: bool | None = None,
+        generation: GenerationSettings | None = None,
+        presence_threshold: float | None = None,
     ) -> SegmentationResult:
         """Segment ``video`` (path, frame folder, image, ``[T, H, W, 3] uint8`` RGB array, or an opened
         reader) from ``instruction`` — or from ``prompt_ids``, an already tokenized conversation (1-D ids in
         which ``config.image_token_index`` (-200) marks the video, the original's convention).
 
+        ``answer``: the teacher-forced answer (default ``"Sure, [SEG]."``, the original), or ``"generate"``: the
+        LLM writes the answer (``generation``: :class:`~videolisa.generation.GenerationSettings`, greedy by
+        default; ``prompt_ids`` then end where the answer starts) and every ``[SEG]`` in it becomes a track.
+        ``presence_threshold``: a track's mask is emptied on frames whose presence score is below it (0: off);
+        None: off when teacher-forced, :data:`~videolisa.tracks.DEFAULT_PRESENCE_THRESHOLD` when generating.
         ``refine``: None refines when the predictor has a refiner, False never, True requires one (see
         :meth:`iter_segment` for what refinement does)."""
+        mode = self._answer_mode(answer, generation, presence_threshold)
         input_ids = self._input_ids(
             None if instruction is None else [instruction], None if prompt_ids is None else [prompt_ids], answer
         )
         return self._segment_all(
-            video, [instruction], input_ids, frames_sparse, frames_dense, threshold, return_logits, progress, refine
+            video, [instruction], input_ids, frames_sparse, frames_dense, threshold, return_logits, progress, refine,
+            *mode,
         )[0]
 
     def segment_many(
@@ -218,16 +278,20 @@ class VideoLisaPredictor:
         return_logits: bool = False,
         progress: bool = False,
         refine: bool | None = None,
+        generation: GenerationSettings | None = None,
+        presence_threshold: float | None = None,
     ) -> list[SegmentationResult]:
         """Segment one video for several instructions; the video is decoded, CLIP-encoded and SAM-encoded
         once and reused for every instruction. Results equal calling :meth:`segment` for each: the same prompt
         embeddings, and the same masks except for pixels whose logit is within float32 rounding (~1e-7: SAM's
-        decoder runs all the prompts as one batch) of the threshold."""
+        decoder runs all the prompts as one batch) of the threshold. ``answer``, ``generation``,
+        ``presence_threshold``: as for :meth:`segment`."""
         if isinstance(instructions, str) or not instructions:
             raise InvalidInputError("instructions must be a non-empty list of strings")
+        mode = self._answer_mode(answer, generation, presence_threshold)
         return self._segment_all(
             video, list(instructions), self._input_ids(instructions, None, answer), frames_sparse, frames_dense,
-            threshold, return_logits, progress, refine,
+            threshold, return_logits, progress, refine, *mode,
         )
 
     def iter_segment(
@@ -244,6 +308,8 @@ class VideoLisaPredictor:
         return_logits: bool = False,
         progress: bool | Callable[[int, int], None] = False,
         refine: bool | None = None,
+        generation: GenerationSettings | None = None,
+        presence_threshold: float | None = None,
     ) -> Iterator[FrameMasks]:
         """Stream masks frame by frame for one or more instructions (or tokenized conversations).
 
@@ -256,11 +322,33 @@ class VideoLisaPredictor:
         mask prompts, all tracks one SAM 2 session, and SAM 2's propagation replaces the decoded masks on every
         frame (``logits`` are then SAM 2's). A track with no reliable dense anchor falls back to its ``top_k``
         best frames over the whole video; a track with no reliable anchor anywhere gets empty masks.
+
+        ``answer``, ``generation``, ``presence_threshold``: as for :meth:`segment`; :meth:`answer_tracks` gives
+        the answers and the tracks' phrases before the first frame.
         """
+        yield from self.answer_tracks(
+            video, instructions, prompt_ids=prompt_ids, answer=answer, frames_sparse=frames_sparse,
+            frames_dense=frames_dense, generation=generation, presence_threshold=presence_threshold,
+        ).frames(threshold, return_frames, return_logits, progress, refine)
+
+    def answer_tracks(
+        self,
+        video: Any,
+        instructions: Sequence[str] | None = None,
+        *,
+        prompt_ids: Sequence[Sequence[int]] | None = None,
+        answer: str = DEFAULT_ANSWER,
+        frames_sparse: int | None = None,
+        frames_dense: int | None = None,
+        generation: GenerationSettings | None = None,
+        presence_threshold: float | None = None,
+    ) -> "AnsweredVideo":
+        """Run the LLM (answer and prompts) and return an :class:`AnsweredVideo`: the answers and every track's
+        id and phrase now, the masks frame by frame from :meth:`AnsweredVideo.frames` (as :meth:`iter_segment`)."""
+        mode = self._answer_mode(answer, generation, presence_threshold)
         reader = open_video(video)
         input_ids = self._input_ids(instructions, prompt_ids, answer)
-        prompts = self._compute_prompts(reader, input_ids, frames_sparse, frames_dense)
-        yield from self._stream(reader, prompts, threshold, return_frames, return_logits, progress, refine, {})
+        return AnsweredVideo(self, reader, self._compute_prompts(reader, input_ids, frames_sparse, frames_dense, *mode))
 
     def sample_frames(
         self, num_frames: int, frames_sparse: int | None = None, frames_dense: int | None = None
@@ -276,10 +364,24 @@ class VideoLisaPredictor:
         if (instructions is None) == (prompt_ids is None):
             raise InvalidInputError("give exactly one of instructions or prompt_ids")
         if prompt_ids is not None:
-            return [self.processor.validate_input_ids(ids) for ids in prompt_ids]
+            return [self.processor.validate_input_ids(ids, require_seg=answer != GENERATE) for ids in prompt_ids]
         if isinstance(instructions, str):
             instructions = [instructions]
+        if answer == GENERATE:
+            return [self.processor.build_generation_ids(text) for text in instructions]
         return [self.processor.build_input_ids(text, answer) for text in instructions]
+
+    @staticmethod
+    def _answer_mode(
+        answer: str, generation: GenerationSettings | None, presence_threshold: float | None
+    ) -> tuple[GenerationSettings | None, float]:
+        """``(generation settings or None when teacher-forced, presence threshold)`` of a call."""
+        presence = check_presence_threshold(presence_threshold)
+        if answer != GENERATE:
+            if generation is not None:
+                raise InvalidInputError("generation settings need answer='generate'")
+            return None, presence or 0.0
+        return generation or GenerationSettings(), DEFAULT_PRESENCE_THRESHOLD if presence is None else presence
 
     def _segment_all(
         self,
@@ -292,20 +394,35 @@ class VideoLisaPredictor:
         return_logits: bool,
         progress: bool,
         refine: bool | None,
+        generation: GenerationSettings | None = None,
+        presence_threshold: float = 0.0,
     ) -> list[SegmentationResult]:
         start = time.perf_counter()
         reader = open_video(video)
-        prompts = self._compute_prompts(reader, input_ids, frames_sparse, frames_dense)
+        prompts = self._compute_prompts(
+            reader, input_ids, frames_sparse, frames_dense, generation, presence_threshold
+        )
         shape = (len(input_ids), reader.num_frames, reader.height, reader.width)
         # np.empty, not np.zeros: every frame is written below, and calloc'd memory is faulted in 4 KiB
         # pages (numpy's own allocations get huge pages), which made filling the masks 6x slower.
         masks = np.empty(shape, dtype=bool)
         logits = np.empty(shape, dtype=np.float32) if return_logits else None
+        # With one [SEG] per instruction (the usual answer) a track's masks are its instruction's.
+        num_tracks = prompts.embeddings.shape[0]
+        one_each = num_tracks == len(input_ids)
+        track_masks = masks if one_each else np.empty((num_tracks, *shape[1:]), dtype=bool)
+        scores: np.ndarray | None = np.empty((num_tracks, reader.num_frames), dtype=np.float32)
         refine_timings: dict[str, float] = {}
         for item in self._stream(reader, prompts, threshold, False, return_logits, progress, refine, refine_timings):
             masks[:, item.index] = item.masks
             if logits is not None:
                 logits[:, item.index] = item.logits
+            if not one_each:
+                track_masks[:, item.index] = item.track_masks
+            if item.scores is None:
+                scores = None
+            elif scores is not None:
+                scores[:, item.index] = item.scores
         total = time.perf_counter() - start
         timings = {
             "decode_clip_llm": prompts.seconds,
@@ -325,15 +442,27 @@ class VideoLisaPredictor:
                 fps=reader.fps,
                 timings=dict(timings),
                 mask_logits=logits[i] if logits is not None else None,
+                answer=prompts.answers[i],
+                tracks=[
+                    Track(k - group.start + 1, phrase, track_masks[k], None if scores is None else scores[k])
+                    for k, phrase in zip(range(group.start, group.stop), prompts.phrases[i])
+                ],
             )
             for i, (instruction, group) in enumerate(zip(instructions, prompts.groups))
         ]
 
     @torch.inference_mode()
     def _compute_prompts(
-        self, reader: VideoReader, input_ids: list[torch.Tensor], frames_sparse: int | None, frames_dense: int | None
+        self,
+        reader: VideoReader,
+        input_ids: list[torch.Tensor],
+        frames_sparse: int | None,
+        frames_dense: int | None,
+        generation: GenerationSettings | None = None,
+        presence_threshold: float = 0.0,
     ) -> _Prompts:
-        """CLIP + projector once for the video, then one LLM pass per conversation."""
+        """CLIP + projector once for the video, then per conversation one LLM pass (teacher forcing) or, with
+        ``generation``, the generation of its answer (:mod:`videolisa.generation`)."""
         start = time.perf_counter()
         sparse, dense_positions = self.processor.sample_frames(reader.num_frames, frames_sparse, frames_dense)
         # CLIP inputs of each distinct sampled frame, decoded a chunk at a time: the 32 sparse frames of a 4K
@@ -347,8 +476,19 @@ class VideoLisaPredictor:
         dense = torch.tensor([dense_positions], device=self.device)
         video_tokens = assemble_video_tokens(frame_tokens, dense)
         embeddings, groups, offset = [], [], 0
+        answers: list[str | None] = []
+        phrases: list[list[str | None]] = []
         for ids in input_ids:
-            output = self.model.compute_prompts(ids[None].to(self.device), video_tokens)
+            if generation is None:
+                output = self.model.compute_prompts(ids[None].to(self.device), video_tokens)
+                answers.append(None)
+                phrases.append([None] * output.prompt_embeddings.shape[0])
+            else:
+                output = generate_answer(self.model, ids, video_tokens, self.processor.stop_token_ids(), generation)
+                text, attached = format_answer(self.processor.tokenizer, output.token_ids.tolist(),
+                                               self.model.config.seg_token_id)
+                answers.append(text)
+                phrases.append(attached)
             embeddings.append(output.prompt_embeddings)
             groups.append(slice(offset, offset + output.prompt_embeddings.shape[0]))
             offset += output.prompt_embeddings.shape[0]
@@ -358,6 +498,9 @@ class VideoLisaPredictor:
             sparse_indices=sparse,
             dense_indices=dense_frame_indices(sparse, dense_positions),
             seconds=time.perf_counter() - start,
+            answers=answers,
+            phrases=phrases,
+            presence_threshold=presence_threshold,
         )
 
     def _prepare_chunk(self, chunk: tuple[int, np.ndarray]) -> tuple[int, np.ndarray, torch.Tensor, tuple[int, int]]:
@@ -384,15 +527,40 @@ class VideoLisaPredictor:
                 pending = submit_next()
                 yield prepared
 
-    def _instruction_logits(
-        self, low_res: torch.Tensor, prompts: _Prompts, resized_hw: tuple[int, int], original_hw: tuple[int, int]
-    ) -> torch.Tensor:
-        """``[F, K, h, w]`` low-res logits of every prompt -> ``[F, N, H, W]`` float32 logits of the N
-        instructions at the original size (an instruction with several ``[SEG]`` takes their maximum)."""
-        logits = self.model.upscale_masks(low_res, resized_hw, original_hw).float()
-        if len(prompts.groups) == logits.shape[1]:
-            return logits
-        return torch.stack([logits[:, group].amax(dim=1) for group in prompts.groups], dim=1)
+    def _frame_masks(
+        self,
+        low_res: torch.Tensor,
+        prompts: _Prompts,
+        resized_hw: tuple[int, int],
+        original_hw: tuple[int, int],
+        threshold: float,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``[F, K, h, w]`` low-res logits of every prompt -> at the original size, per instruction ``masks [F, N,
+        H, W] bool`` and ``logits [F, N, H, W] float32`` (several ``[SEG]``: their union and maximum; none: empty
+        and :data:`NO_OBJECT_LOGIT`), per track ``masks [F, K, H, W] bool`` and presence ``scores [F, K]``.
+
+        A track's mask is emptied on frames whose score is below ``prompts.presence_threshold``."""
+        frames = low_res.shape[0]
+        if low_res.shape[1]:
+            track_logits = self.model.upscale_masks(low_res, resized_hw, original_hw).float()
+        else:  # no [SEG] in any answer
+            track_logits = low_res.new_empty((frames, 0, *original_hw), dtype=torch.float32)
+        scores = presence_scores(low_res, threshold)
+        track_masks = track_logits > threshold
+        if prompts.presence_threshold > 0:
+            track_masks &= (scores >= prompts.presence_threshold)[..., None, None]
+        if all(group.stop - group.start == 1 for group in prompts.groups):
+            return track_masks, track_logits, track_masks, scores
+        absent = track_logits.new_full((frames, *original_hw), NO_OBJECT_LOGIT)
+        logits = torch.stack(
+            [track_logits[:, group].amax(dim=1) if group.stop > group.start else absent for group in prompts.groups],
+            dim=1,
+        )
+        masks = torch.stack(
+            [track_masks[:, group].any(dim=1) if group.stop > group.start else absent > 0 for group in prompts.groups],
+            dim=1,
+        )
+        return masks, logits, track_masks, scores
 
     @torch.inference_mode()
     def _stream_masks(
@@ -413,24 +581,31 @@ class VideoLisaPredictor:
         original_hw = (reader.height, reader.width)
         try:
             for start, frames, pixels, resized in self._prepared_chunks(reader):
-                embeddings = self.model.encode_images(pixels.to(self.device, non_blocking=True))
-                low_res = self.model.decode_low_res_masks(embeddings, prompts.embeddings)
+                if prompts.embeddings.shape[0]:
+                    embeddings = self.model.encode_images(pixels.to(self.device, non_blocking=True))
+                    low_res = self.model.decode_low_res_masks(embeddings, prompts.embeddings)
+                else:  # no track to decode: no SAM
+                    low_res = torch.empty((frames.shape[0], 0, 1, 1), device=self.device)
                 # On CPU, upscale one frame at a time: a chunk's full-resolution logits (8 frames x 8
                 # instructions at 480p: 100 MB) are fresh memory that the kernel must fault in on every
                 # chunk, which doubled the cost of each mask; one frame's reuse the allocator's cache.
                 step = 1 if self.device.type == "cpu" else frames.shape[0]
                 for first in range(0, frames.shape[0], step):
-                    logits = self._instruction_logits(low_res[first : first + step], prompts, resized, original_hw)
-                    masks = (logits > threshold).cpu().numpy()
+                    masks, logits, tracks, scores = self._frame_masks(
+                        low_res[first : first + step], prompts, resized, original_hw, threshold
+                    )
+                    masks_np, tracks_np, scores_np = masks.cpu().numpy(), tracks.cpu().numpy(), scores.cpu().numpy()
                     logits_np = logits.cpu().numpy() if return_logits else None
                     for offset in range(logits.shape[0]):
                         index = start + first + offset
                         yield FrameMasks(
                             index=index,
                             name=names[index],
-                            masks=masks[offset],
+                            masks=masks_np[offset],
                             frame=frames[first + offset] if return_frames else None,
                             logits=logits_np[offset] if logits_np is not None else None,
+                            track_masks=tracks_np[offset],
+                            scores=scores_np[offset],
                         )
                 bar.update(frames.shape[0])
                 if callback is not None:
@@ -466,7 +641,7 @@ class VideoLisaPredictor:
         """The decoded masks, or with refinement SAM 2's (``timings`` gets the refinement's seconds)."""
         if refine and self.refiner is None:
             raise InvalidInputError("refine=True needs a predictor built with refine='sam2' (or RefineConfig)")
-        if refine is False or self.refiner is None:
+        if refine is False or self.refiner is None or not prompts.embeddings.shape[0]:  # (no track: nothing to refine)
             return self._stream_masks(reader, prompts, threshold, return_frames, return_logits, progress)
         return self._stream_refined(reader, prompts, threshold, return_frames, return_logits, progress, timings)
 
@@ -504,7 +679,9 @@ class VideoLisaPredictor:
                 resumed = time.perf_counter()
                 logits = dict(zip(tracked, next(propagated)[1])) if propagated is not None else {}
                 tracks = torch.stack([logits.get(track, untracked) for track in range(len(anchors))])
-                instruction_logits = torch.stack([tracks[group].amax(dim=0) for group in prompts.groups])
+                instruction_logits = torch.stack(
+                    [tracks[group].amax(dim=0) if group.stop > group.start else untracked for group in prompts.groups]
+                )
                 timings["refine"] += time.perf_counter() - resumed
                 if frames is not None and index >= chunk[0] + len(chunk[1]):
                     chunk = next(frames)
@@ -514,6 +691,7 @@ class VideoLisaPredictor:
                     masks=(instruction_logits > threshold).numpy(),
                     frame=chunk[1][index - chunk[0]] if frames is not None else None,
                     logits=instruction_logits.numpy() if return_logits else None,
+                    track_masks=(tracks > threshold).numpy(),
                 )
                 bar.update(1)
                 if callable(progress):

@@ -89,6 +89,13 @@ def build_prompt(query: str, answer: str, template: str = "phi3_instruct", seg_t
     return render_conversation([("user", f"{VIDEO_PLACEHOLDER}\n{query}"), ("assistant", answer)], template)
 
 
+def build_generation_prompt(query: str, template: str = "phi3_instruct") -> str:
+    """The single-turn prompt ``<image>\\n{query}`` up to where the assistant's answer starts (generation mode:
+    the model writes the answer, :mod:`videolisa.generation`)."""
+    question = render_conversation([("user", f"{VIDEO_PLACEHOLDER}\n{query}")], template)
+    return question + CHAT_TEMPLATES[template].assistant_role
+
+
 def render_conversation(turns: list[tuple[str, str]], template: str = "phi3_instruct") -> str:
     """Render a multi-turn conversation; the first user message should start with ``<image>\\n``."""
     if template not in CHAT_TEMPLATES:

@@ -10,7 +10,7 @@ import torch
 from videolisa.config import VideoLisaConfig
 from videolisa.constants import DEFAULT_ANSWER
 from videolisa.errors import InvalidInputError
-from videolisa.processing.conversation import build_prompt
+from videolisa.processing.conversation import CHAT_TEMPLATES, build_generation_prompt, build_prompt
 from videolisa.processing.sampling import sample_dense_positions, sample_sparse_indices
 from videolisa.processing.transforms import preprocess_clip, preprocess_sam
 from videolisa.tokenization import tokenize_with_video_placeholder
@@ -50,9 +50,32 @@ class VideoLisaProcessor:
         ids = tokenize_with_video_placeholder(self.tokenizer, prompt, self.config.image_token_index)
         return self.validate_input_ids(torch.tensor(ids, dtype=torch.long))
 
-    def validate_input_ids(self, input_ids: Sequence[int] | torch.Tensor | np.ndarray) -> torch.Tensor:
+    def build_generation_ids(self, query: str) -> torch.Tensor:
+        """Token ids ``[L]`` of the chat prompt ``<video>\\n{query}`` up to where the answer starts, for
+        generation mode (:mod:`videolisa.generation`); same tokenization as :meth:`build_input_ids`."""
+        if self.tokenizer is None:
+            raise InvalidInputError("this processor has no tokenizer: generation needs one")
+        if not isinstance(query, str):
+            raise InvalidInputError(f"the instruction must be a string, got {type(query).__name__}")
+        prompt = build_generation_prompt(query.strip(), self.config.chat_template)
+        ids = tokenize_with_video_placeholder(self.tokenizer, prompt, self.config.image_token_index)
+        return self.validate_input_ids(torch.tensor(ids, dtype=torch.long), require_seg=False)
+
+    def stop_token_ids(self) -> list[int]:
+        """Ids that end a generated answer: the chat template's end of turn and the tokenizer's end of text."""
+        if self.tokenizer is None:
+            raise InvalidInputError("this processor has no tokenizer: generation needs one")
+        end_of_turn = self.tokenizer.convert_tokens_to_ids(CHAT_TEMPLATES[self.config.chat_template].separator)
+        candidates = (end_of_turn, self.tokenizer.eos_token_id, getattr(self.config.text_config, "eos_token_id", None))
+        ids = [i for value in candidates for i in (value if isinstance(value, list) else [value]) if i is not None]
+        return sorted({i for i in ids if i != self.tokenizer.unk_token_id})
+
+    def validate_input_ids(
+        self, input_ids: Sequence[int] | torch.Tensor | np.ndarray, require_seg: bool = True
+    ) -> torch.Tensor:
         """Check a tokenized conversation ``[L]`` (or ``[1, L]``): one video placeholder, at least one
-        segmentation token after it, and a length that fits the model's context. Returns ``[L]`` int64."""
+        segmentation token after it (unless not ``require_seg``: a generation prompt), and a length that fits
+        the model's context. Returns ``[L]`` int64."""
         ids = torch.as_tensor(input_ids if isinstance(input_ids, torch.Tensor) else np.asarray(input_ids))
         ids = ids.reshape(-1).long()
         config = self.config
@@ -63,7 +86,7 @@ class VideoLisaProcessor:
                 f"found {placeholders.numel()}"
             )
         seg_positions = torch.nonzero(ids == config.seg_token_id).flatten()
-        if seg_positions.numel() == 0 or (seg_positions < placeholders[0]).any():
+        if (require_seg and seg_positions.numel() == 0) or (seg_positions < placeholders[0]).any():
             raise InvalidInputError(
                 f"prompt ids must contain the segmentation token {config.seg_token!r} (id {config.seg_token_id}) "
                 "after the video placeholder"
