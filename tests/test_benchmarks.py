@@ -447,7 +447,8 @@ def test_synthetic_outputs_pass_the_official_readers(tmp_path: Path) -> None:
 
 def test_registry() -> None:
     assert set(BENCHMARKS) == {
-        "reasonvos", "mevis", "refytvos", "refdavis", "reasonseg", "refcoco", "refcoco+", "refcocog", "synthetic"
+        "reasonvos", "mevis", "revos", "refytvos", "refdavis", "reasonseg", "refcoco", "refcoco+", "refcocog",
+        "synthetic",
     }
     with pytest.raises(ValueError, match="unknown benchmark 'davis'.*reasonvos, mevis"):
         get_benchmark("davis", "/nowhere")
