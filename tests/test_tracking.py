@@ -79,8 +79,11 @@ def test_wandb_offline_run_has_config_commit_and_is_continued_on_resume(run_dir)
 
 
 @pytest.mark.slow
-def test_mlflow_file_store_run_has_params_commit_metrics_and_is_continued_on_resume(run_dir):
+def test_mlflow_file_store_run_has_params_commit_metrics_and_is_continued_on_resume(run_dir, tmp_path, monkeypatch):
     mlflow = pytest.importorskip("mlflow")
+    elsewhere = tmp_path / "elsewhere"  # the working directory: nothing may land there
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
     config = tiny_config("train.report_to=[mlflow]")
     trackers = Trackers(run_dir, config, step=0)
     trackers.log_scalars({"loss/loss": 0.5}, step=1)
@@ -95,3 +98,4 @@ def test_mlflow_file_store_run_has_params_commit_metrics_and_is_continued_on_res
     assert run.data.tags["git_commit"] == (record["git_commits"][0]["commit"] or "unknown")
     history = mlflow.MlflowClient(f"sqlite:///{run_dir / MLFLOW_DATABASE}").get_metric_history(run_id, "loss_loss")
     assert [(metric.step, metric.value) for metric in history] == [(1, 0.5), (2, 0.25)]
+    assert list((run_dir / "mlartifacts").rglob("*.yaml")) and not list(elsewhere.iterdir())

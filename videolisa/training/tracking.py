@@ -4,7 +4,7 @@ names, next to ``metrics.jsonl``.
 * ``tensorboard`` (default): ``<run>/tensorboard/``; the config (YAML) and the commit as text.
 * ``wandb``: ``wandb.init(dir=<run>, config=<resolved config>)``, resumed under the same id; the project, entity
   and mode come from wandb's environment (``WANDB_PROJECT``, ``WANDB_MODE=offline``...).
-* ``mlflow``: a run in ``MLFLOW_TRACKING_URI`` (default the SQLite store ``<run>/mlflow.db``), the flattened config
+* ``mlflow``: a run in ``MLFLOW_TRACKING_URI`` (default the SQLite store ``<run>/mlflow.db``, artifacts in ``<run>/mlartifacts``), the flattened config
   as parameters, the commit as tag ``git_commit`` and the config file as an artifact; resumed under the same run id.
 
 Only the main process (rank 0) tracks. Each tracker is imported only when named.
@@ -30,6 +30,8 @@ from videolisa.training.run import RUN_CONFIG_FILE, tensorboard_writer, write_te
 # continues them).
 TRACKING_FILE = "tracking.json"
 MLFLOW_DATABASE = "mlflow.db"  # the mlflow store when MLFLOW_TRACKING_URI is not set
+MLFLOW_EXPERIMENT = "videolisa"  # its experiment, with artifacts in <run>/mlartifacts
+MLFLOW_ARTIFACTS = "mlartifacts"
 
 
 def check_trackers(report_to: list[str]) -> None:
@@ -108,10 +110,18 @@ class _MLflow:
     def __init__(self, run_dir: Path, config: dict[str, Any], commit: str | None, run_id: str | None) -> None:
         import mlflow
 
+        experiment_id = None
         if not os.environ.get("MLFLOW_TRACKING_URI"):  # MLflow's recommended local store, in the run folder
             mlflow.set_tracking_uri(f"sqlite:///{run_dir / MLFLOW_DATABASE}")
+            # The default experiment keeps artifacts in ./mlruns of the working directory: keep them in the run.
+            experiment = mlflow.get_experiment_by_name(MLFLOW_EXPERIMENT)
+            experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment(
+                MLFLOW_EXPERIMENT, artifact_location=(run_dir / MLFLOW_ARTIFACTS).resolve().as_uri()
+            )
         self.mlflow = mlflow
-        self.run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_dir.name)
+        self.run = mlflow.start_run(
+            run_id=run_id, experiment_id=experiment_id, run_name=None if run_id else run_dir.name
+        )
         self.id = self.run.info.run_id
         if run_id is None:
             mlflow.log_params(flatten(config))
