@@ -11,10 +11,17 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, TypeVar
+
+import numpy as np
 
 from videolisa.commands.refine_options import add_refine_arguments, refine_settings_from_args
 from videolisa.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from videolisa.generation import GenerationSettings
+    from videolisa.outputs import MaskWriter
+    from videolisa.predictor import FrameMasks
 
 FORMATS = ("png", "rle")
 DEFAULT_MODEL = "builtin:synthetic"
@@ -48,8 +55,22 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vision-tower", default=None, help="CLIP id or directory for checkpoints without CLIP")
     parser.add_argument("--format", default="png,rle", help=f"comma-separated mask formats from {list(FORMATS)}")
     parser.add_argument("--save-overlay", action="store_true", help="also write overlay.mp4 (mask tinted over frames)")
+    parser.add_argument("--overlay-max-side", type=int, default=None, metavar="PIXELS",
+                        help="scale overlay.mp4 down so that its longer side is at most PIXELS, a lighter preview "
+                             "(default: the video's size); the masks keep the video's size")
     parser.add_argument("--threshold", type=float, default=0.0, help="mask logit threshold (default 0, the original)")
     add_refine_arguments(parser)
+    group = parser.add_argument_group("answers, several objects and absent targets")
+    group.add_argument("--generate", action="store_true",
+                       help="let the model write its answer (default: the original's teacher-forced 'Sure, [SEG].'); "
+                            "every [SEG] in it becomes one track: tracks/<id>/ PNGs, palette/ PNGs, masks.json "
+                            "with one RLE list per track")
+    group.add_argument("--max-new-tokens", type=int, default=64, help="longest generated answer (default 64)")
+    group.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy; above 0: sampling")
+    group.add_argument("--seed", type=int, default=None, help="seed of the sampling (with --temperature)")
+    group.add_argument("--presence-threshold", type=float, default=None,
+                       help="empty a frame's mask when its presence score (0..1) is below this; default: off, "
+                            "or the calibrated default with --generate")
 
 
 def parse_formats(text: str) -> list[str]:
@@ -114,20 +135,35 @@ def prepare_output_dir(out: Path, overwrite: bool) -> Path:
         path = out / name
         path.unlink(missing_ok=True)
         sweep_temp_files(path.parent, [path.name])
-    for folder in {(out / name).parent for name in files} - {out}:  # masks/, unless it holds other files
-        if folder.is_dir() and not any(folder.iterdir()):
+    folders = {parent for name in files for parent in (out / name).parents if parent.is_relative_to(out)} - {out}
+    for folder in sorted(folders, key=lambda path: len(path.parts), reverse=True):  # masks/, tracks/1/, tracks/
+        if folder.is_dir() and not any(folder.iterdir()):  # unless it holds other files
             folder.rmdir()
     (out / MANIFEST).unlink()
     return out
 
 
-def _write_manifest(out: Path, paths: dict[str, Path | None], frame_names: list[str]) -> None:
+def _output_files(out: Path, paths: dict[str, Path | None], frame_names: list[str], track_ids: list[int]) -> list[str]:
+    """Every file of ``paths`` relative to ``out``: PNG folders (``png_dir``, ``palette_dir``: one PNG per frame;
+    ``tracks_dir``: one folder per track id), the single files, and ``summary.json``."""
+    files = []
+    for key, path in paths.items():
+        if path is None:
+            continue
+        folder = path.relative_to(out).as_posix()
+        if key == "tracks_dir":
+            files += [f"{folder}/{track_id}/{name}.png" for track_id in track_ids for name in frame_names]
+        elif key in ("png_dir", "palette_dir"):
+            files += [f"{folder}/{name}.png" for name in frame_names]
+        else:
+            files.append(folder)
+    return [*files, "summary.json"]
+
+
+def _write_manifest(out: Path, files: list[str]) -> None:
     """List every file this run will write in ``out`` (before writing any of them)."""
     from videolisa.outputs import atomic_path
 
-    files = [f"masks/{name}.png" for name in frame_names] if paths["png_dir"] is not None else []
-    files += [path.name for key, path in paths.items() if key != "png_dir" and path is not None]
-    files.append("summary.json")
     with atomic_path(out / MANIFEST) as temp_path:
         temp_path.write_text(json.dumps({"format": MANIFEST_FORMAT, "files": files}), encoding="utf-8")
 
@@ -163,18 +199,48 @@ def write_in_background(items: Iterable[T], write: Callable[[T], None], max_pend
                 future.cancel()
 
 
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """``items`` in lists of ``size`` (the last may be shorter)."""
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def write_masks_in_chunks(writer: MaskWriter, items: Iterable[FrameMasks], chunk_size: int) -> None:
+    """Write the first instruction's masks of ``items`` (and their frames, when present) to ``writer``
+    ``chunk_size`` frames at a time, in a background thread (so the writer spreads a chunk's PNGs over its threads).
+    """
+
+    def write(chunk: list[FrameMasks]) -> None:
+        frames = [item.frame for item in chunk]
+        writer.write(np.stack([item.masks[0] for item in chunk]), None if frames[0] is None else np.stack(frames))
+
+    write_in_background(batched(items, chunk_size), write, max_pending=2)
+
+
 def run(args: argparse.Namespace) -> int:
     """Segment, stream masks to the writers, print a summary."""
     from videolisa.outputs import MaskWriter, atomic_path
     from videolisa.processing.video_io import open_video
+    from videolisa.track_outputs import TrackWriter
 
     formats = parse_formats(args.format)
     if not args.prompt.strip():
         raise InvalidInputError("--prompt is empty: give a text describing what to segment")
+    _check_generation_arguments(args)
+    if args.overlay_max_side is not None and args.overlay_max_side < 1:
+        raise InvalidInputError(f"--overlay-max-side must be a positive number of pixels, got {args.overlay_max_side}")
     # The video is checked before --out is created and before the model (torch, transformers: seconds) is
     # imported, so that a wrong path fails at once and leaves nothing behind.
     reader = open_video(args.video)
     out = prepare_output_dir(args.out, args.overwrite)
+    from videolisa.constants import DEFAULT_ANSWER
+    from videolisa.generation import GENERATE
     from videolisa.predictor import VideoLisaPredictor
 
     start = time.perf_counter()
@@ -183,24 +249,38 @@ def run(args: argparse.Namespace) -> int:
         fast_sam=args.fast_sam, refine=refine_settings_from_args(args),
     )
     load_seconds = time.perf_counter() - start
-    paths = {
-        "png_dir": out / "masks" if "png" in formats else None,
+    start = time.perf_counter()
+    answered = predictor.answer_tracks(
+        reader, [args.prompt], answer=GENERATE if args.generate else DEFAULT_ANSWER, frames_sparse=args.frames_sparse,
+        frames_dense=args.frames_dense, generation=_generation_settings(args),
+        presence_threshold=args.presence_threshold,
+    )
+    tracks = answered.tracks[0]
+    paths: dict[str, Path | None] = {
+        "png_dir": out / "masks" if "png" in formats and not args.generate else None,
+        "tracks_dir": out / "tracks" if "png" in formats and args.generate else None,
+        "palette_dir": out / "palette" if "png" in formats and args.generate else None,
         "rle_path": out / "masks.json" if "rle" in formats else None,
         "overlay_path": out / "overlay.mp4" if args.save_overlay else None,
     }
-    _write_manifest(out, paths, reader.frame_names)
-    start = time.perf_counter()
-    with MaskWriter(reader.frame_names, reader.height, reader.width, instruction=args.prompt, fps=reader.fps,
-                    **paths) as writer:
-        items = predictor.iter_segment(
-            reader, [args.prompt], frames_sparse=args.frames_sparse, frames_dense=args.frames_dense,
-            threshold=args.threshold, return_frames=args.save_overlay, progress=sys.stderr.isatty(),
-        )
-        write_in_background(
-            items,
-            lambda item: writer.write(item.masks[:1], item.frame[None] if item.frame is not None else None),
-            max_pending=2 * args.chunk_size,
-        )
+    paths = {key: path for key, path in paths.items() if path is not None}
+    _write_manifest(out, _output_files(out, paths, reader.frame_names, [track_id for track_id, _ in tracks]))
+    present: list[list[int]] = [[] for _ in tracks]  # per track, the frames where its mask is not empty
+    items = _recording_presence(
+        answered.frames(args.threshold, return_frames=args.save_overlay, progress=sys.stderr.isatty()), present
+    )
+    if args.generate:
+        with TrackWriter(reader.frame_names, reader.height, reader.width, tracks, instruction=args.prompt,
+                         answer=answered.answers[0], fps=reader.fps, presence_threshold=_presence_threshold(args),
+                         **paths) as track_writer:
+            write_in_background(items, lambda item: track_writer.write(
+                item.track_masks[None], None if item.scores is None else item.scores[None],
+                None if item.frame is None else item.frame[None],
+            ), max_pending=2 * args.chunk_size)
+    else:
+        with MaskWriter(reader.frame_names, reader.height, reader.width, instruction=args.prompt, fps=reader.fps,
+                        overlay_max_side=args.overlay_max_side, **paths) as writer:
+            write_masks_in_chunks(writer, items, args.chunk_size)
     seconds = time.perf_counter() - start
     sparse, dense = predictor.sample_frames(reader.num_frames, args.frames_sparse, args.frames_dense)
     summary = {
@@ -217,6 +297,11 @@ def run(args: argparse.Namespace) -> int:
         "outputs": {key: str(value) for key, value in paths.items() if value is not None},
         "device": str(predictor.device),
         "dtype": str(predictor.dtype).replace("torch.", ""),
+        "answer": answered.answers[0],
+        "presence_threshold": _presence_threshold(args),
+        "present_frames": sorted(set().union(*present)),
+        "tracks": [{"id": track_id, "phrase": phrase, "present_frames": frames}
+                   for (track_id, phrase), frames in zip(tracks, present)],
     }
     summary_path = out / "summary.json"
     with atomic_path(summary_path) as temp_path:
@@ -225,5 +310,44 @@ def run(args: argparse.Namespace) -> int:
           f"on {summary['device']}")
     for key, value in summary["outputs"].items():
         print(f"  {key.replace('_', ' ')}: {value}")
+    if args.generate:
+        print(f"  answer: {answered.answers[0]}")
+        for entry in summary["tracks"]:
+            print(f"  track {entry['id']} ({entry['phrase'] or 'no phrase'}): present in {len(entry['present_frames'])} "
+                  f"of {reader.num_frames} frames")
     print(f"  summary: {summary_path}")
     return 0
+
+
+def _recording_presence(items: Iterable[FrameMasks], present: list[list[int]]) -> Iterator[FrameMasks]:
+    """``items`` unchanged; appends each frame's index to ``present[k]`` when track k's mask is not empty there."""
+    for item in items:
+        for k, mask in enumerate(item.track_masks if item.track_masks is not None else item.masks):
+            if mask.any():
+                present[k].append(item.index)
+        yield item
+
+
+def _check_generation_arguments(args: argparse.Namespace) -> None:
+    """The generation options need ``--generate``; checked before anything is loaded."""
+    if not args.generate and (args.max_new_tokens != 64 or args.temperature != 0.0 or args.seed is not None):
+        raise InvalidInputError("--max-new-tokens, --temperature and --seed need --generate")
+    if args.presence_threshold is not None and not 0.0 <= args.presence_threshold <= 1.0:
+        raise InvalidInputError(f"--presence-threshold must be in [0, 1] (0: off), got {args.presence_threshold}")
+
+
+def _generation_settings(args: argparse.Namespace) -> "GenerationSettings | None":
+    from videolisa.generation import GenerationSettings
+
+    if not args.generate:
+        return None
+    return GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
+
+
+def _presence_threshold(args: argparse.Namespace) -> float:
+    """The presence threshold this run uses (0: off)."""
+    from videolisa.tracks import DEFAULT_PRESENCE_THRESHOLD
+
+    if args.presence_threshold is not None:
+        return args.presence_threshold
+    return DEFAULT_PRESENCE_THRESHOLD if args.generate else 0.0
