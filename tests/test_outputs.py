@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import stat
 
 import av
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -324,3 +326,108 @@ def test_final_files_get_the_mode_the_umask_allows(tmp_path, video, umask):
     for path in [tmp_path / "masks.json", tmp_path / "overlay.mp4", tmp_path / "png" / "00000.png",
                  tmp_path / "plain.txt"]:
         assert stat.S_IMODE(path.stat().st_mode) == expected, path
+
+
+# ------------------------------------------------------------------------- fast paths against references
+
+
+def reference_overlay(frames, masks, color, alpha, caption_rgba=None):
+    """The overlay as the writers first rendered it: per-pixel float32 blends over whole frames."""
+    overlay = frames.copy()
+    blended = frames[masks].astype(np.float32) * (1.0 - alpha) + np.asarray(color, np.float32) * alpha
+    overlay[masks] = np.rint(blended).astype(np.uint8)
+    if caption_rgba is not None:
+        rows, opacity = caption_rgba.shape[0], caption_rgba[..., 3:].astype(np.float32) / 255.0
+        top = overlay[:, :rows].astype(np.float32)
+        overlay[:, :rows] = np.rint(top * (1.0 - opacity) + caption_rgba[..., :3] * opacity).astype(np.uint8)
+    return overlay
+
+
+def random_masks(rng, count, height, width):
+    """Blobs, an empty mask, a full mask and a single pixel: ``[count, H, W] bool``."""
+    rows, cols = np.ogrid[:height, :width]
+    masks = np.stack([
+        (rows - rng.integers(height)) ** 2 + (cols - rng.integers(width)) ** 2 < rng.integers(1, height) ** 2
+        for _ in range(count)
+    ])
+    masks[1], masks[2], masks[3] = False, True, False
+    masks[3, height - 1, width - 1] = True
+    return masks
+
+
+@pytest.mark.parametrize("height, width", [(121, 160), (37, 5), (720, 1280)])
+def test_fast_tint_and_caption_equal_the_per_pixel_blend(height, width):
+    rng = np.random.default_rng(height)
+    frames = rng.integers(0, 256, (5, height, width, 3), dtype=np.uint8)
+    masks = random_masks(rng, 5, height, width)
+    for color, alpha in [((255, 0, 0), 0.5), ((0, 255, 0), 0.6), ((12, 200, 99), 0.33), ((1, 2, 3), 1.0),
+                         ((9, 9, 9), 0.0)]:
+        assert np.array_equal(tint_masks(frames, masks, color, alpha), reference_overlay(frames, masks, color, alpha))
+    for caption in ["the red ball", "the small dog on the left that jumps over the fence " * 4]:
+        band = outputs._CaptionBand(caption, height, width)
+        expected = reference_overlay(frames, masks, (255, 0, 0), 0.5, band.rgba)
+        assert np.array_equal(make_overlay_image(frames[0], masks[0], caption=caption), expected[0])
+        rendered = tint_masks(frames, masks)
+        band.apply(rendered)
+        assert np.array_equal(rendered, expected)
+
+
+@pytest.mark.parametrize("chunk_size, threads", [(1, 1), (5, 4), (12, 2)])
+def test_pngs_and_rles_are_byte_identical_to_the_reference_encoders(tmp_path, video, chunk_size, threads):
+    """Written in parallel (outputs at once, a chunk's PNGs on several threads), every PNG has the bytes Pillow
+    writes for the 0/255 image at compression level 1, and every RLE is pycocotools' of its frame."""
+    frames, masks = video
+    names = write_all(tmp_path, frames, masks, chunk_size=chunk_size, threads=threads)
+    for name, mask in zip(names, masks):
+        expected = io.BytesIO()
+        Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), mode="L").save(expected, format="PNG",
+                                                                                compress_level=1)
+        assert (tmp_path / "png" / f"{name}.png").read_bytes() == expected.getvalue()
+    rles = json.loads((tmp_path / "masks.json").read_text())["rles"]
+    for rle, mask in zip(rles, masks, strict=True):
+        reference = mask_utils.encode(np.asfortranarray(mask[:, :, None].astype(np.uint8)))[0]
+        assert rle == {"size": [HEIGHT, WIDTH], "counts": reference["counts"].decode("ascii")}
+
+
+def psnr(first, second):
+    error = np.mean((first.astype(np.float64) - second.astype(np.float64)) ** 2)
+    return 10 * np.log10(255**2 / max(error, 1e-12))
+
+
+@pytest.mark.parametrize("max_side", [None, 96, 4000])
+def test_overlay_video_matches_the_reference_rendering(tmp_path, max_side):
+    """The decoded overlay is the reference rendering (scaled down with ``overlay_max_side``) within H.264's loss."""
+    if "libx264" not in av.codecs_available:
+        pytest.skip("this PyAV build has no libx264 encoder")
+    rng = np.random.default_rng(3)
+    height, width, count = 144, 256, 10
+    rows, cols = np.mgrid[:height, :width]
+    smooth = np.stack([cols * 255 // width, rows * 255 // height, np.full_like(cols, 90)], -1).astype(np.uint8)
+    frames = np.repeat(smooth[None], count, 0)
+    masks = random_masks(rng, count, height, width)
+    caption = "the ball that bounces"
+    with MaskWriter([str(i) for i in range(count)], height, width, overlay_path=tmp_path / "o.mp4",
+                    instruction=caption, fps=10, overlay_max_side=max_side) as writer:
+        for start in range(0, count, 3):
+            writer.write(masks[start : start + 3], frames[start : start + 3])
+    out_height, out_width = (54, 96) if max_side == 96 else (height, width)
+    if max_side == 96:  # the frames and masks scaled down first, then rendered at that size
+        frames = np.stack([cv2.resize(frame, (out_width, out_height), interpolation=cv2.INTER_AREA) for frame in frames])
+        masks = np.stack([cv2.resize(m.view(np.uint8), (out_width, out_height), interpolation=cv2.INTER_AREA)
+                          for m in masks]).astype(bool)
+    expected = reference_overlay(frames, masks, outputs.DEFAULT_OVERLAY_COLOR, outputs.DEFAULT_OVERLAY_ALPHA,
+                                 outputs._CaptionBand(caption, out_height, out_width).rgba)
+    with open_video(tmp_path / "o.mp4", backend="pyav") as reader:
+        assert (reader.num_frames, reader.height, reader.width) == (count, out_height, out_width)
+        decoded = reader.get_frames(range(count))
+    assert min(psnr(decoded[t], expected[t]) for t in range(count)) > 30
+
+
+def test_overlay_size_and_writer_options_are_checked():
+    assert outputs.overlay_size(1080, 1920, None) == (1080, 1920)
+    assert outputs.overlay_size(1080, 1920, 640) == (360, 640)
+    assert outputs.overlay_size(1920, 1080, 640) == (640, 360)
+    assert outputs.overlay_size(480, 854, 1000) == (480, 854)
+    for option in ({"overlay_max_side": 0}, {"threads": 0}, {"threads": 1.5}):
+        with pytest.raises(InvalidInputError, match=next(iter(option))):
+            MaskWriter(["0"], 4, 4, rle_path="unused.json", **option)

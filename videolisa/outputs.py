@@ -156,6 +156,7 @@ class _CaptionBand:
         for row, line in enumerate(lines):
             draw.text((padding, padding + row * line_height), line, font=font, fill=(255, 255, 255, 255))
         rgba = np.asarray(band)
+        self.rgba = rgba  # [h, W, 4] uint8: the band as rendered
         # Each pixel becomes round(pixel * weight + offset), in float32 as always. The plain band (no text) has
         # one weight and offset for all its pixels: a lookup table; the text's pixels are blended one by one.
         alpha = rgba[..., 3:].astype(np.float32) / 255.0  # [h, W, 1]
