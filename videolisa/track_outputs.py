@@ -94,8 +94,10 @@ def palette_indices(masks: np.ndarray) -> np.ndarray:
     """``[K, H, W] bool`` -> ``[H, W] uint8``: k + 1 for the lowest-numbered track k covering a pixel, else 0."""
     if len(masks) > 255:
         raise InvalidInputError(f"a palette PNG holds at most 255 tracks, got {len(masks)}")
-    covered = masks.any(axis=0)
-    return np.where(covered, masks.argmax(axis=0) + 1, 0).astype(np.uint8)
+    indices = np.zeros(masks.shape[1:], dtype=np.uint8)
+    for k in reversed(range(len(masks))):  # lower ids are painted last, over the higher ones
+        indices[masks[k]] = k + 1
+    return indices
 
 
 class TrackWriter:

@@ -1,0 +1,143 @@
+"""Several objects on disk (issue 20 item 2): the track writer and ``videolisa infer --generate``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from benchmark_fixtures import write_png_frames
+from conftest import build_tiny_model, make_frames
+from videolisa.cli import main as cli_main
+from videolisa.errors import InvalidInputError
+from videolisa.generation import GENERATE, GenerationSettings
+from videolisa.predictor import VideoLisaPredictor
+from videolisa.processing.video_io import open_video
+from videolisa.tokenization import build_tiny_tokenizer
+from videolisa.track_outputs import TrackWriter, palette_indices, read_tracks_json, tint_tracks, track_color
+
+QUERY = "Please segment the red square."
+NUM_FRAMES, HEIGHT, WIDTH = 6, 40, 56
+
+
+def random_tracks(num_tracks: int, seed: int = 0) -> np.ndarray:
+    """``[T, K, H, W] bool`` with some empty frames."""
+    rng = np.random.default_rng(seed)
+    masks = rng.random((NUM_FRAMES, num_tracks, HEIGHT, WIDTH)) > 0.7
+    masks[1, 0] = False
+    return masks
+
+
+def test_track_writer_round_trip(tmp_path):
+    masks, frames = random_tracks(2), make_frames(NUM_FRAMES, HEIGHT, WIDTH, seed=1)
+    scores = np.linspace(0, 1, NUM_FRAMES * 2, dtype=np.float32).reshape(NUM_FRAMES, 2)
+    names = [f"{i:05d}" for i in range(NUM_FRAMES)]
+    with TrackWriter(names, HEIGHT, WIDTH, [(1, "the red circle"), (2, None)], tracks_dir=tmp_path / "tracks",
+                     palette_dir=tmp_path / "palette", rle_path=tmp_path / "masks.json",
+                     overlay_path=tmp_path / "overlay.mp4", instruction="circles", answer="a [SEG1] b [SEG2]",
+                     presence_threshold=0.5) as writer:
+        writer.write(masks[:4], scores[:4], frames[:4])
+        writer.write(masks[4:], scores[4:], frames[4:])
+    header, tracks = read_tracks_json(tmp_path / "masks.json")
+    assert header["answer"] == "a [SEG1] b [SEG2]" and header["presence_threshold"] == 0.5
+    assert [(track.id, track.phrase) for track in tracks] == [(1, "the red circle"), (2, None)]
+    for k, track in enumerate(tracks):
+        assert np.array_equal(track.masks, masks[:, k])
+        np.testing.assert_allclose(track.scores, scores[:, k], atol=1e-6)
+        assert track.present_frames == np.flatnonzero(masks[:, k].any(axis=(1, 2))).tolist()
+        for t, name in enumerate(names):
+            with Image.open(tmp_path / "tracks" / str(k + 1) / f"{name}.png") as image:
+                assert np.array_equal(np.asarray(image), np.where(masks[t, k], 255, 0))
+    assert 1 not in tracks[0].present_frames
+    for t, name in enumerate(names):
+        with Image.open(tmp_path / "palette" / f"{name}.png") as image:
+            assert image.mode == "P" and tuple(image.getpalette()[3:6]) == track_color(1)
+            expected = np.where(masks[t, 0], 1, np.where(masks[t, 1], 2, 0))  # track 1 wins where both are
+            assert np.array_equal(np.asarray(image), expected)
+    with open_video(tmp_path / "overlay.mp4", backend="pyav") as overlay:
+        assert overlay.num_frames == NUM_FRAMES
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["masks.json", "overlay.mp4", "palette", "tracks"]
+
+
+def test_tracks_get_their_own_colours():
+    frames = np.full((1, 4, 4, 3), 100, dtype=np.uint8)
+    masks = np.zeros((1, 2, 4, 4), dtype=bool)
+    masks[0, 0, 0, 0] = masks[0, 1, 3, 3] = True
+    tinted = tint_tracks(frames, masks)
+    assert tuple(tinted[0, 0, 0]) == tuple(round(50 + c / 2) for c in track_color(1))
+    assert tuple(tinted[0, 3, 3]) == tuple(round(50 + c / 2) for c in track_color(2))
+    assert tuple(tinted[0, 1, 1]) == (100, 100, 100)
+    assert palette_indices(masks[0])[3, 3] == 2
+
+
+def test_track_writer_without_tracks_and_wrong_shapes(tmp_path):
+    names = [f"{i:05d}" for i in range(NUM_FRAMES)]
+    with TrackWriter(names, HEIGHT, WIDTH, [], palette_dir=tmp_path / "palette", rle_path=tmp_path / "m.json") as w:
+        w.write(np.zeros((NUM_FRAMES, 0, HEIGHT, WIDTH), dtype=bool))
+    assert read_tracks_json(tmp_path / "m.json")[1] == []
+    with Image.open(tmp_path / "palette" / "00000.png") as image:
+        assert not np.asarray(image).any()
+    writer = TrackWriter(names, HEIGHT, WIDTH, [(1, None)], rle_path=tmp_path / "n.json")
+    with pytest.raises(InvalidInputError, match=r"expected bool \[F, 1, 40, 56\]"):
+        writer.write(np.zeros((1, 2, HEIGHT, WIDTH), dtype=bool))
+    with pytest.raises(InvalidInputError, match="closed after 0 of 6 frames"):
+        writer.close()
+    assert not (tmp_path / "n.json").exists()
+
+
+@pytest.fixture(scope="module")
+def seg_happy_model_dir(tmp_path_factory):
+    """A saved tiny model whose greedy answer mixes text and several [SEG] (its [SEG] LM-head row favoured), with
+    sharpened mask logits (so that presence scores are not all 0)."""
+    model = build_tiny_model(seed=0)
+    with torch.no_grad():
+        model.llm.get_output_embeddings().weight[model.config.seg_token_id] *= 3.0
+        for mlp in model.sam.mask_decoder.output_hypernetworks_mlps:
+            mlp.layers[-1].weight *= 30.0
+            mlp.layers[-1].bias *= 30.0
+    directory = tmp_path_factory.mktemp("seg-happy")
+    model.save_pretrained(directory, tokenizer=build_tiny_tokenizer())
+    return directory
+
+
+def test_infer_generate_writes_one_folder_per_track(seg_happy_model_dir, tmp_path, capsys):
+    frames = make_frames(NUM_FRAMES, HEIGHT, WIDTH, seed=3)
+    folder = write_png_frames(tmp_path / "frames", frames)
+    out = tmp_path / "out"
+    argv = ["infer", "--model", str(seg_happy_model_dir), "--video", str(folder), "--prompt", QUERY, "--out", str(out),
+            "--device", "cpu", "--generate", "--max-new-tokens", "8", "--presence-threshold", "0.44", "--save-overlay"]
+    assert cli_main(argv) == 0
+    predictor = VideoLisaPredictor.from_pretrained(seg_happy_model_dir, device="cpu")
+    expected = predictor.segment(folder, QUERY, answer=GENERATE, generation=GenerationSettings(max_new_tokens=8),
+                                 presence_threshold=0.44)
+    assert len(expected.tracks) >= 2 and expected.answer.count("[SEG") == len(expected.tracks)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["answer"] == expected.answer and summary["presence_threshold"] == 0.44
+    assert summary["tracks"] == [{"id": t.id, "phrase": t.phrase, "present_frames": t.present_frames}
+                                 for t in expected.tracks]
+    assert summary["present_frames"] == expected.present_frames
+    assert 0 < len(summary["present_frames"]) < NUM_FRAMES  # the threshold emptied some frames, not all
+    header, tracks = read_tracks_json(out / "masks.json")
+    for written, track in zip(tracks, expected.tracks):
+        assert np.array_equal(written.masks, track.masks)
+        np.testing.assert_allclose(written.scores, track.scores, atol=1e-6)
+        for name in ("00000", "00005"):
+            assert (out / "tracks" / str(track.id) / f"{name}.png").is_file()
+    assert f"answer: {expected.answer}" in capsys.readouterr().out
+    # --overwrite removes exactly what the run wrote, per-track folders included.
+    assert cli_main([*argv[:-1], "--overwrite", "--format", "rle"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [".videolisa-infer.json", "masks.json", "summary.json"]
+
+
+def test_infer_generation_options_need_generate(tiny_model_dir, tmp_path, capsys):
+    folder = write_png_frames(tmp_path / "frames", make_frames(2, HEIGHT, WIDTH, seed=3))
+    base = ["infer", "--model", str(tiny_model_dir), "--video", str(folder), "--prompt", QUERY,
+            "--out", str(tmp_path / "out"), "--device", "cpu"]
+    assert cli_main([*base, "--temperature", "0.7"]) == 2
+    assert "--temperature and --seed need --generate" in capsys.readouterr().err
+    assert cli_main([*base, "--presence-threshold", "2"]) == 2
+    assert "--presence-threshold must be in [0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
