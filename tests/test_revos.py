@@ -20,21 +20,24 @@ from videolisa.metrics import score_benchmark
 from videolisa.metrics.reference import boundary_measure, region_similarity
 from videolisa.synthetic import SyntheticConfig, write_synthetic_dataset
 
-TINY = SyntheticConfig(min_frames=8, max_frames=10, sizes=((48, 64),), min_objects=2, max_objects=4,
-                       extra_kinds=("multi", "absent"))
+TINY = SyntheticConfig(
+    min_frames=8, max_frames=10, sizes=((48, 64),), min_objects=2, max_objects=4, extra_kinds=("multi", "absent")
+)
 META = "meta_expressions_valid_.json"
 
 
 @pytest.fixture(scope="module")
 def revos_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_synthetic_dataset(tmp_path_factory.mktemp("revos") / "ReVOS", layout="revos", num_videos=3, seed=5,
-                                   config=TINY, progress=False)
+    return write_synthetic_dataset(
+        tmp_path_factory.mktemp("revos") / "ReVOS", layout="revos", num_videos=3, seed=5, config=TINY, progress=False
+    )
 
 
 def load(root: Path) -> tuple[dict, dict, dict]:
     """The meta file's videos, mask_dict.json and mask_dict_foreground.json."""
-    meta, mask_dict, foreground = (json.loads((root / name).read_text())
-                                   for name in (META, "mask_dict.json", "mask_dict_foreground.json"))
+    meta, mask_dict, foreground = (
+        json.loads((root / name).read_text()) for name in (META, "mask_dict.json", "mask_dict_foreground.json")
+    )
     return meta["videos"], mask_dict, foreground
 
 
@@ -60,7 +63,7 @@ def write_predictions(root: Path, pred_root: Path, seed: int, value: int = 1) ->
             mode = int(rng.integers(4))
             folder = pred_root / video / exp_id
             folder.mkdir(parents=True)
-            for frame, (name, mask) in enumerate(zip(info["frames"], masks)):
+            for name, mask in zip(info["frames"], masks):
                 mask = mask.copy()
                 if mode == 1:
                     mask = np.roll(mask, (int(rng.integers(-4, 5)), int(rng.integers(-4, 5))), axis=(0, 1))
@@ -73,8 +76,9 @@ def write_predictions(root: Path, pred_root: Path, seed: int, value: int = 1) ->
 
 
 # ------------------------------------------------------------------ the official computation, transcribed for tests
-def official_expression(pred_root: Path, video: str, exp_id: str, info: dict, mask_dict: dict,
-                        foreground: dict) -> list[float]:
+def official_expression(
+    pred_root: Path, video: str, exp_id: str, info: dict, mask_dict: dict, foreground: dict
+) -> list[float]:
     """``eval_queue`` of one expression: raw PNG values (cv2 grayscale), summed uint8 annotations, the
     foreground decoded per frame; per-frame J, F (davis2017), A = mean(gt == pred) and R on raw uint8 values."""
     frames = info["frames"]
@@ -104,15 +108,25 @@ def official_results(root: Path, pred_root: Path) -> dict:
     for video, info in videos.items():
         for exp_id, expression in info["expressions"].items():
             j, f, a, r = official_expression(pred_root, video, exp_id, info, mask_dict, foreground)
-            rows.append({"J": round(100 * j, 2), "F": round(100 * f, 2), "A": round(100 * a, 2),
-                         "R": round(100 * r, 2), "type_id": expression["type_id"]})
+            rows.append(
+                {
+                    "J": round(100 * j, 2),
+                    "F": round(100 * f, 2),
+                    "A": round(100 * a, 2),
+                    "R": round(100 * r, 2),
+                    "type_id": expression["type_id"],
+                }
+            )
     results = {}
     for key, type_id in (("referring", 0), ("reason", 1)):
-        means = {name: np.array([row[name] for row in rows if row["type_id"] == type_id]).mean()
-                 for name in ("J", "F", "A", "R")}
+        means = {
+            name: np.array([row[name] for row in rows if row["type_id"] == type_id]).mean()
+            for name in ("J", "F", "A", "R")
+        }
         results[key] = {**means, "JF": (means["J"] + means["F"]) / 2}
-    results["overall"] = {name: (results["referring"][name] + results["reason"][name]) / 2
-                          for name in ("J", "F", "A", "R", "JF")}
+    results["overall"] = {
+        name: (results["referring"][name] + results["reason"][name]) / 2 for name in ("J", "F", "A", "R", "JF")
+    }
     return results
 
 
@@ -123,12 +137,14 @@ def test_scores_equal_the_official_computation(revos_root: Path, tmp_path: Path,
     write_predictions(revos_root, tmp_path / "pred", seed)
     report = score_benchmark("revos", revos_root, tmp_path / "pred", workers=1)
     assert report.details["official"] == official_results(revos_root, tmp_path / "pred")
-    assert report.overall == {name: report.details["official"]["overall"][name] / 100
-                              for name in ("J", "F", "JF", "A", "R")}
+    assert report.overall == {
+        name: report.details["official"]["overall"][name] / 100 for name in ("J", "F", "JF", "A", "R")
+    }
     types = report.details["types"]
     assert {name: types[name]["count"] for name in types} == {
         name: sum(value == name for value in report.details["type_of"].values())
-        for name in ("referring", "reasoning", "no-target")}
+        for name in ("referring", "reasoning", "no-target")
+    }
     assert min(types[name]["count"] for name in types) > 0
     assert report.overall["R"] < 1  # the spurious blobs cost robustness
 
@@ -160,8 +176,24 @@ def test_missing_predictions(revos_root: Path, tmp_path: Path) -> None:
 def test_score_cli(revos_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     write_predictions(revos_root, tmp_path / "pred", seed=1)
     out = tmp_path / "score.json"
-    assert main(["score", "--benchmark", "revos", "--gt", str(revos_root), "--pred", str(tmp_path / "pred"),
-                 "--workers", "2", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--benchmark",
+                "revos",
+                "--gt",
+                str(revos_root),
+                "--pred",
+                str(tmp_path / "pred"),
+                "--workers",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "revos:" in capsys.readouterr().out
     written = json.loads(out.read_text())
     assert written["details"]["official"] == json.loads(json.dumps(official_results(revos_root, tmp_path / "pred")))
@@ -262,11 +294,13 @@ def test_eval_writes_0_1_pngs_that_both_scorers_read_alike(tmp_path: Path, tiny_
     from videolisa.predictor import VideoLisaPredictor
 
     config = SyntheticConfig(**{**TINY.__dict__, "max_objects": 2, "expressions_per_kind": 1})
-    data = write_synthetic_dataset(tmp_path / "ReVOS", layout="revos", num_videos=1, seed=2, config=config,
-                                   progress=False)
+    data = write_synthetic_dataset(
+        tmp_path / "ReVOS", layout="revos", num_videos=1, seed=2, config=config, progress=False
+    )
     predictor = VideoLisaPredictor.from_pretrained(tiny_model_dir, device="cpu", dtype="fp32")
-    settings = EvaluationConfig(benchmark="revos", data_root=data, model="tiny", out=tmp_path / "out", device="cpu",
-                                workers=1)
+    settings = EvaluationConfig(
+        benchmark="revos", data_root=data, model="tiny", out=tmp_path / "out", device="cpu", workers=1
+    )
     result = run_evaluation(settings, predictor=predictor)
     pngs = sorted((tmp_path / "out" / "predictions").rglob("*.png"))
     assert pngs

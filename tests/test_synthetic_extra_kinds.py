@@ -39,7 +39,7 @@ def test_extra_kinds_leave_the_default_generation_unchanged(pairs: list[tuple]) 
         assert np.array_equal(plain.frames, extra.frames) and np.array_equal(plain.masks, extra.masks)
         assert plain.objects == extra.objects
         assert extra.expressions[: len(plain.expressions)] == plain.expressions
-        added = extra.expressions[len(plain.expressions):]
+        added = extra.expressions[len(plain.expressions) :]
         assert {expression.kind for expression in added} == {"multi", "absent"}
 
 
@@ -84,8 +84,7 @@ def test_config_and_cli_refuse_unknown_kinds() -> None:
 
 
 def write(tmp_path: Path, layout: str) -> tuple[Path, list]:
-    root = write_synthetic_dataset(tmp_path / layout, layout=layout, num_videos=2, seed=4, config=EXTRA,
-                                   progress=False)
+    root = write_synthetic_dataset(tmp_path / layout, layout=layout, num_videos=2, seed=4, config=EXTRA, progress=False)
     return root, list(generate_videos(4, 2, EXTRA))
 
 
@@ -100,8 +99,12 @@ def test_mevis_layout(tmp_path: Path) -> None:
             assert entry["obj_id"] == list(expression.targets) and entry["kind"] == expression.kind
             union = np.zeros((video.num_frames, video.height, video.width), bool)
             for anno_id in entry["anno_id"]:
-                union |= np.array([np.zeros(union.shape[1:], bool) if rle is None else decode_rle(rle).astype(bool)
-                                   for rle in mask_dict[str(anno_id)]])
+                union |= np.array(
+                    [
+                        np.zeros(union.shape[1:], bool) if rle is None else decode_rle(rle).astype(bool)
+                        for rle in mask_dict[str(anno_id)]
+                    ]
+                )
             assert np.array_equal(union, expression.target_masks(video.masks))
     get_benchmark("synthetic", root).validate()
 
@@ -125,8 +128,12 @@ def test_custom_layout(tmp_path: Path) -> None:
     expressions = [(video, expression) for video in videos for expression in video.expressions]
     assert len(records) == len(expressions)
     for record, (video, expression) in zip(records, expressions):
-        masks = np.array([np.zeros((video.height, video.width), bool) if rle is None else decode_rle(rle) > 0
-                          for rle in record.mask_rles])
+        masks = np.array(
+            [
+                np.zeros((video.height, video.width), bool) if rle is None else decode_rle(rle) > 0
+                for rle in record.mask_rles
+            ]
+        )
         assert np.array_equal(masks, expression.target_masks(video.masks))
         if expression.kind == "absent":
             assert record.answer == "Sure, [SEG]."
@@ -148,10 +155,31 @@ def test_mp4_layout_lists_the_referents(tmp_path: Path) -> None:
 def test_cli_revos_layout_has_the_extra_kinds_by_default(tmp_path: Path) -> None:
     common = ["--videos", "1", "--min-frames", "8", "--max-frames", "8", "--sizes", "48x64"]
     assert main(["synth", "--out", str(tmp_path / "a"), "--layout", "revos", *common]) == 0
-    assert main(["synth", "--out", str(tmp_path / "b"), "--layout", "revos", "--extra-kinds", "none",
-                 "--split", "test", *common]) == 0
-    types_a = [e["type_id"] for v in json.loads((tmp_path / "a" / "meta_expressions_valid_.json").read_text())[
-        "videos"].values() for e in v["expressions"].values()]
-    types_b = [e["type_id"] for v in json.loads((tmp_path / "b" / "meta_expressions_test_.json").read_text())[
-        "videos"].values() for e in v["expressions"].values()]
+    assert (
+        main(
+            [
+                "synth",
+                "--out",
+                str(tmp_path / "b"),
+                "--layout",
+                "revos",
+                "--extra-kinds",
+                "none",
+                "--split",
+                "test",
+                *common,
+            ]
+        )
+        == 0
+    )
+    types_a = [
+        e["type_id"]
+        for v in json.loads((tmp_path / "a" / "meta_expressions_valid_.json").read_text())["videos"].values()
+        for e in v["expressions"].values()
+    ]
+    types_b = [
+        e["type_id"]
+        for v in json.loads((tmp_path / "b" / "meta_expressions_test_.json").read_text())["videos"].values()
+        for e in v["expressions"].values()
+    ]
     assert 2 in types_a and 2 not in types_b and len(types_b) < len(types_a)

@@ -124,4 +124,3 @@ class ReVOSBenchmark(MeViSBenchmark):
                 raise InvalidInputError(
                     f"{where}, frame {frame_name}: RLE size {size} differs from the frame size {expected}"
                 )
-

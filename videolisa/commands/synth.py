@@ -38,8 +38,8 @@ def parse_extra_kinds(text: str) -> tuple[str, ...]:
     for kind in kinds:
         if kind not in EXTRA_EXPRESSION_KINDS:
             raise argparse.ArgumentTypeError(
-                f"unknown expression kind {kind!r}; expected a comma-separated subset of {','.join(EXTRA_EXPRESSION_KINDS)}"
-                " or none"
+                f"unknown expression kind {kind!r}; expected a comma-separated subset of "
+                f"{','.join(EXTRA_EXPRESSION_KINDS)} or none"
             )
     return kinds
 

@@ -125,7 +125,9 @@ def score_revos(
     try:
         tasks = revos_tasks(gt_root, pred_root, meta_path, tracker)
     except (KeyError, TypeError, AttributeError) as error:
-        raise InvalidInputError(f"revos: the meta file or mask dicts are not in the ReVOS layout ({error!r})") from error
+        raise InvalidInputError(
+            f"revos: the meta file or mask dicts are not in the ReVOS layout ({error!r})"
+        ) from error
     if not tasks:
         raise InvalidInputError(f"revos: the meta file under {gt_root} lists no expressions")
     notes = tracker.check()

@@ -23,9 +23,10 @@ script scores an expression whose PNGs it cannot read.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -73,9 +74,7 @@ class RevosScores:
     per_frame: dict[str, np.ndarray]
 
 
-def frame_accuracy_robustness(
-    counts: tuple[int, int, int], pixels: int, foreground: int
-) -> tuple[float, float]:
+def frame_accuracy_robustness(counts: tuple[int, int, int], pixels: int, foreground: int) -> tuple[float, float]:
     """A and R of one frame from ``(|P ∩ G|, |P|, |G|)``, the frame's pixel count and its foreground area.
 
     Computed with the official float operations: ``mean(gt == pred)`` is ``agreeing / pixels`` and
@@ -133,9 +132,7 @@ def _foreground_areas(video: str, entry: Any, num_frames: int, where: Path) -> t
     return areas, sizes.pop()
 
 
-def revos_tasks(
-    gt_root: Path, pred_root: Path, meta_path: Path | None, missing: MissingPredictions
-) -> list[RevosTask]:
+def revos_tasks(gt_root: Path, pred_root: Path, meta_path: Path | None, missing: MissingPredictions) -> list[RevosTask]:
     """One task per video of the ReVOS meta file (default ``<gt>/meta_expressions_valid_.json``)."""
     meta_path = meta_path or gt_root / DEFAULT_META
     videos = load_json(meta_path, "ReVOS meta_expressions")["videos"]
@@ -180,8 +177,10 @@ def official_round(fraction: np.float64) -> np.float64:
 def _type_means(rows: Sequence[dict[str, np.float64]]) -> dict[str, float]:
     """Means of the rounded percentages over a type's expressions; J&F = (J + F) / 2 (NaN when empty)."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        means = {name: float(np.array([row[name] for row in rows], np.float64).mean()) if rows else float("nan")
-                 for name in _METRICS}
+        means = {
+            name: float(np.array([row[name] for row in rows], np.float64).mean()) if rows else float("nan")
+            for name in _METRICS
+        }
     means["JF"] = (means["J"] + means["F"]) / 2
     return means
 
@@ -194,21 +193,30 @@ def revos_report(scores: Sequence[RevosScores], notes: list[str]) -> ScoreReport
     type_of: dict[str, str] = {}
     for item in scores:
         means = {name: item.per_frame[name].mean() for name in _METRICS}
-        sequences[item.key] = {**{name: float(value) for name, value in means.items()},
-                               "JF": float((means["J"] + means["F"]) / 2)}
+        sequences[item.key] = {
+            **{name: float(value) for name, value in means.items()},
+            "JF": float((means["J"] + means["F"]) / 2),
+        }
         rounded[item.type_id].append({name: official_round(value) for name, value in means.items()})
         type_of[item.key] = REVOS_TYPES[item.type_id]
     per_type = {type_id: _type_means(rows) for type_id, rows in rounded.items()}
     official = {OFFICIAL_TYPE_KEYS[type_id]: per_type[type_id] for type_id in OFFICIAL_TYPE_KEYS}
-    official["overall"] = {name: (official["referring"][name] + official["reason"][name]) / 2
-                           for name in ("J", "F", "A", "R", "JF")}
+    official["overall"] = {
+        name: (official["referring"][name] + official["reason"][name]) / 2 for name in ("J", "F", "A", "R", "JF")
+    }
     overall = {name: official["overall"][name] / 100 for name in ("J", "F", "JF", "A", "R")}
     types = {
-        REVOS_TYPES[type_id]: {**{name: value / 100 for name, value in per_type[type_id].items()},
-                               "count": len(rounded[type_id])}
+        REVOS_TYPES[type_id]: {
+            **{name: value / 100 for name, value in per_type[type_id].items()},
+            "count": len(rounded[type_id]),
+        }
         for type_id in REVOS_TYPES
     }
-    notes = [*notes, "overall = mean of the referring and reasoning types, as the official ReVOS scorer; "
-                     "no-target expressions are reported as their own type"]
-    return ScoreReport("revos", overall, sequences,
-                       details={"official": official, "types": types, "type_of": type_of}, notes=notes)
+    notes = [
+        *notes,
+        "overall = mean of the referring and reasoning types, as the official ReVOS scorer; "
+        "no-target expressions are reported as their own type",
+    ]
+    return ScoreReport(
+        "revos", overall, sequences, details={"official": official, "types": types, "type_of": type_of}, notes=notes
+    )

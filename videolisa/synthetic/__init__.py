@@ -17,8 +17,8 @@ none of the video's (``absent``: "green circle" without one); they are drawn aft
 them are unchanged.
 
 Generation is deterministic per seed (numpy ``Generator``). Writers produce the MeViS layout, the ReasonVOS
-layout, the ReVOS layout, a custom-data JSONL (:mod:`videolisa.data.custom`, with answers that name the referent) and H.264 mp4
-files with PNG masks; :func:`write_synthetic_dataset` writes any of them atomically.
+layout, the ReVOS layout, a custom-data JSONL (:mod:`videolisa.data.custom`, with answers that name the referent)
+and H.264 mp4 files with PNG masks; :func:`write_synthetic_dataset` writes any of them atomically.
 
 Modules: :mod:`~videolisa.synthetic.scene` (configuration, objects, motion, rendering),
 :mod:`~videolisa.synthetic.expressions` (instructions and their referents), :mod:`~videolisa.synthetic.generate`
