@@ -329,6 +329,10 @@ def over_long_prompt(tmp_path: Path, media: Media) -> tuple[Path, str, Path, str
     return media.mp4, OVER_LONG_INSTRUCTION, tmp_path / "out", "the instruction is too long"
 
 
+def zero_overlay_max_side(tmp_path: Path, media: Media) -> tuple[Path, str, Path, str]:
+    return media.mp4, INSTRUCTION, tmp_path / "out", "--overlay-max-side must be a positive number of pixels, got 0"
+
+
 def output_under_a_regular_file(tmp_path: Path, media: Media) -> tuple[Path, str, Path, str]:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory\n")
@@ -339,7 +343,7 @@ def output_under_a_regular_file(tmp_path: Path, media: Media) -> tuple[Path, str
 @pytest.mark.parametrize(
     "bad_input",
     [missing_video, text_file_named_mp4, empty_folder, empty_prompt, whitespace_prompt, over_long_prompt,
-     output_under_a_regular_file],
+     output_under_a_regular_file, zero_overlay_max_side],
     ids=lambda case: case.__name__,
 )
 def test_infer_cli_names_the_bad_input_and_exits_2(tiny_model_dir, media, tmp_path, capsys, bad_input):
@@ -347,7 +351,8 @@ def test_infer_cli_names_the_bad_input_and_exits_2(tiny_model_dir, media, tmp_pa
     imports here): any exception other than the user-facing ones would escape ``main`` and fail the test,
     where a real process would print a traceback. No partial outputs are left."""
     video, prompt, out, message = bad_input(tmp_path, media)
-    status = cli_main(infer_argv(tiny_model_dir, video, prompt, out))
+    extra = ["--overlay-max-side", "0"] if bad_input is zero_overlay_max_side else []
+    status = cli_main(infer_argv(tiny_model_dir, video, prompt, out, *extra))
     captured = capsys.readouterr()
     assert status == 2
     assert "Traceback" not in captured.err
@@ -355,5 +360,6 @@ def test_infer_cli_names_the_bad_input_and_exits_2(tiny_model_dir, media, tmp_pa
     assert len(error_lines) == 1 and message in error_lines[0], captured.err
     assert captured.out == ""
     assert not (out / "masks.json").exists() and not (out / "summary.json").exists()
-    if bad_input in (missing_video, text_file_named_mp4, empty_folder, empty_prompt, whitespace_prompt):
+    if bad_input in (missing_video, text_file_named_mp4, empty_folder, empty_prompt, whitespace_prompt,
+                     zero_overlay_max_side):
         assert not out.exists()  # checked before --out is created
