@@ -183,3 +183,46 @@ def test_cli_revos_layout_has_the_extra_kinds_by_default(tmp_path: Path) -> None
         for e in v["expressions"].values()
     ]
     assert 2 in types_a and 2 not in types_b and len(types_b) < len(types_a)
+
+
+@pytest.mark.slow
+def test_extra_kinds_report_script(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """``eval/synthetic_extra_kinds.py`` end to end with the tiny model: its numbers follow from the predictions."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "synthetic_extra_kinds", Path(__file__).parents[1] / "eval" / "synthetic_extra_kinds.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    results = tmp_path / "results"
+    assert (
+        script.main(
+            [
+                "--model",
+                str(tiny_model_dir),
+                "--work",
+                str(tmp_path / "work"),
+                "--videos",
+                "1",
+                "--results",
+                str(results),
+            ]
+        )
+        == 0
+    )
+    result = json.loads((results / "synthetic_extra_kinds.json").read_text())
+    meta = json.loads((tmp_path / "work" / "ReVOS" / "meta_expressions_valid_.json").read_text())["videos"]
+    absent = [
+        f"{video}/{exp_id}"
+        for video, info in meta.items()
+        for exp_id, expression in info["expressions"].items()
+        if expression["kind"] == "absent"
+    ]
+    predictions = tmp_path / "work" / "eval" / "predictions"
+    empty = [
+        all(not np.asarray(Image.open(path)).any() for path in (predictions / key).glob("*.png")) for key in absent
+    ]
+    assert result["absent"] == {"count": len(absent), "empty_share": float(np.mean(empty))}
+    assert result["multi"]["count"] >= 1 and 0 <= result["multi"]["JF"] <= 1
+    assert "ReVOS type" in (results / "synthetic_extra_kinds.md").read_text()
