@@ -41,13 +41,19 @@ def test_auto_model_rejects_what_it_cannot_honour(tiny_model_dir):
         AutoModel.from_pretrained(tiny_model_dir, revision="main")
 
 
-@pytest.mark.parametrize("order", ["videolisa first", "transformers first"])
+@pytest.mark.parametrize("order", ["videolisa first", "transformers first", "another model first"])
 @pytest.mark.launcher
 def test_import_videolisa_is_enough_for_auto_model(tiny_model_dir, order):
     # A fresh interpreter: nothing but `import videolisa` and transformers' own import registers the classes.
-    imports = ["import videolisa", "from transformers import AutoModel"]
+    # "another model first": Sam2VideoModel imports the Auto classes while transformers' own modules are half
+    # initialised, so registering then would fail.
+    imports = {
+        "videolisa first": ["import videolisa", "from transformers import AutoModel"],
+        "transformers first": ["from transformers import AutoModel", "import videolisa"],
+        "another model first": ["import videolisa", "from transformers import Sam2VideoModel, AutoModel"],
+    }
     code = "\n".join(
-        [*(imports if order == "videolisa first" else imports[::-1]),
+        [*imports[order],
          f"model = AutoModel.from_pretrained({str(tiny_model_dir)!r})",
          "print(type(model).__module__, type(model).__name__)"]
     )

@@ -14,7 +14,6 @@ import torch
 from benchmark_fixtures import write_reasonvos
 from conftest import make_frames, square_masks
 
-import videolisa.modeling.videolisa  # noqa: F401  (transformers' model registry before Sam2VideoModel, see report)
 from videolisa.cli import main as cli_main
 from videolisa.errors import InvalidInputError, MissingFilesError
 from videolisa.evaluation import EvaluationConfig, run_evaluation

@@ -38,10 +38,11 @@ def _register() -> None:
 
 
 class _ThenRegister(importlib.abc.Loader):
-    """Loads a transformers Auto-class module with its own loader; once no Auto-class module is still executing
-    (``modeling_auto`` imports ``configuration_auto`` halfway through, and transformers' CLIP config, which
-    videolisa.config needs, cannot be imported before ``modeling_auto`` is complete), registers videolisa's
-    classes."""
+    """Loads a transformers or videolisa module with its own loader and, once no such module is still executing,
+    registers videolisa's classes. Waiting for the outermost of those imports matters: the registering modules
+    import transformers' CLIP and LLM modules and videolisa's own, which fail while one they need
+    (``transformers.modeling_layers`` when the first model imported is ``Sam2VideoModel``, ``videolisa.config``
+    while it imports transformers) is only partly initialised."""
 
     executing: set[str] = set()
 
@@ -62,10 +63,10 @@ class _ThenRegister(importlib.abc.Loader):
 
 
 class _AutoClassHook(importlib.abc.MetaPathFinder):
-    """Finds the transformers Auto-class modules as usual and wraps their loaders in :class:`_ThenRegister`."""
+    """Finds transformers' and videolisa's modules as usual and wraps their loaders in :class:`_ThenRegister`."""
 
     def find_spec(self, fullname: str, path=None, target=None) -> importlib.machinery.ModuleSpec | None:
-        if fullname not in REGISTERING_MODULES:
+        if fullname != "transformers" and not fullname.startswith(("transformers.", "videolisa.")):
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
         if spec is not None and spec.loader is not None:

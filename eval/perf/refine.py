@@ -72,7 +72,6 @@ def child(video: Path, device: str) -> None:
     predictor logs the refine step's own timing (anchors, SAM 2)."""
     import torch
 
-    import videolisa.modeling.videolisa  # noqa: F401  (transformers' registry before Sam2VideoModel)
     from videolisa.config import VideoLisaConfig
     from videolisa.modeling.videolisa import VideoLisaForSegmentation
     from videolisa.predictor import VideoLisaPredictor
