@@ -301,6 +301,7 @@ def test_video_benchmark_items_of_a_video_are_segmented_in_one_pass(tmp_path: Pa
 
     class CountingPredictor:
         model, device, dtype, chunk_size = predictor.model, predictor.device, predictor.dtype, predictor.chunk_size
+        refiner = predictor.refiner
 
         def iter_segment(self, video: Any, instructions: list[str], **kwargs: Any) -> Iterator:
             calls.append(list(instructions))
