@@ -151,7 +151,7 @@ def segment_error(client: Client, video: Path, instruction: str) -> str:
 def test_segment_returns_overlay_and_masks_matching_the_predictor(
     client: Client, predictor: VideoLisaPredictor, example: DemoExample, tmp_path: Path
 ) -> None:
-    overlay, gallery, masks_zip, indices, timings = client.predict(
+    overlay, gallery, masks_zip, indices, timings, answer = client.predict(
         handle_file(str(example.video)), example.instruction, api_name="/segment"
     )
     expected = predictor.segment(example.video, example.instruction)
@@ -167,6 +167,7 @@ def test_segment_returns_overlay_and_masks_matching_the_predictor(
 
     assert indices == {"sparse": expected.sparse_indices, "dense": expected.dense_indices}
     assert timings["frames"] == EXAMPLE_FRAMES and timings["seconds"] > 0
+    assert answer == {"answer": None, "tracks": [{"id": 1, "phrase": None, "present_frames": expected.present_frames}]}
 
     # The overlay is what MaskWriter makes of the predictor's own masks (up to H.264 rounding).
     frames = all_frames(example.video)
@@ -190,7 +191,7 @@ def test_segment_returns_overlay_and_masks_matching_the_predictor(
 def test_advanced_settings_reach_the_predictor_and_the_overlay(
     client: Client, predictor: VideoLisaPredictor, example: DemoExample, tmp_path: Path
 ) -> None:
-    _, gallery, masks_zip, indices, _ = client.predict(
+    _, gallery, masks_zip, indices, _, _ = client.predict(
         handle_file(str(example.video)), example.instruction, 8, 2, -0.25, "#00ff00", 1.0, api_name="/segment"
     )
     expected = predictor.segment(example.video, example.instruction, frames_sparse=8, frames_dense=2, threshold=-0.25)

@@ -141,3 +141,23 @@ def test_infer_generation_options_need_generate(tiny_model_dir, tmp_path, capsys
     assert cli_main([*base, "--presence-threshold", "2"]) == 2
     assert "--presence-threshold must be in [0, 1]" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_demo_generate_lists_the_tracks(seg_happy_model_dir, tmp_path):
+    """The demo's generate switch: the answer, every track with its present frames, a zip of per-track folders."""
+    import zipfile
+
+    from videolisa.demo import DemoConfig, segment_for_demo
+
+    frames = make_frames(1, HEIGHT, WIDTH, seed=3)
+    image = tmp_path / "frame.png"
+    Image.fromarray(frames[0]).save(image)
+    predictor = VideoLisaPredictor.from_pretrained(seg_happy_model_dir, device="cpu")
+    result = segment_for_demo(predictor, image, QUERY, tmp_path / "out", DemoConfig(generate=True))
+    expected = predictor.segment(image, QUERY, answer=GENERATE)
+    assert result.answer == {"answer": expected.answer, "tracks": [
+        {"id": t.id, "phrase": t.phrase, "present_frames": t.present_frames} for t in expected.tracks]}
+    assert len(expected.tracks) >= 2
+    with zipfile.ZipFile(result.masks_zip) as archive:
+        names = sorted(archive.namelist())
+    assert names == sorted(["masks.json", "palette/frame.png", *(f"tracks/{t.id}/frame.png" for t in expected.tracks)])

@@ -116,6 +116,9 @@ class DemoConfig:
     overlay_color: tuple[int, int, int] = DEFAULT_OVERLAY_COLOR
     overlay_alpha: float = DEFAULT_OVERLAY_ALPHA
     refine: bool = False  # SAM 2 refinement, offered when the demo's predictor has a refiner (--refine sam2)
+    # The model writes its answer; every [SEG] in it is a track in its own colour (overlay_color is then unused),
+    # and frames under the presence threshold are empty (videolisa.tracks).
+    generate: bool = False
 
 
 @dataclass
@@ -129,6 +132,9 @@ class DemoResult:
         key_frames: ``(overlay [H, W, 3] uint8, caption)`` for each dense frame, in frame order.
         frame_indices: ``{"sparse": [...], "dense": [...]}`` video-frame indices the model read.
         timings: seconds and throughput of the request.
+        answer: ``{"answer": generated text or None (teacher-forced), "tracks": [{"id", "phrase",
+            "present_frames"}, ...]}``. With ``generate`` the zip holds ``tracks/<id>/<frame>.png``,
+            ``palette/<frame>.png`` and a per-track ``masks.json`` (:mod:`videolisa.track_outputs`) instead.
     """
 
     overlay_video: Path
@@ -137,6 +143,7 @@ class DemoResult:
     key_frames: list[tuple[np.ndarray, str]]
     frame_indices: dict[str, list[int]]
     timings: dict[str, float]
+    answer: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -310,12 +317,11 @@ class _Deadline:
             )
 
 
-def _zip_masks(zip_path: Path, png_dir: Path, frame_names: Sequence[str], rle_json: Path) -> None:
-    """``masks/<frame>.png`` for every frame plus the RLE JSON, written atomically."""
+def _zip_masks(zip_path: Path, out: Path, files: Sequence[str]) -> None:
+    """``files`` (paths relative to ``out``: the PNGs and the RLE JSON) into one zip, written atomically."""
     with atomic_path(zip_path) as temp_path, zipfile.ZipFile(temp_path, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name in frame_names:
-            archive.write(png_dir / f"{name}.png", f"masks/{name}.png")
-        archive.write(rle_json, rle_json.name)
+        for name in files:
+            archive.write(out / name, name)
 
 
 def _write_outputs(
@@ -327,11 +333,12 @@ def _write_outputs(
     paths: dict[str, Path],
     progress: Callable[[int, int], None] | None,
     deadline: _Deadline,
-) -> list[tuple[np.ndarray, str]]:
+) -> tuple[list[tuple[np.ndarray, str]], dict[str, Any]]:
     """Stream the masks into a MaskWriter (``paths``: png_dir, rle_path, overlay_path) in one pass over the
     video, checking ``deadline`` after every frame; returns the tinted key frames ``(image [H, W, 3] uint8,
-    caption)`` in frame order."""
+    caption)`` in frame order and :attr:`DemoResult.answer` (no generated answer, one track)."""
     key_frames = []
+    present: list[int] = []
     with MaskWriter(reader.frame_names, reader.height, reader.width, instruction=instruction, fps=reader.fps,
                     overlay_color=settings.overlay_color, overlay_alpha=settings.overlay_alpha, **paths) as writer:
         for item in predictor.iter_segment(
@@ -341,10 +348,48 @@ def _write_outputs(
         ):
             deadline.check(item.index + 1, reader.num_frames)
             writer.write(item.masks[:1], item.frame[None])
+            if item.masks[0].any():
+                present.append(item.index)
             if item.index in key_indices:
                 image = make_overlay_image(item.frame, item.masks[0], settings.overlay_color, settings.overlay_alpha)
                 key_frames.append((image, f"frame {item.index}"))
-    return key_frames
+    return key_frames, {"answer": None, "tracks": [{"id": 1, "phrase": None, "present_frames": present}]}
+
+
+def _write_track_outputs(
+    predictor: "VideoLisaPredictor",
+    reader: VideoReader,
+    instruction: str,
+    settings: DemoConfig,
+    key_indices: set[int],
+    paths: dict[str, Path],
+    progress: Callable[[int, int], None] | None,
+    deadline: _Deadline,
+) -> tuple[list[tuple[np.ndarray, str]], dict[str, Any]]:
+    """Generation mode of :func:`_write_outputs`: the model's answer, one track per ``[SEG]`` streamed into a
+    :class:`~videolisa.track_outputs.TrackWriter` (``paths``: tracks_dir, palette_dir, rle_path, overlay_path);
+    returns the key frames (every track in its colour) and the answer with each track's present frames."""
+    from videolisa.generation import GENERATE
+    from videolisa.track_outputs import TrackWriter, tint_tracks
+
+    answered = predictor.answer_tracks(reader, [instruction], answer=GENERATE, frames_sparse=settings.frames_sparse,
+                                       frames_dense=settings.frames_dense)
+    tracks, answer = answered.tracks[0], answered.answers[0]
+    present: list[list[int]] = [[] for _ in tracks]
+    key_frames = []
+    with TrackWriter(reader.frame_names, reader.height, reader.width, tracks, instruction=instruction, answer=answer,
+                     fps=reader.fps, **paths) as writer:
+        for item in answered.frames(settings.threshold, return_frames=True, progress=progress or False,
+                                    refine=settings.refine and predictor.refiner is not None):
+            deadline.check(item.index + 1, reader.num_frames)
+            writer.write(item.track_masks[None], None if item.scores is None else item.scores[None], item.frame[None])
+            for k, mask in enumerate(item.track_masks):
+                if mask.any():
+                    present[k].append(item.index)
+            if item.index in key_indices:
+                key_frames.append((tint_tracks(item.frame[None], item.track_masks[None])[0], f"frame {item.index}"))
+    return key_frames, {"answer": answer, "tracks": [{"id": track_id, "phrase": phrase, "present_frames": frames}
+                                                     for (track_id, phrase), frames in zip(tracks, present)]}
 
 
 def segment_for_demo(
@@ -374,15 +419,21 @@ def segment_for_demo(
     _check_upload(path, limits)
     _check_header_frame_pixels(path, limits)
     stem = _file_stem(path)
-    paths = {"png_dir": out / "masks", "rle_path": out / "masks.json", "overlay_path": out / f"{stem}_overlay.mp4"}
+    folders = {"tracks_dir": out / "tracks", "palette_dir": out / "palette"} if settings.generate else {
+        "png_dir": out / "masks"}
+    paths = {**folders, "rle_path": out / "masks.json", "overlay_path": out / f"{stem}_overlay.mp4"}
     with open_video(path) as reader:
         _check_length(path.name, reader.num_frames, reader.fps, limits)
         _check_pixels(path.name, reader.num_frames, reader.height, reader.width, limits)
         sparse, dense = predictor.sample_frames(reader.num_frames, settings.frames_sparse, settings.frames_dense)
-        key_frames = _write_outputs(predictor, reader, instruction, settings, set(dense), paths, progress, deadline)
+        write = _write_track_outputs if settings.generate else _write_outputs
+        key_frames, answer = write(predictor, reader, instruction, settings, set(dense), paths, progress, deadline)
         frame_names, num_frames = reader.frame_names, reader.num_frames
     masks_zip = out / f"{stem}_masks.zip"
-    _zip_masks(masks_zip, paths["png_dir"], frame_names, paths["rle_path"])
+    png_folders = ([f"tracks/{track['id']}" for track in answer["tracks"]] + ["palette"] if settings.generate
+                   else ["masks"])
+    pngs = [f"{folder}/{name}.png" for folder in png_folders for name in frame_names]
+    _zip_masks(masks_zip, out, [*pngs, "masks.json"])
     total = time.perf_counter() - start
     return DemoResult(
         overlay_video=paths["overlay_path"],
@@ -391,6 +442,7 @@ def segment_for_demo(
         key_frames=key_frames,
         frame_indices={"sparse": sparse, "dense": dense},
         timings={"frames": num_frames, "seconds": round(total, 3), "frames_per_second": round(num_frames / total, 2)},
+        answer=answer,
     )
 
 
@@ -463,15 +515,16 @@ def build_demo(
         threshold: float,
         overlay_color: str,
         overlay_opacity: float,
+        generate: bool = False,
         refine: bool = False,
         progress: gr.Progress = gr.Progress(),
-    ) -> tuple[str, list[tuple[np.ndarray, str]], str, dict[str, list[int]], dict[str, float]]:
+    ) -> tuple[str, list[tuple[np.ndarray, str]], str, dict[str, list[int]], dict[str, float], dict[str, Any]]:
         """Segment the video from the instruction; returns the overlay video, key frames, masks zip, sampled
-        frame indices and timings."""
+        frame indices, timings, and the answer with its tracks."""
         if not video:
             raise gr.Error("No video: upload one or pick an example below.", print_exception=False)
         settings = DemoConfig(int(frames_sparse), int(frames_dense), float(threshold),
-                                parse_color(overlay_color), float(overlay_opacity), bool(refine))
+                              parse_color(overlay_color), float(overlay_opacity), bool(refine), bool(generate))
         progress(0, desc="Reading the video and the instruction")
         folder = results.new_folder()
         try:
@@ -484,7 +537,7 @@ def build_demo(
             raise gr.Error(_page_message(error, video), title="Cannot segment this video",
                            print_exception=False) from error
         return (str(result.overlay_video), result.key_frames, str(result.masks_zip), result.frame_indices,
-                result.timings)
+                result.timings, result.answer)
 
     with gr.Blocks(title="VideoLISA demo", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
         gr.Markdown(
@@ -509,6 +562,9 @@ def build_demo(
                     overlay_color = gr.ColorPicker(value=f"#{red:02x}{green:02x}{blue:02x}", label="Overlay colour")
                     overlay_opacity = gr.Slider(0.0, 1.0, value=DEFAULT_OVERLAY_ALPHA, step=0.05,
                                                 label="Overlay opacity")
+                    generate = gr.Checkbox(value=False, elem_id="generate",
+                                           label="Generate the answer (one track per [SEG], each in its own colour; "
+                                                 "frames where a target is absent stay empty)")
                     # Only when launched with --refine sam2 (the SAM 2 weights are loaded at launch).
                     refine = [gr.Checkbox(value=True, label="Refine with SAM 2 (propagate the anchor masks)",
                                           elem_id="refine")] if predictor.refiner is not None else []
@@ -527,14 +583,16 @@ def build_demo(
                 with gr.Row():
                     indices = gr.JSON(label="Sampled frames", max_height=260, elem_id="frame-indices")
                     timings = gr.JSON(label="Timings", max_height=260, elem_id="timings")
+                tracks = gr.JSON(label="Answer and tracks (id, phrase, frames where present)", max_height=260,
+                                 elem_id="tracks")
         if model_name:
             gr.Markdown(f"Model: `{model_name}`")
         gr.on(
             [run_button.click, instruction.submit],
             segment,
             inputs=[video, instruction, frames_sparse, frames_dense, threshold, overlay_color, overlay_opacity,
-                    *refine],
-            outputs=[overlay, key_frames, masks_zip, indices, timings],
+                    generate, *refine],
+            outputs=[overlay, key_frames, masks_zip, indices, timings, tracks],
             api_name=_API_NAME,
             concurrency_limit=1,
         )
