@@ -860,15 +860,33 @@ class _PyAVVideo(VideoReader):
                 chunk = []
 
     def _decode_from_start(self, stop: int) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(index, frame [H, W, 3] uint8)`` in presentation order for indices ``0 .. stop - 1``."""
+        """Yield ``(index, frame [H, W, 3] uint8)`` in presentation order for indices ``0 .. stop - 1``.
+
+        Decoded with FFmpeg's frame threads (sequential decoding is the pipeline's slowest stage on many cores).
+        A threaded decoder reports an error a few packets late, so when that pass fails, an unthreaded pass from
+        the start yields the frames not yielded yet and names the frame that cannot be decoded.
+        """
+        yielded = 0
+        try:
+            for index, frame in self._decode_pass(stop, threaded=True):
+                yield index, frame
+                yielded = index + 1
+        except VideoReadError:
+            for index, frame in self._decode_pass(stop, threaded=False):
+                if index >= yielded:
+                    yield index, frame
+
+    def _decode_pass(self, stop: int, threaded: bool) -> Iterator[tuple[int, np.ndarray]]:
+        """One decoding pass of :meth:`_decode_from_start`, with or without frame threads."""
         import av
 
         next_index = 0
         container, stream = _open_container(self._path)
         with container:  # type: ignore[attr-defined]
-            # No frame threading: with it the decoder reports an error a few packets late, so the index of a
-            # corrupt frame could not be named. Frames of packets an edit list hides are decoded (later frames
-            # may refer to them) but not returned by the decoder.
+            if threaded:
+                stream.thread_type = "AUTO"  # type: ignore[attr-defined]
+            # Frames of packets an edit list hides are decoded (later frames may refer to them) but not returned
+            # by the decoder.
             for packet in container.demux(stream):  # type: ignore[attr-defined]
                 try:
                     decoded = packet.decode()
