@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ import torch
 
 from videolisa.constants import DEFAULT_ANSWER, MASK_LOGIT_THRESHOLD
 from videolisa.errors import InvalidInputError
-from videolisa.generation import GENERATE, GenerationSettings, format_answer, generate_answer
+from videolisa.generation import GENERATE, GenerationConfig, format_answer, generate_answer
 from videolisa.modeling.sam_fast import configure_fast_sam
 from videolisa.modeling.sparse_dense import assemble_video_tokens
 from videolisa.processing.processor import VideoLisaProcessor
@@ -243,7 +244,7 @@ class VideoLisaPredictor:
         return_logits: bool = False,
         progress: bool = False,
         refine: bool | None = None,
-        generation: GenerationSettings | None = None,
+        generation: GenerationConfig | None = None,
         presence_threshold: float | None = None,
     ) -> SegmentationResult:
         """Segment ``video`` (path, frame folder, image, ``[T, H, W, 3] uint8`` RGB array, or an opened
@@ -251,7 +252,7 @@ class VideoLisaPredictor:
         which ``config.image_token_index`` (-200) marks the video, the original's convention).
 
         ``answer``: the teacher-forced answer (default ``"Sure, [SEG]."``, the original), or ``"generate"``: the
-        LLM writes the answer (``generation``: :class:`~videolisa.generation.GenerationSettings`, greedy by
+        LLM writes the answer (``generation``: :class:`~videolisa.generation.GenerationConfig`, greedy by
         default; ``prompt_ids`` then end where the answer starts) and every ``[SEG]`` in it becomes a track.
         ``presence_threshold``: a track's mask is emptied on frames whose presence score is below it (0: off);
         None: off when teacher-forced, :data:`~videolisa.tracks.DEFAULT_PRESENCE_THRESHOLD` when generating.
@@ -278,7 +279,7 @@ class VideoLisaPredictor:
         return_logits: bool = False,
         progress: bool = False,
         refine: bool | None = None,
-        generation: GenerationSettings | None = None,
+        generation: GenerationConfig | None = None,
         presence_threshold: float | None = None,
     ) -> list[SegmentationResult]:
         """Segment one video for several instructions; the video is decoded, CLIP-encoded and SAM-encoded
@@ -308,7 +309,7 @@ class VideoLisaPredictor:
         return_logits: bool = False,
         progress: bool | Callable[[int, int], None] = False,
         refine: bool | None = None,
-        generation: GenerationSettings | None = None,
+        generation: GenerationConfig | None = None,
         presence_threshold: float | None = None,
     ) -> Iterator[FrameMasks]:
         """Stream masks frame by frame for one or more instructions (or tokenized conversations).
@@ -340,7 +341,7 @@ class VideoLisaPredictor:
         answer: str = DEFAULT_ANSWER,
         frames_sparse: int | None = None,
         frames_dense: int | None = None,
-        generation: GenerationSettings | None = None,
+        generation: GenerationConfig | None = None,
         presence_threshold: float | None = None,
     ) -> "AnsweredVideo":
         """Run the LLM (answer and prompts) and return an :class:`AnsweredVideo`: the answers and every track's
@@ -373,15 +374,15 @@ class VideoLisaPredictor:
 
     @staticmethod
     def _answer_mode(
-        answer: str, generation: GenerationSettings | None, presence_threshold: float | None
-    ) -> tuple[GenerationSettings | None, float]:
+        answer: str, generation: GenerationConfig | None, presence_threshold: float | None
+    ) -> tuple[GenerationConfig | None, float]:
         """``(generation settings or None when teacher-forced, presence threshold)`` of a call."""
         presence = check_presence_threshold(presence_threshold)
         if answer != GENERATE:
             if generation is not None:
                 raise InvalidInputError("generation settings need answer='generate'")
             return None, presence or 0.0
-        return generation or GenerationSettings(), DEFAULT_PRESENCE_THRESHOLD if presence is None else presence
+        return generation or GenerationConfig(), DEFAULT_PRESENCE_THRESHOLD if presence is None else presence
 
     def _segment_all(
         self,
@@ -394,7 +395,7 @@ class VideoLisaPredictor:
         return_logits: bool,
         progress: bool,
         refine: bool | None,
-        generation: GenerationSettings | None = None,
+        generation: GenerationConfig | None = None,
         presence_threshold: float = 0.0,
     ) -> list[SegmentationResult]:
         start = time.perf_counter()
@@ -458,7 +459,7 @@ class VideoLisaPredictor:
         input_ids: list[torch.Tensor],
         frames_sparse: int | None,
         frames_dense: int | None,
-        generation: GenerationSettings | None = None,
+        generation: GenerationConfig | None = None,
         presence_threshold: float = 0.0,
     ) -> _Prompts:
         """CLIP + projector once for the video, then per conversation one LLM pass (teacher forcing) or, with
@@ -509,22 +510,29 @@ class VideoLisaPredictor:
         return start, frames, pixels, resized
 
     def _prepared_chunks(self, reader: VideoReader) -> Iterator[tuple[int, np.ndarray, torch.Tensor, tuple[int, int]]]:
-        """Decoded + SAM-preprocessed chunks; with ``prefetch`` the next one is prepared in a background
-        thread (errors surface here, in the caller's thread, unchanged)."""
+        """Decoded + SAM-preprocessed chunks; with ``prefetch``, a pipeline of two background threads: while the
+        caller runs chunk k, chunk k + 1 is preprocessed and chunk k + 2 decoded, so the slowest of the three
+        stages sets the pace, not their sum (errors surface here, in the caller's thread, unchanged)."""
         chunks = reader.iter_chunks(self.chunk_size)
         if not self.prefetch:
             yield from map(self._prepare_chunk, chunks)
             return
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="videolisa-decode") as pool:
-            def submit_next() -> Future | None:
-                return pool.submit(lambda: next((self._prepare_chunk(c) for c in chunks), None))
+        with (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="videolisa-decode") as decoder,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="videolisa-prepare") as preparer,
+        ):
+            decoded: deque[Future] = deque([decoder.submit(next, chunks, None)])
 
-            pending = submit_next()
-            while True:
-                prepared = pending.result()
-                if prepared is None:
-                    return
-                pending = submit_next()
+            def prepare_next() -> tuple[int, np.ndarray, torch.Tensor, tuple[int, int]] | None:
+                chunk = decoded.popleft().result()  # only this (one) preparer thread touches the deque
+                if chunk is None:
+                    return None
+                decoded.append(decoder.submit(next, chunks, None))
+                return self._prepare_chunk(chunk)
+
+            pending = preparer.submit(prepare_next)
+            while (prepared := pending.result()) is not None:
+                pending = preparer.submit(prepare_next)
                 yield prepared
 
     def _frame_masks(
