@@ -15,7 +15,7 @@ import torch
 from conftest import build_tiny_model, make_frames
 from videolisa.constants import DEFAULT_ANSWER
 from videolisa.errors import InvalidInputError
-from videolisa.generation import GENERATE, GenerationSettings, format_answer, generate_answer, number_segments
+from videolisa.generation import GENERATE, GenerationConfig, format_answer, generate_answer, number_segments
 from videolisa.predictor import VideoLisaPredictor
 from videolisa.processing.processor import VideoLisaProcessor
 from videolisa.tokenization import build_tiny_tokenizer
@@ -92,7 +92,7 @@ def test_prompts_of_a_generated_sequence_equal_teacher_forcing_of_it(tokenizer, 
     processor = VideoLisaProcessor(tokenizer, model.config)
     prompt = processor.build_generation_ids(QUERY)
     tokens = video_tokens(model, processor, frames)
-    generated = generate_answer(model, prompt, tokens, processor.stop_token_ids(), GenerationSettings(max_new_tokens=8))
+    generated = generate_answer(model, prompt, tokens, processor.stop_token_ids(), GenerationConfig(max_new_tokens=8))
     ids = generated.token_ids.tolist()
     assert len(ids) == 8 and 0 < ids.count(seg) < 8, ids  # both text and [SEG] were generated
     with torch.inference_mode():
@@ -127,7 +127,7 @@ def test_greedy_teacher_forced_answer_equals_the_default_path(tokenizer, frames)
 def test_an_answer_without_seg_has_no_track(tokenizer, frames):
     model = build_tiny_model(seed=0)
     predictor = VideoLisaPredictor(model, tokenizer, device="cpu")
-    result = predictor.segment(frames, QUERY, answer=GENERATE, generation=GenerationSettings(max_new_tokens=3))
+    result = predictor.segment(frames, QUERY, answer=GENERATE, generation=GenerationConfig(max_new_tokens=3))
     assert "[SEG" not in result.answer and result.answer  # the seeded model writes 3 tokens of text
     assert result.tracks == [] and result.prompt_embedding.shape == (0, model.config.sam.prompt_embed_dim)
     assert result.masks.shape == (NUM_FRAMES, HEIGHT, WIDTH) and not result.masks.any()
@@ -164,18 +164,18 @@ def test_sampling_is_seeded_and_settings_are_checked(tokenizer, frames):
     model = build_tiny_model(seed=0)
     processor = VideoLisaProcessor(tokenizer, model.config)
     prompt, tokens = processor.build_generation_ids(QUERY), video_tokens(model, processor, frames)
-    settings = GenerationSettings(max_new_tokens=6, temperature=5.0, seed=7)
+    settings = GenerationConfig(max_new_tokens=6, temperature=5.0, seed=7)
     first = generate_answer(model, prompt, tokens, processor.stop_token_ids(), settings).token_ids
     again = generate_answer(model, prompt, tokens, processor.stop_token_ids(), settings).token_ids
-    greedy = generate_answer(model, prompt, tokens, processor.stop_token_ids(), GenerationSettings(6)).token_ids
+    greedy = generate_answer(model, prompt, tokens, processor.stop_token_ids(), GenerationConfig(6)).token_ids
     assert torch.equal(first, again) and not torch.equal(first, greedy)
     with pytest.raises(InvalidInputError, match="max_new_tokens"):
-        GenerationSettings(max_new_tokens=0)
+        GenerationConfig(max_new_tokens=0)
     with pytest.raises(InvalidInputError, match="temperature"):
-        GenerationSettings(temperature=-1.0)
+        GenerationConfig(temperature=-1.0)
     predictor = VideoLisaPredictor(model, tokenizer, device="cpu")
     with pytest.raises(InvalidInputError, match="generate"):
-        predictor.segment(frames, QUERY, generation=GenerationSettings())
+        predictor.segment(frames, QUERY, generation=GenerationConfig())
 
 
 def test_answers_are_numbered_with_their_phrases(tokenizer):

@@ -13,7 +13,7 @@ from benchmark_fixtures import write_png_frames
 from conftest import build_tiny_model, make_frames
 from videolisa.cli import main as cli_main
 from videolisa.errors import InvalidInputError
-from videolisa.generation import GENERATE, GenerationSettings
+from videolisa.generation import GENERATE, GenerationConfig
 from videolisa.predictor import VideoLisaPredictor
 from videolisa.processing.video_io import open_video
 from videolisa.tokenization import build_tiny_tokenizer
@@ -111,7 +111,7 @@ def test_infer_generate_writes_one_folder_per_track(seg_happy_model_dir, tmp_pat
             "--device", "cpu", "--generate", "--max-new-tokens", "8", "--presence-threshold", "0.44", "--save-overlay"]
     assert cli_main(argv) == 0
     predictor = VideoLisaPredictor.from_pretrained(seg_happy_model_dir, device="cpu")
-    expected = predictor.segment(folder, QUERY, answer=GENERATE, generation=GenerationSettings(max_new_tokens=8),
+    expected = predictor.segment(folder, QUERY, answer=GENERATE, generation=GenerationConfig(max_new_tokens=8),
                                  presence_threshold=0.44)
     assert len(expected.tracks) >= 2 and expected.answer.count("[SEG") == len(expected.tracks)
     summary = json.loads((out / "summary.json").read_text())

@@ -39,7 +39,7 @@ _CLAUSE_BOUNDARY = re.compile(r"[.,;:!?\n]")
 
 
 @dataclass(frozen=True)
-class GenerationSettings:
+class GenerationConfig:
     """How the answer is generated.
 
     Attributes:
@@ -74,7 +74,7 @@ class GeneratedAnswer:
     seg_hidden_states: torch.Tensor
 
 
-def _next_token(logits: torch.Tensor, settings: GenerationSettings, generator: torch.Generator | None) -> int:
+def _next_token(logits: torch.Tensor, settings: GenerationConfig, generator: torch.Generator | None) -> int:
     """``logits [V]`` -> the next id: argmax when greedy, else a sample at ``settings.temperature``."""
     if settings.temperature == 0.0:
         return int(logits.argmax())
@@ -88,7 +88,7 @@ def generate_answer(
     input_ids: torch.Tensor,
     video_tokens: torch.Tensor,
     stop_token_ids: Sequence[int],
-    settings: GenerationSettings = GenerationSettings(),
+    settings: GenerationConfig = GenerationConfig(),
 ) -> GeneratedAnswer:
     """Generate the answer to one conversation and the SAM prompt of every ``[SEG]`` in it.
 
@@ -97,7 +97,7 @@ def generate_answer(
         input_ids: ``[L]`` prompt ids ending where the answer starts, with one ``config.image_token_index``.
         video_tokens: ``[1, N_vis, D]`` Sparse-Dense tokens of the video.
         stop_token_ids: ids that end the answer (end of turn, end of text).
-        settings: :class:`GenerationSettings`.
+        settings: :class:`GenerationConfig`.
 
     Returns:
         :class:`GeneratedAnswer`; its prompts equal ``model.compute_prompts`` of the prompt ids followed by the

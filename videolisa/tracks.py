@@ -2,12 +2,16 @@
 
 A track's presence score on a frame is SAM's stability score of its mask logits there
 (:func:`videolisa.refine.anchors.presence_scores`: the IoU of the masks thresholded one logit below and one
-above the mask threshold, 0 when the mask is empty). SAM's IoU head is not used: VideoLISA's training never
-supervises it (the losses are the LM's cross-entropy and the masks' BCE and DICE, docs/original.md §4.1), so in a
-VideoLISA checkpoint it is SAM's head reading a prompt it was never trained on, and eval/results/presence.md
-measures it as the worse detector of absent frames. A frame whose score is below the presence threshold gets an
-empty mask; the threshold is off (0) by default in teacher-forced mode, so that the default path reproduces the
-original, and :data:`DEFAULT_PRESENCE_THRESHOLD` in generation mode.
+above the mask threshold, 0 when the mask is empty), the score the SAM 2 refinement already uses for its anchors.
+SAM's IoU head is not used: VideoLISA's training never supervises it (the losses are the LM's cross-entropy and the
+masks' BCE and DICE, docs/original.md §4.1), so in a VideoLISA checkpoint it is SAM's head reading a prompt it was
+never trained on (in ``builtin:synthetic``, trained from scratch, it outputs about -0.05 for everything), its
+values are not bounded, and reading it would need a second output from the batched decoder.
+eval/results/presence.md compares both on synthetic clips with absent frames.
+
+A frame whose score is below the presence threshold gets an empty mask; the threshold is off (0) by default in
+teacher-forced mode, so that the default path reproduces the original, and :data:`DEFAULT_PRESENCE_THRESHOLD` in
+generation mode.
 """
 
 from __future__ import annotations
@@ -18,9 +22,9 @@ import numpy as np
 
 from videolisa.errors import InvalidInputError
 
-# Presence threshold of generation mode, calibrated on synthetic clips with absent frames
-# (eval/presence_calibration.py, eval/results/presence.md).
-DEFAULT_PRESENCE_THRESHOLD = 0.5
+# Presence threshold of generation mode: the middle of the best-F1 plateau of "present" per frame on synthetic clips
+# with absent frames (eval/presence_calibration.py, eval/results/presence.md).
+DEFAULT_PRESENCE_THRESHOLD = 0.45
 
 
 @dataclass

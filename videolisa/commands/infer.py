@@ -19,7 +19,7 @@ from videolisa.commands.refine_options import add_refine_arguments, refine_setti
 from videolisa.errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from videolisa.generation import GenerationSettings
+    from videolisa.generation import GenerationConfig
     from videolisa.outputs import MaskWriter
     from videolisa.predictor import FrameMasks
 
@@ -313,8 +313,8 @@ def run(args: argparse.Namespace) -> int:
     if args.generate:
         print(f"  answer: {answered.answers[0]}")
         for entry in summary["tracks"]:
-            print(f"  track {entry['id']} ({entry['phrase'] or 'no phrase'}): present in {len(entry['present_frames'])} "
-                  f"of {reader.num_frames} frames")
+            print(f"  track {entry['id']} ({entry['phrase'] or 'no phrase'}): present in "
+                  f"{len(entry['present_frames'])} of {reader.num_frames} frames")
     print(f"  summary: {summary_path}")
     return 0
 
@@ -336,12 +336,12 @@ def _check_generation_arguments(args: argparse.Namespace) -> None:
         raise InvalidInputError(f"--presence-threshold must be in [0, 1] (0: off), got {args.presence_threshold}")
 
 
-def _generation_settings(args: argparse.Namespace) -> "GenerationSettings | None":
-    from videolisa.generation import GenerationSettings
+def _generation_settings(args: argparse.Namespace) -> "GenerationConfig | None":
+    from videolisa.generation import GenerationConfig
 
     if not args.generate:
         return None
-    return GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
+    return GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
 
 
 def _presence_threshold(args: argparse.Namespace) -> float:
