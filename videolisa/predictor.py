@@ -602,7 +602,8 @@ class VideoLisaPredictor:
                     masks, logits, tracks, scores = self._frame_masks(
                         low_res[first : first + step], prompts, resized, original_hw, threshold
                     )
-                    masks_np, tracks_np, scores_np = masks.cpu().numpy(), tracks.cpu().numpy(), scores.cpu().numpy()
+                    masks_np, scores_np = masks.cpu().numpy(), scores.cpu().numpy()
+                    tracks_np = masks_np if tracks is masks else tracks.cpu().numpy()  # one [SEG] each: the same
                     logits_np = logits.cpu().numpy() if return_logits else None
                     for offset in range(logits.shape[0]):
                         index = start + first + offset
