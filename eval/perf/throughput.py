@@ -106,14 +106,13 @@ def segment_alone(video: str, out: str) -> float:
 
 
 def open_encoder(path: str, height: int, width: int, preset: str) -> tuple[object, object]:
-    """A PyAV container and stream set up as the overlay video's (libx264 crf 18, frame threads)."""
+    """A PyAV container and stream set up as the overlay video's, with libx264's ``preset``."""
     import av
 
+    from videolisa.outputs import add_overlay_stream
+
     container = av.open(path, mode="w", format="mp4")
-    stream = container.add_stream("libx264", rate=FPS, options={"crf": "18", "preset": preset})
-    stream.codec_context.thread_type = "FRAME"
-    stream.width, stream.height, stream.pix_fmt = width + width % 2, height + height % 2, "yuv420p"
-    return container, stream
+    return container, add_overlay_stream(container, height + height % 2, width + width % 2, FPS, preset)
 
 
 def bound_encode(video: str, out: str) -> float:
