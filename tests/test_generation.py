@@ -52,22 +52,24 @@ def sharpened_model(seed: int = 0, factor: float = 30.0):
     return model
 
 
-def fit_answer(model, processor: VideoLisaProcessor, frames: np.ndarray, answer_ids: list[int]) -> None:
-    """Train only the LM head (on fixed hidden states) until greedy decoding of ``QUERY`` gives ``answer_ids``."""
-    prompt = processor.build_generation_ids(QUERY)
-    ids = torch.cat([prompt, torch.tensor(answer_ids)])[None]
-    tokens = video_tokens(model, processor, frames)
-    embedding = model.llm.get_input_embeddings()
+def fit_answers(model, processor: VideoLisaProcessor, frames: np.ndarray, answers: dict[str, list[int]]) -> None:
+    """Train only the LM head (on fixed hidden states) until greedy decoding of each query gives its answer ids."""
     from videolisa.modeling.sparse_dense import splice_video_tokens
 
-    with torch.inference_mode():
-        spliced = splice_video_tokens(
-            ids, embedding(ids.clamp(min=0)), tokens, model.config.image_token_index
-        ).inputs_embeds
-        hidden = model.llm.get_decoder()(inputs_embeds=spliced).last_hidden_state[0]
-    # The state at position p predicts the token at p + 1: the answer's tokens follow the prompt's last state.
-    first = hidden.shape[0] - len(answer_ids) - 1
-    inputs, targets = hidden[first:-1].clone(), torch.tensor(answer_ids)
+    tokens = video_tokens(model, processor, frames)
+    embedding = model.llm.get_input_embeddings()
+    inputs, targets = [], []
+    for query, answer_ids in answers.items():
+        ids = torch.cat([processor.build_generation_ids(query), torch.tensor(answer_ids)])[None]
+        with torch.inference_mode():
+            spliced = splice_video_tokens(
+                ids, embedding(ids.clamp(min=0)), tokens, model.config.image_token_index
+            ).inputs_embeds
+            hidden = model.llm.get_decoder()(inputs_embeds=spliced).last_hidden_state[0]
+        # The state at position p predicts the token at p + 1: the answer's tokens follow the prompt's last state.
+        inputs.append(hidden[hidden.shape[0] - len(answer_ids) - 1 : -1].clone())
+        targets.append(torch.tensor(answer_ids))
+    inputs, targets = torch.cat(inputs), torch.cat(targets)
     head = model.llm.get_output_embeddings()
     optimizer = torch.optim.Adam(head.parameters(), lr=0.05)
     with torch.enable_grad():
@@ -111,7 +113,7 @@ def test_greedy_teacher_forced_answer_equals_the_default_path(tokenizer, frames)
     processor = VideoLisaProcessor(tokenizer, model.config)
     answer_ids = processor.build_input_ids(QUERY, DEFAULT_ANSWER)[len(processor.build_generation_ids(QUERY)):]
     assert tokenizer.decode(answer_ids) == "Sure, [SEG].<|end|>"  # the answer and its end of turn
-    fit_answer(model, processor, frames, answer_ids.tolist())
+    fit_answers(model, processor, frames, {QUERY: answer_ids.tolist()})
     predictor = VideoLisaPredictor(model, tokenizer, device="cpu")
     generated = predictor.segment(frames, QUERY, answer=GENERATE, presence_threshold=0.0, return_logits=True)
     forced = predictor.segment(frames, QUERY, return_logits=True)
@@ -189,3 +191,26 @@ def test_answers_are_numbered_with_their_phrases(tokenizer):
         "Sure, it is [SEG1], and also the dog [SEG2].", [None, "also the dog"]
     )
     assert number_segments(["There is none."]) == ("There is none.", [])
+
+
+def test_instructions_with_and_without_seg_in_one_call(tokenizer, frames):
+    """segment_many in generation mode: one answer with a [SEG] (one track, the teacher-forced masks), one without
+    (no track, empty masks, NO_OBJECT logits), in one pass."""
+    from videolisa.predictor import NO_OBJECT_LOGIT
+
+    model = build_tiny_model(seed=1)
+    processor = VideoLisaProcessor(tokenizer, model.config)
+    other = "Please segment the dog."
+    end = tokenizer.convert_tokens_to_ids("<|end|>")
+    answer_ids = processor.build_input_ids(QUERY, DEFAULT_ANSWER)[len(processor.build_generation_ids(QUERY)):]
+    fit_answers(model, processor, frames, {QUERY: answer_ids.tolist(),
+                                           other: tokenizer("No dog.", add_special_tokens=False).input_ids + [end]})
+    predictor = VideoLisaPredictor(model, tokenizer, device="cpu")
+    found, missing = predictor.segment_many(frames, [QUERY, other], answer=GENERATE, presence_threshold=0.0,
+                                            return_logits=True)
+    assert (found.answer, missing.answer) == ("Sure, [SEG1].", "No dog.")
+    assert len(found.tracks) == 1 and missing.tracks == []
+    assert not missing.masks.any() and (missing.mask_logits == NO_OBJECT_LOGIT).all()
+    forced = predictor.segment(frames, QUERY)
+    decided = np.abs(found.mask_logits) > 1e-3
+    assert np.array_equal(found.masks[decided], forced.masks[decided]) and found.masks.any()
