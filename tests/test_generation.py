@@ -191,6 +191,12 @@ def test_answers_are_numbered_with_their_phrases(tokenizer):
         "Sure, it is [SEG1], and also the dog [SEG2].", [None, "also the dog"]
     )
     assert number_segments(["There is none."]) == ("There is none.", [])
+    assert number_segments("Sure, [SEG] blue large star.".split("[SEG]")) == (  # the built-in model's answers
+        "Sure, [SEG1] blue large star.", ["blue large star"]
+    )
+    assert number_segments("Sure, [SEG] red triangle, [SEG] and blue circle.".split("[SEG]"))[1] == [
+        "red triangle", "blue circle"
+    ]
 
 
 def test_instructions_with_and_without_seg_in_one_call(tokenizer, frames):

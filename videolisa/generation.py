@@ -143,9 +143,11 @@ def format_answer(
     """The answer text with the k-th ``[SEG]`` shown as ``[SEGk]``, and the phrase attached to each.
 
     The phrase of a ``[SEG]`` is the text since the last clause boundary (``. , ; : ! ?`` or a newline, or the
-    previous ``[SEG]``) before it, without leading filler ("and", "sure", "it is"...); None when nothing is left:
-    ``"Sure, [SEG]."`` -> ``("Sure, [SEG1].", [None])``; ``"the red circle [SEG] and the blue square [SEG]."``
-    -> phrases ``["the red circle", "the blue square"]``.
+    previous ``[SEG]``) before it, without leading filler ("and", "sure", "it is"...); when nothing is left, the
+    text after it up to the next boundary (answers that name the object after the token, like the built-in
+    model's ``"Sure, [SEG] blue large star."``); None when that is empty too: ``"Sure, [SEG]."`` ->
+    ``("Sure, [SEG1].", [None])``; ``"the red circle [SEG] and the blue square [SEG]."`` -> phrases
+    ``["the red circle", "the blue square"]``.
     """
     pieces: list[list[int]] = [[]]
     for token in token_ids:
@@ -161,11 +163,13 @@ def number_segments(texts: Sequence[str]) -> tuple[str, list[str | None]]:
     phrase of each ``[SEG]`` (see :func:`format_answer`); ``answer.split("[SEG]")`` gives the pieces of a
     teacher-forced answer."""
     answer = "".join(f"{text}[SEG{k}]" for k, text in enumerate(texts[:-1], start=1)) + texts[-1]
-    return answer.strip(), [_phrase(text) for text in texts[:-1]]
+    phrases = [_phrase(before, -1) or _phrase(after, 0) for before, after in zip(texts[:-1], texts[1:])]
+    return answer.strip(), phrases
 
 
-def _phrase(text: str) -> str | None:
-    clause = _CLAUSE_BOUNDARY.split(text)[-1].strip()
+def _phrase(text: str, clause_index: int) -> str | None:
+    """The clause ``clause_index`` (-1: last, 0: first) of ``text`` without leading filler, or None."""
+    clause = _CLAUSE_BOUNDARY.split(text)[clause_index].strip()
     while (stripped := _FILLER.sub("", clause)) != clause:
         clause = stripped.strip()
     return clause or None
