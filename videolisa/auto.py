@@ -49,6 +49,10 @@ class _ThenRegister(importlib.abc.Loader):
     def __init__(self, loader: importlib.abc.Loader) -> None:
         self.loader = loader
 
+    def __getattr__(self, name: str):
+        # The wrapped loader's other methods (get_code for ``python -m``, get_source, is_package, resources...).
+        return getattr(self.loader, name)
+
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
         return self.loader.create_module(spec)
 
