@@ -412,9 +412,9 @@ def test_overlay_video_matches_the_reference_rendering(tmp_path, max_side):
             writer.write(masks[start : start + 3], frames[start : start + 3])
     out_height, out_width = (54, 96) if max_side == 96 else (height, width)
     if max_side == 96:  # the frames and masks scaled down first, then rendered at that size
-        frames = np.stack([cv2.resize(frame, (out_width, out_height), interpolation=cv2.INTER_AREA) for frame in frames])
-        masks = np.stack([cv2.resize(m.view(np.uint8), (out_width, out_height), interpolation=cv2.INTER_AREA)
-                          for m in masks]).astype(bool)
+        size = (out_width, out_height)
+        frames = np.stack([cv2.resize(frame, size, interpolation=cv2.INTER_AREA) for frame in frames])
+        masks = np.stack([cv2.resize(m.view(np.uint8), size, interpolation=cv2.INTER_AREA) for m in masks]).astype(bool)
     expected = reference_overlay(frames, masks, outputs.DEFAULT_OVERLAY_COLOR, outputs.DEFAULT_OVERLAY_ALPHA,
                                  outputs._CaptionBand(caption, out_height, out_width).rgba)
     with open_video(tmp_path / "o.mp4", backend="pyav") as reader:

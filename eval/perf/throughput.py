@@ -14,8 +14,9 @@ process, best of ``--repeats``:
 
 ``infer_vs_bound_<res>`` = infer / bound writers and ``overlay_vs_encode_<res>`` = infer+overlay / bound encode
 (target >= 0.6 each); ``infer_vs_slowest_<res>`` = infer / min(bound writers, segment alone) says whether the
-stages overlap (1.0: the slowest stage sets the pace; on 2 busy cores the sum of their CPU time does). With ``--cpus-scaling`` the 1080p rows are repeated on the first CPU only (``taskset``),
-to show how the pipeline scales with cores (``scaling_<n>cpu_vs_1cpu_1080p``). ``--presets`` adds the
+stages overlap (1.0: the slowest stage sets the pace; on 2 busy cores the sum of their CPU time does). With
+``--cpus-scaling`` the 1080p rows are repeated on the first CPU only (``taskset``), to show how the pipeline
+scales with cores (``scaling_<n>cpu_vs_1cpu_1080p``). ``--presets`` adds the
 libx264 presets' encoding speed and PSNR at 1080p (how the overlay's preset was chosen). The load average is
 printed at the start and the end: other work on the machine makes every figure slower.
 
@@ -31,9 +32,9 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
