@@ -44,7 +44,7 @@ from videolisa.demo import (
     segment_for_demo,
 )
 from videolisa.errors import InvalidInputError
-from videolisa.outputs import MaskWriter, make_overlay_image, read_png_masks, read_rle_json
+from videolisa.mask_io import MaskWriter, make_overlay_image, read_png_masks, read_rle_json
 from videolisa.predictor import VideoLisaPredictor
 from videolisa.processing.video_io import open_video
 

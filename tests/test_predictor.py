@@ -5,7 +5,7 @@ The tiny preset with seeded weights stands in for the released model: its masks 
 deterministic, so two inference paths agree only if they feed the model the same pixels and prompts.
 Independence from the SAM chunk size and the background decoder is tested in ``test_predictor_streaming.py``;
 reader-level errors (corrupt frames, mixed sizes, ...) in ``test_video_io.py``; the mask writers in
-``test_outputs.py``.
+``test_mask_io.py``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from benchmark_fixtures import write_png_frames
 from videolisa.cli import main as cli_main
 from videolisa.constants import DEFAULT_ANSWER, VIDEO_PLACEHOLDER
 from videolisa.errors import InvalidInputError
-from videolisa.outputs import overlay_codec
+from videolisa.mask_io import overlay_codec
 from videolisa.predictor import SegmentationResult, VideoLisaPredictor
 from videolisa.processing.conversation import build_prompt
 from videolisa.processing.video_io import DEFAULT_FPS, open_video

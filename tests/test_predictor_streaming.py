@@ -194,7 +194,7 @@ def test_a_producer_error_propagates_through_the_background_writer():
 @pytest.mark.slow
 def test_infer_writes_the_same_masks_with_and_without_the_fast_path(tiny_model_dir, video_dir, tmp_path):
     from videolisa.cli import main
-    from videolisa.outputs import read_png_masks
+    from videolisa.mask_io import read_png_masks
 
     outputs = {}
     for name, flags in {"fast": [], "stock": ["--no-fast-sam"]}.items():

@@ -4,7 +4,7 @@
 (the one inference path); :func:`launch_demo` serves it. ``demo/app.py`` is the command-line entry point.
 
 One request (:func:`segment_for_demo`, plain Python, no Gradio) streams the predictor's masks into a
-:class:`~videolisa.outputs.MaskWriter` that writes, in one pass over the video, the overlay mp4, a PNG per
+:class:`~videolisa.mask_io.MaskWriter` that writes, in one pass over the video, the overlay mp4, a PNG per
 frame and the COCO-RLE JSON; the PNGs and the JSON are then zipped for download, and the dense (key) frames
 are kept as overlay images for the gallery. The page also shows the sampled frame indices and timings.
 
@@ -41,7 +41,7 @@ import numpy as np
 
 from videolisa.constants import MASK_LOGIT_THRESHOLD
 from videolisa.errors import InvalidInputError, VideoLisaError
-from videolisa.outputs import DEFAULT_OVERLAY_ALPHA, DEFAULT_OVERLAY_COLOR, MaskWriter, atomic_path, make_overlay_image
+from videolisa.mask_io import DEFAULT_OVERLAY_ALPHA, DEFAULT_OVERLAY_COLOR, MaskWriter, atomic_path, make_overlay_image
 from videolisa.processing.video_io import VIDEO_EXTENSIONS, VideoReader, open_video
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ class DemoResult:
         timings: seconds and throughput of the request.
         answer: ``{"answer": generated text or None (teacher-forced), "tracks": [{"id", "phrase",
             "present_frames"}, ...]}``. With ``generate`` the zip holds ``tracks/<id>/<frame>.png``,
-            ``palette/<frame>.png`` and a per-track ``masks.json`` (:mod:`videolisa.track_outputs`) instead.
+            ``palette/<frame>.png`` and a per-track ``masks.json`` (:mod:`videolisa.track_io`) instead.
     """
 
     overlay_video: Path
@@ -367,10 +367,10 @@ def _write_track_outputs(
     deadline: _Deadline,
 ) -> tuple[list[tuple[np.ndarray, str]], dict[str, Any]]:
     """Generation mode of :func:`_write_outputs`: the model's answer, one track per ``[SEG]`` streamed into a
-    :class:`~videolisa.track_outputs.TrackWriter` (``paths``: tracks_dir, palette_dir, rle_path, overlay_path);
+    :class:`~videolisa.track_io.TrackWriter` (``paths``: tracks_dir, palette_dir, rle_path, overlay_path);
     returns the key frames (every track in its colour) and the answer with each track's present frames."""
     from videolisa.generation import GENERATE
-    from videolisa.track_outputs import TrackWriter, tint_tracks
+    from videolisa.track_io import TrackWriter, tint_tracks
 
     answered = predictor.answer_tracks(reader, [instruction], answer=GENERATE, frames_sparse=settings.frames_sparse,
                                        frames_dense=settings.frames_dense)

@@ -56,7 +56,7 @@ def write_video(path: Path, num_frames: int) -> Path:
     """Encode ``num_frames`` moving-shape frames (480p, 30 fps) with PyAV, one frame in memory at a time."""
     import av
 
-    from videolisa.outputs import overlay_codec
+    from videolisa.mask_io import overlay_codec
 
     rows, cols = np.mgrid[:HEIGHT, :WIDTH]
     background = np.stack([cols * 255 // WIDTH, rows * 255 // HEIGHT, np.full_like(cols, 90)], -1).astype(np.uint8)

@@ -84,7 +84,7 @@ def prefetched_chunks(video: str, chunk_size: int = 8) -> Iterator[tuple[int, np
 
 def bound_writers(video: str, masks_json: str, out: str) -> float:
     """Frames/s of decoding + the PNG and RLE writers alone (fed ``masks_json``'s masks)."""
-    from videolisa.outputs import MaskWriter, read_rle_json
+    from videolisa.mask_io import MaskWriter, read_rle_json
 
     masks = read_rle_json(masks_json).masks
     start = time.perf_counter()
@@ -110,7 +110,7 @@ def open_encoder(path: str, height: int, width: int, preset: str) -> tuple[objec
     """A PyAV container and stream set up as the overlay video's, with libx264's ``preset``."""
     import av
 
-    from videolisa.outputs import add_overlay_stream
+    from videolisa.mask_io import add_overlay_stream
 
     container = av.open(path, mode="w", format="mp4")
     return container, add_overlay_stream(container, height + height % 2, width + width % 2, FPS, preset)
@@ -120,7 +120,7 @@ def bound_encode(video: str, out: str) -> float:
     """Frames/s of decoding + encoding the frames with the overlay's encoder settings alone."""
     import av
 
-    from videolisa.outputs import OVERLAY_PRESET
+    from videolisa.mask_io import OVERLAY_PRESET
 
     start, count, container = time.perf_counter(), 0, None
     for _, frames in prefetched_chunks(video):

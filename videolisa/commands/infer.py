@@ -20,7 +20,7 @@ from videolisa.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from videolisa.generation import GenerationConfig
-    from videolisa.outputs import MaskWriter
+    from videolisa.mask_io import MaskWriter
     from videolisa.predictor import FrameMasks
 
 FORMATS = ("png", "rle")
@@ -117,7 +117,7 @@ def prepare_output_dir(out: Path, overwrite: bool) -> Path:
     results is refused unless ``overwrite``, which deletes exactly the files that run listed in its manifest
     (and their leftover temporary files) so that no stale mask survives a shorter rerun; any other non-empty
     folder is refused."""
-    from videolisa.outputs import sweep_temp_files
+    from videolisa.mask_io import sweep_temp_files
 
     ensure_writable_dir(out)
     contents = sorted(entry.name for entry in out.iterdir())
@@ -162,7 +162,7 @@ def _output_files(out: Path, paths: dict[str, Path | None], frame_names: list[st
 
 def _write_manifest(out: Path, files: list[str]) -> None:
     """List every file this run will write in ``out`` (before writing any of them)."""
-    from videolisa.outputs import atomic_path
+    from videolisa.mask_io import atomic_path
 
     with atomic_path(out / MANIFEST) as temp_path:
         temp_path.write_text(json.dumps({"format": MANIFEST_FORMAT, "files": files}), encoding="utf-8")
@@ -225,9 +225,9 @@ def write_masks_in_chunks(writer: MaskWriter, items: Iterable[FrameMasks], chunk
 
 def run(args: argparse.Namespace) -> int:
     """Segment, stream masks to the writers, print a summary."""
-    from videolisa.outputs import MaskWriter, atomic_path
+    from videolisa.mask_io import MaskWriter, atomic_path
     from videolisa.processing.video_io import open_video
-    from videolisa.track_outputs import TrackWriter
+    from videolisa.track_io import TrackWriter
 
     formats = parse_formats(args.format)
     if not args.prompt.strip():

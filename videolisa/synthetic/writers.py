@@ -42,7 +42,7 @@ def _write_jpeg_frames(frames: np.ndarray, names: Sequence[str], folder: Path) -
 
 def _write_png_masks(masks: np.ndarray, names: Sequence[str], folder: Path) -> None:
     """``[T, H, W]`` bool -> single-channel 0/255 PNGs ``<folder>/<name>.png`` (the prediction writer's format)."""
-    from videolisa.outputs import MaskWriter
+    from videolisa.mask_io import MaskWriter
 
     with MaskWriter(names, masks.shape[1], masks.shape[2], png_dir=folder) as writer:
         writer.write(masks)

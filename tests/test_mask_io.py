@@ -1,4 +1,4 @@
-"""Tests of videolisa.outputs: PNG / RLE JSON / overlay mp4 writers, read back and compared."""
+"""Tests of videolisa.mask_io: PNG / RLE JSON / overlay mp4 writers, read back and compared."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from videolisa import outputs
+from videolisa import mask_io
 from videolisa.errors import InvalidInputError
-from videolisa.outputs import (
+from videolisa.mask_io import (
     RLE_FORMAT,
     MaskWriter,
     atomic_path,
@@ -364,7 +364,7 @@ def test_fast_tint_and_caption_equal_the_per_pixel_blend(height, width):
                          ((9, 9, 9), 0.0)]:
         assert np.array_equal(tint_masks(frames, masks, color, alpha), reference_overlay(frames, masks, color, alpha))
     for caption in ["the red ball", "the small dog on the left that jumps over the fence " * 4]:
-        band = outputs._CaptionBand(caption, height, width)
+        band = mask_io._CaptionBand(caption, height, width)
         expected = reference_overlay(frames, masks, (255, 0, 0), 0.5, band.rgba)
         assert np.array_equal(make_overlay_image(frames[0], masks[0], caption=caption), expected[0])
         rendered = tint_masks(frames, masks)
@@ -415,8 +415,8 @@ def test_overlay_video_matches_the_reference_rendering(tmp_path, max_side):
         size = (out_width, out_height)
         frames = np.stack([cv2.resize(frame, size, interpolation=cv2.INTER_AREA) for frame in frames])
         masks = np.stack([cv2.resize(m.view(np.uint8), size, interpolation=cv2.INTER_AREA) for m in masks]).astype(bool)
-    expected = reference_overlay(frames, masks, outputs.DEFAULT_OVERLAY_COLOR, outputs.DEFAULT_OVERLAY_ALPHA,
-                                 outputs._CaptionBand(caption, out_height, out_width).rgba)
+    expected = reference_overlay(frames, masks, mask_io.DEFAULT_OVERLAY_COLOR, mask_io.DEFAULT_OVERLAY_ALPHA,
+                                 mask_io._CaptionBand(caption, out_height, out_width).rgba)
     with open_video(tmp_path / "o.mp4", backend="pyav") as reader:
         assert (reader.num_frames, reader.height, reader.width) == (count, out_height, out_width)
         decoded = reader.get_frames(range(count))
@@ -424,10 +424,10 @@ def test_overlay_video_matches_the_reference_rendering(tmp_path, max_side):
 
 
 def test_overlay_size_and_writer_options_are_checked():
-    assert outputs.overlay_size(1080, 1920, None) == (1080, 1920)
-    assert outputs.overlay_size(1080, 1920, 640) == (360, 640)
-    assert outputs.overlay_size(1920, 1080, 640) == (640, 360)
-    assert outputs.overlay_size(480, 854, 1000) == (480, 854)
+    assert mask_io.overlay_size(1080, 1920, None) == (1080, 1920)
+    assert mask_io.overlay_size(1080, 1920, 640) == (360, 640)
+    assert mask_io.overlay_size(1920, 1080, 640) == (640, 360)
+    assert mask_io.overlay_size(480, 854, 1000) == (480, 854)
     for option in ({"overlay_max_side": 0}, {"threads": 0}, {"threads": 1.5}):
         with pytest.raises(InvalidInputError, match=next(iter(option))):
             MaskWriter(["0"], 4, 4, rle_path="unused.json", **option)

@@ -17,7 +17,7 @@ from videolisa.generation import GENERATE, GenerationConfig
 from videolisa.predictor import VideoLisaPredictor
 from videolisa.processing.video_io import open_video
 from videolisa.tokenization import build_tiny_tokenizer
-from videolisa.track_outputs import TrackWriter, palette_indices, read_tracks_json, tint_tracks, track_color
+from videolisa.track_io import TrackWriter, palette_indices, read_tracks_json, tint_tracks, track_color
 
 QUERY = "Please segment the red square."
 NUM_FRAMES, HEIGHT, WIDTH = 6, 40, 56

@@ -1,6 +1,6 @@
 """Write the tracks of one answer (several objects, :mod:`videolisa.tracks`) and read them back.
 
-:class:`TrackWriter` takes chunks of frames in order, like :class:`videolisa.outputs.MaskWriter` (which it uses
+:class:`TrackWriter` takes chunks of frames in order, like :class:`videolisa.mask_io.MaskWriter` (which it uses
 for the per-track PNG folders and the overlay video), and writes any of:
 
 * ``<tracks_dir>/<id>/<frame_name>.png``: one folder per track, single channel 0 / 255;
@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw
 
 from videolisa.atomic import atomic_path, naming_errors, sweep_temp_files
 from videolisa.errors import InvalidInputError
-from videolisa.outputs import DEFAULT_OVERLAY_ALPHA, MaskWriter, PathLike, _caption_font, tint_masks
+from videolisa.mask_io import DEFAULT_OVERLAY_ALPHA, MaskWriter, PathLike, _caption_font, tint_masks
 from videolisa.processing.video_io import DEFAULT_FPS
 
 TRACKS_FORMAT = "videolisa-tracks-rle"
