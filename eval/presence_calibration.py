@@ -64,8 +64,9 @@ def collect(predictor, seed: int, num_videos: int) -> dict[str, np.ndarray]:
         expressions = [e for e in video.expressions if e.kind == "absent" or len(e.targets) == 1]
         texts = [e.text if e.is_sentence else PHRASE_TEMPLATE.format(e.text) for e in expressions]
         results = predictor.segment_many(video.frames, texts, presence_threshold=0.0)
-        iou = iou_head_scores(predictor, video.frames, torch.from_numpy(
-            np.concatenate([result.prompt_embedding for result in results])))
+        iou = iou_head_scores(
+            predictor, video.frames, torch.from_numpy(np.concatenate([result.prompt_embedding for result in results]))
+        )
         for k, (expression, result) in enumerate(zip(expressions, results)):
             target = video.masks[list(expression.targets)].any(axis=0) if expression.targets else None
             truth = target.any(axis=(1, 2)) if target is not None else np.zeros(len(video.frames), dtype=bool)
@@ -85,7 +86,9 @@ def precision_recall(data: dict[str, np.ndarray], score: str, threshold: float) 
     precision = hits / max(int(predicted.sum()), 1)
     recall = hits / max(int(truth.sum()), 1)
     return {
-        "threshold": threshold, "precision": round(precision, 4), "recall": round(recall, 4),
+        "threshold": threshold,
+        "precision": round(precision, 4),
+        "recall": round(recall, 4),
         "f1": round(2 * precision * recall / max(precision + recall, 1e-12), 4),
         "absent_frames_empty": round(float((~predicted[~truth]).mean()), 4),
         "absent_instruction_frames_empty": round(float((~predicted[data["absent_kind"]]).mean()), 4),
@@ -99,21 +102,35 @@ def main(argv: list[str]) -> int:
     predictor = VideoLisaPredictor.from_pretrained(args.model, device="cpu")
     calibration = collect(predictor, CALIBRATION_SEED, args.videos)
     heldout = collect(predictor, HELDOUT_SEED, args.videos)
-    report: dict = {"model": args.model, "videos_per_split": args.videos, "command": " ".join(
-        ["python eval/presence_calibration.py", *argv]), "frames": {
-        "calibration": int(len(calibration["truth"])), "calibration_absent": int((~calibration["truth"]).sum()),
-        "heldout": int(len(heldout["truth"])), "heldout_absent": int((~heldout["truth"]).sum())}}
+    report: dict = {
+        "model": args.model,
+        "videos_per_split": args.videos,
+        "command": " ".join(["python eval/presence_calibration.py", *argv]),
+        "frames": {
+            "calibration": int(len(calibration["truth"])),
+            "calibration_absent": int((~calibration["truth"]).sum()),
+            "heldout": int(len(heldout["truth"])),
+            "heldout_absent": int((~heldout["truth"]).sum()),
+        },
+    }
     for score in ("stability", "iou_head"):
         # The IoU head is not bounded to [0, 1] (and untrained in VideoLISA's recipe): its candidates are quantiles.
-        candidates = THRESHOLDS if score == "stability" else tuple(
-            round(float(q), 4) for q in np.quantile(calibration[score], np.linspace(0.0, 0.95, 20)))
+        candidates = (
+            THRESHOLDS
+            if score == "stability"
+            else tuple(round(float(q), 4) for q in np.quantile(calibration[score], np.linspace(0.0, 0.95, 20)))
+        )
         sweep = [precision_recall(calibration, score, t) for t in candidates]
         best = max(row["f1"] for row in sweep)
         plateau = [row["threshold"] for row in sweep if row["f1"] >= best - 0.001]
         chosen = plateau[(len(plateau) - 1) // 2]
-        report[score] = {"calibration_sweep": sweep, "chosen": chosen, "plateau": [plateau[0], plateau[-1]],
-                         "heldout": precision_recall(heldout, score, chosen),
-                         "heldout_sweep": [precision_recall(heldout, score, t) for t in candidates]}
+        report[score] = {
+            "calibration_sweep": sweep,
+            "chosen": chosen,
+            "plateau": [plateau[0], plateau[-1]],
+            "heldout": precision_recall(heldout, score, chosen),
+            "heldout_sweep": [precision_recall(heldout, score, t) for t in candidates],
+        }
     report["heldout_no_threshold"] = precision_recall(heldout, "stability", 0.0)
     report["library_default"] = DEFAULT_PRESENCE_THRESHOLD
     report["heldout_library_default"] = precision_recall(heldout, "stability", DEFAULT_PRESENCE_THRESHOLD)
@@ -127,30 +144,48 @@ def main(argv: list[str]) -> int:
 def render(report: dict) -> str:
     frames = report["frames"]
     lines = [
-        f"# Presence threshold calibration — {report['model']}", "",
+        f"# Presence threshold calibration — {report['model']}",
+        "",
         f"Command: `{report['command']}`. {report['videos_per_split']} synthetic videos per split (16-32 frames, 2-3 "
         f"objects, single-referent and `absent` instructions); calibration seed {CALIBRATION_SEED} "
         f"({frames['calibration']} instruction-frames, {frames['calibration_absent']} with the target absent), "
-        f"held-out seed {HELDOUT_SEED} ({frames['heldout']}, {frames['heldout_absent']} absent). \"Present\" = the "
-        "mask is not empty and the score >= threshold; precision/recall of \"present\" per frame on the held-out "
+        f'held-out seed {HELDOUT_SEED} ({frames["heldout"]}, {frames["heldout_absent"]} absent). "Present" = the '
+        'mask is not empty and the score >= threshold; precision/recall of "present" per frame on the held-out '
         "split at the threshold chosen on the calibration split (the middle of the thresholds whose F1 is within "
-        "0.001 of the best).", "",
+        "0.001 of the best).",
+        "",
         "| score | threshold | precision | recall | F1 | absent frames left empty | frames of `absent` instructions "
-        "left empty |", "|---|---|---|---|---|---|---|",
+        "left empty |",
+        "|---|---|---|---|---|---|---|",
     ]
     rows = [("no presence threshold", report["heldout_no_threshold"])]
-    rows += [(f"{name} (chosen; best-F1 plateau {report[name]['plateau']})", report[name]["heldout"])
-             for name in ("stability", "iou_head")]
-    rows.append(("stability at the library default (videolisa.tracks.DEFAULT_PRESENCE_THRESHOLD)",
-                 report["heldout_library_default"]))
+    rows += [
+        (f"{name} (chosen; best-F1 plateau {report[name]['plateau']})", report[name]["heldout"])
+        for name in ("stability", "iou_head")
+    ]
+    rows.append(
+        (
+            "stability at the library default (videolisa.tracks.DEFAULT_PRESENCE_THRESHOLD)",
+            report["heldout_library_default"],
+        )
+    )
     for name, row in rows:
-        lines.append(f"| {name} | {row['threshold']} | {row['precision']:.3f} | {row['recall']:.3f} | "
-                     f"{row['f1']:.3f} | {row['absent_frames_empty']:.3f} | "
-                     f"{row['absent_instruction_frames_empty']:.3f} |")
-    lines += ["", "Held-out sweep of the stability score:", "", "| threshold | precision | recall | F1 |",
-              "|---|---|---|---|"]
-    lines += [f"| {row['threshold']} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} |"
-              for row in report["stability"]["heldout_sweep"]]
+        lines.append(
+            f"| {name} | {row['threshold']} | {row['precision']:.3f} | {row['recall']:.3f} | "
+            f"{row['f1']:.3f} | {row['absent_frames_empty']:.3f} | "
+            f"{row['absent_instruction_frames_empty']:.3f} |"
+        )
+    lines += [
+        "",
+        "Held-out sweep of the stability score:",
+        "",
+        "| threshold | precision | recall | F1 |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {row['threshold']} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} |"
+        for row in report["stability"]["heldout_sweep"]
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -42,8 +42,13 @@ def heldout_data(args: argparse.Namespace) -> Path:
     target = args.out / "heldout"
     if not (target / "valid_u" / "meta_expressions.json").is_file():
         write_synthetic_dataset(
-            target, layout="mevis", num_videos=args.videos, seed=HELDOUT_SEED, split="valid_u",
-            config=SyntheticConfig(min_frames=16, max_frames=32, min_objects=2, max_objects=3), overwrite=True,
+            target,
+            layout="mevis",
+            num_videos=args.videos,
+            seed=HELDOUT_SEED,
+            split="valid_u",
+            config=SyntheticConfig(min_frames=16, max_frames=32, min_objects=2, max_objects=3),
+            overwrite=True,
         )
     return target
 
@@ -70,10 +75,18 @@ def evaluate(model: str, data: Path, out: Path, device: str) -> dict:
     """Run the batch evaluation of ``model`` on the held-out split; returns its result dict."""
     from videolisa.evaluation import EvaluationConfig, run_evaluation
 
-    return run_evaluation(EvaluationConfig(
-        benchmark="synthetic", data_root=data, model=model, out=out, split="valid_u", device=device, dtype="fp32",
-        chunk_size=16,
-    ))
+    return run_evaluation(
+        EvaluationConfig(
+            benchmark="synthetic",
+            data_root=data,
+            model=model,
+            out=out,
+            split="valid_u",
+            device=device,
+            dtype="fp32",
+            chunk_size=16,
+        )
+    )
 
 
 def comparison_table(results: dict[str, dict]) -> str:
@@ -107,7 +120,7 @@ def plot_learning_curves(run_dir: Path, target: Path) -> Path:
         for path in (run_dir / "validation").glob("*/results.json")
     )
     figure, loss_axis = plt.subplots(figsize=(8, 4.5))
-    loss_axis.plot(steps[window - 1:], smoothed, color="tab:blue", label=f"training loss ({window}-step mean)")
+    loss_axis.plot(steps[window - 1 :], smoothed, color="tab:blue", label=f"training loss ({window}-step mean)")
     loss_axis.set_xlabel("step")
     # The loss weights of the run's model config: the curve is their weighted sum.
     model_config = json.loads((run_dir / "model" / "config.json").read_text())
@@ -136,8 +149,10 @@ def main(argv: list[str]) -> int:
         args.model: evaluate(args.model, data, args.out / "eval_trained", args.device),
     }
     table = comparison_table(results)
-    summary = {name: {"overall": result["score"]["overall"], "per_kind": result.get("subsets", {})}
-               for name, result in results.items()}
+    summary = {
+        name: {"overall": result["score"]["overall"], "per_kind": result.get("subsets", {})}
+        for name, result in results.items()
+    }
     (args.out / "learning.json").write_text(json.dumps(summary, indent=2))
     (args.out / "learning.md").write_text(table + "\n")
     print(table)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 # huggingface_hub reads HF_HUB_OFFLINE when it is imported, so this must be set before any test module
 # imports transformers / huggingface_hub.
@@ -26,7 +26,9 @@ FULL_TIER_MARKERS = ("slow", "browser", "launcher")
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
-        "--all", action="store_true", default=False,
+        "--all",
+        action="store_true",
+        default=False,
         help=f"run every test: the fast default tier and the {', '.join(FULL_TIER_MARKERS)} tests it deselects",
     )
 

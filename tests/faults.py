@@ -76,8 +76,14 @@ class FullDisk:
 def make_read_only(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
     """``folder`` behaves as read-only: creating, removing or renaming a file or folder directly inside it fails
     with EACCES (as for a folder without write permission)."""
-    real = {"os_open": os.open, "open": builtins.open, "mkdir": Path.mkdir, "unlink": os.unlink,
-            "replace": os.replace, "rmdir": os.rmdir}
+    real = {
+        "os_open": os.open,
+        "open": builtins.open,
+        "mkdir": Path.mkdir,
+        "unlink": os.unlink,
+        "replace": os.replace,
+        "rmdir": os.rmdir,
+    }
 
     def inside(path: Any) -> bool:
         return isinstance(path, (str, os.PathLike)) and Path(path).parent == folder

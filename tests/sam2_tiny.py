@@ -15,8 +15,14 @@ import re
 import torch
 
 IMAGE_SIZE = 128
-_TRUNK = {"embed_dim": 8, "num_heads": 1, "stages": [1, 1, 2, 1], "global_att_blocks": [3],
-          "window_spec": [8, 4, 4, 2], "window_pos_embed_bkg_spatial_size": [4, 4]}
+_TRUNK = {
+    "embed_dim": 8,
+    "num_heads": 1,
+    "stages": [1, 1, 2, 1],
+    "global_att_blocks": [3],
+    "window_spec": [8, 4, 4, 2],
+    "window_pos_embed_bkg_spatial_size": [4, 4],
+}
 _MEMORY_LAYERS, _MEMORY_FEED_FORWARD = 1, 64
 OBJECT_SCORE_BIAS = 4.0
 # A short memory (2 previous frames, 4 object pointers) so that a 14-frame clip already exercises the refiner's
@@ -28,7 +34,6 @@ def build_official_predictor(seed: int = 0):
     """The official ``SAM2VideoPredictor`` with seeded random weights (no checkpoint), on CPU, eval mode."""
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
-
     from sam2.build_sam import build_sam2_video_predictor
 
     feature = IMAGE_SIZE // 16
@@ -81,14 +86,19 @@ def build_transformers_config():
     width = _TRUNK["embed_dim"]
     feature = IMAGE_SIZE // 16
     backbone = Sam2HieraDetConfig(
-        hidden_size=width, num_attention_heads=_TRUNK["num_heads"], image_size=[IMAGE_SIZE, IMAGE_SIZE],
-        blocks_per_stage=_TRUNK["stages"], embed_dim_per_stage=[width * 2**i for i in range(4)],
+        hidden_size=width,
+        num_attention_heads=_TRUNK["num_heads"],
+        image_size=[IMAGE_SIZE, IMAGE_SIZE],
+        blocks_per_stage=_TRUNK["stages"],
+        embed_dim_per_stage=[width * 2**i for i in range(4)],
         num_attention_heads_per_stage=[_TRUNK["num_heads"] * 2**i for i in range(4)],
-        window_size_per_stage=_TRUNK["window_spec"], global_attention_blocks=_TRUNK["global_att_blocks"],
+        window_size_per_stage=_TRUNK["window_spec"],
+        global_attention_blocks=_TRUNK["global_att_blocks"],
         window_positional_embedding_background_size=_TRUNK["window_pos_embed_bkg_spatial_size"],
     )
     vision = Sam2VisionConfig(
-        backbone_config=backbone, backbone_channel_list=[width * 2**i for i in (3, 2, 1, 0)],
+        backbone_config=backbone,
+        backbone_channel_list=[width * 2**i for i in (3, 2, 1, 0)],
         backbone_feature_sizes=[[feature * 4] * 2, [feature * 2] * 2, [feature] * 2],
     )
     return Sam2VideoConfig(
@@ -156,10 +166,16 @@ _RENAMES = {
 # (pattern, group holding the layer number, {layer number: (old, new)}) after the renames above.
 _THREE_LAYER_MLP = {0: ("layers.0", "proj_in"), 1: ("layers.1", "layers.0"), 2: ("layers.2", "proj_out")}
 _LAYER_RULES = [
-    (r"vision_encoder.backbone.blocks.(\d+).mlp.layers.(\d+).*", 2,
-     {0: ("layers.0", "proj_in"), 1: ("layers.1", "proj_out")}),
-    (r"mask_decoder.transformer.layers.(\d+).mlp.layers.(\d+).*", 2,
-     {0: ("mlp.layers.0", "mlp.proj_in"), 1: ("mlp.layers.1", "mlp.proj_out")}),
+    (
+        r"vision_encoder.backbone.blocks.(\d+).mlp.layers.(\d+).*",
+        2,
+        {0: ("layers.0", "proj_in"), 1: ("layers.1", "proj_out")},
+    ),
+    (
+        r"mask_decoder.transformer.layers.(\d+).mlp.layers.(\d+).*",
+        2,
+        {0: ("mlp.layers.0", "mlp.proj_in"), 1: ("mlp.layers.1", "mlp.proj_out")},
+    ),
     (r"mask_decoder.pred_obj_score_head.layers.(\d+).*", 1, _THREE_LAYER_MLP),
     (r".*.output_hypernetworks_mlps.(\d+).layers.(\d+).*", 2, _THREE_LAYER_MLP),
     (r"object_pointer_proj.layers.(\d+).*", 1, _THREE_LAYER_MLP),

@@ -53,9 +53,11 @@ def test_import_videolisa_is_enough_for_auto_model(tiny_model_dir, order):
         "another model first": ["import videolisa", "from transformers import Sam2VideoModel, AutoModel"],
     }
     code = "\n".join(
-        [*imports[order],
-         f"model = AutoModel.from_pretrained({str(tiny_model_dir)!r})",
-         "print(type(model).__module__, type(model).__name__)"]
+        [
+            *imports[order],
+            f"model = AutoModel.from_pretrained({str(tiny_model_dir)!r})",
+            "print(type(model).__module__, type(model).__name__)",
+        ]
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300, check=False

@@ -225,6 +225,7 @@ def test_refdavis_rejects_incomplete_annotator_groups(refdavis_root: Path) -> No
 
 # ------------------------------------------------------------------------------------------------- ReasonSeg
 
+
 @pytest.fixture
 def reasonseg_root(tmp_path: Path) -> Path:
     return write_reasonseg(tmp_path / "ReasonSeg")
@@ -257,6 +258,7 @@ def test_reasonseg_missing_annotation(reasonseg_root: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------------- refCOCO
+
 
 @pytest.fixture
 def refer_root(tmp_path: Path) -> Path:
@@ -447,7 +449,15 @@ def test_synthetic_outputs_pass_the_official_readers(tmp_path: Path) -> None:
 
 def test_registry() -> None:
     assert set(BENCHMARKS) == {
-        "reasonvos", "mevis", "revos", "refytvos", "refdavis", "reasonseg", "refcoco", "refcoco+", "refcocog",
+        "reasonvos",
+        "mevis",
+        "revos",
+        "refytvos",
+        "refdavis",
+        "reasonseg",
+        "refcoco",
+        "refcoco+",
+        "refcocog",
         "synthetic",
     }
     with pytest.raises(ValueError, match="unknown benchmark 'davis'.*reasonvos, mevis"):

@@ -13,8 +13,8 @@ import torch
 
 from videolisa.builtin import available_builtin_models, builtin_model_dir
 from videolisa.errors import MissingFilesError
-from videolisa.metrics import compute_jf
 from videolisa.mask_io import read_png_masks
+from videolisa.metrics import compute_jf
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "demo" / "examples" / "shapes"

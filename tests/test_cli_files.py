@@ -31,8 +31,22 @@ def videos(tmp_path_factory: pytest.TempPathFactory, frames_factory) -> dict[str
 
 
 def infer(model_dir: Path, video: Path, out: Path, *extra: str) -> int:
-    return main(["infer", "--model", str(model_dir), "--video", str(video), "--prompt", INSTRUCTION,
-                 "--out", str(out), "--device", "cpu", *extra])
+    return main(
+        [
+            "infer",
+            "--model",
+            str(model_dir),
+            "--video",
+            str(video),
+            "--prompt",
+            INSTRUCTION,
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            *extra,
+        ]
+    )
 
 
 def error_line(err: str) -> str:
@@ -88,7 +102,10 @@ def test_infer_refuses_a_folder_it_did_not_write_even_with_overwrite(
 
 
 def test_infer_into_a_read_only_mask_folder_names_the_file(
-    tiny_model_dir: Path, videos: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tiny_model_dir: Path,
+    videos: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     out = tmp_path / "out"
@@ -101,7 +118,10 @@ def test_infer_into_a_read_only_mask_folder_names_the_file(
 
 
 def test_infer_on_a_full_disk_names_the_file_and_leaves_no_temporary_files(
-    tiny_model_dir: Path, videos: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tiny_model_dir: Path,
+    videos: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     out = tmp_path / "out"
@@ -132,8 +152,21 @@ def test_score_into_an_unwritable_out_names_the_report(
     report = tmp_path / "reports" / "score.json"
     report.parent.mkdir()
     make_read_only(monkeypatch, report.parent)
-    status = main(["score", "--benchmark", "folders", "--gt", str(gt), "--pred", str(pred), "--workers", "1",
-                   "--out", str(report)])
+    status = main(
+        [
+            "score",
+            "--benchmark",
+            "folders",
+            "--gt",
+            str(gt),
+            "--pred",
+            str(pred),
+            "--workers",
+            "1",
+            "--out",
+            str(report),
+        ]
+    )
     assert status == 2
     assert error_line(capsys.readouterr().err) == f"error: {report}: Permission denied"
     assert list(report.parent.iterdir()) == []
@@ -156,16 +189,37 @@ def test_eval_into_an_unwritable_out_is_one_error_line(
     out = tmp_path / "readonly" / "out"
     out.parent.mkdir()
     make_read_only(monkeypatch, out.parent)
-    status = main(["eval", "--benchmark", "reasonvos", "--data-root", str(data), "--model", str(tiny_model_dir),
-                   "--out", str(out), "--device", "cpu", "--workers", "1"])
+    status = main(
+        [
+            "eval",
+            "--benchmark",
+            "reasonvos",
+            "--data-root",
+            str(data),
+            "--model",
+            str(tiny_model_dir),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--workers",
+            "1",
+        ]
+    )
     assert status == 2
     line = error_line(capsys.readouterr().err)
     assert str(out) in line and "Permission denied" in line
     assert list(out.parent.iterdir()) == []
 
 
-SCRIPTS = ["train/train.py", "train/export.py", "demo/app.py", "eval/diagnostics/prompt_sensitivity.py",
-           "eval/synthetic_learning.py", "eval/diagnostics/synthetic_oracle_prompt.py"]
+SCRIPTS = [
+    "train/train.py",
+    "train/export.py",
+    "demo/app.py",
+    "eval/diagnostics/prompt_sensitivity.py",
+    "eval/synthetic_learning.py",
+    "eval/diagnostics/synthetic_oracle_prompt.py",
+]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

@@ -47,9 +47,23 @@ def test_convert_command_writes_an_equivalent_model(tmp_path, parity_dir, parity
     python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": python_path}
     result = subprocess.run(
-        [sys.executable, "-m", "videolisa.cli", "convert", str(checkpoint), str(out), "--vision-tower", str(clip),
-         "--dtype", "fp32"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "videolisa.cli",
+            "convert",
+            str(checkpoint),
+            str(out),
+            "--vision-tower",
+            str(clip),
+            "--dtype",
+            "fp32",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr
     assert f"-> {out} (fp32" in result.stdout
@@ -96,7 +110,7 @@ def test_convert_is_lossless_by_default(tmp_path, parity_dir, parity_original_la
     assert main(["convert", str(checkpoint), str(out), "--vision-tower", str(clip)]) == 0
     assert "(source dtypes" in capsys.readouterr().out
     with safe_open(str(out / "model.safetensors"), framework="pt") as handle:
-        dtypes = {name: handle.get_slice(name).get_dtype() for name in handle.keys()}
+        dtypes = {name: handle.get_slice(name).get_dtype() for name in handle.keys()}  # noqa: SIM118 (safetensors)
     assert {dtype for name, dtype in dtypes.items() if name.startswith("vision_tower.")} == {"F32"}
     assert {dtype for name, dtype in dtypes.items() if not name.startswith("vision_tower.")} == {"BF16"}
 

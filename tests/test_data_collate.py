@@ -37,13 +37,18 @@ def test_single_turn_supervises_exactly_the_answer_and_end(tokenizer):
     # The supervised span is the tail of the sequence, right after "<|assistant|>\n".
     start = len(input_ids) - len(tokens)
     assert all(label == IGNORE_INDEX for label in labels[:start])
-    assert tokenizer.convert_ids_to_tokens(input_ids[start - 2:start]) == ["<|assistant|>", "Ċ"]
+    assert tokenizer.convert_ids_to_tokens(input_ids[start - 2 : start]) == ["<|assistant|>", "Ċ"]
     assert input_ids.count(IMAGE_TOKEN_INDEX) == 1 and labels[input_ids.index(IMAGE_TOKEN_INDEX)] == IGNORE_INDEX
 
 
-@pytest.mark.parametrize("answer", ["It is [SEG].", "[SEG].", "Sure, the segmentation result is [SEG]. The cup is left."])
+@pytest.mark.parametrize(
+    "answer", ["It is [SEG].", "[SEG].", "Sure, the segmentation result is [SEG]. The cup is left."]
+)
 def test_supervised_ids_are_the_answer_tokenized_alone(tokenizer, answer):
-    conversation = [("user", "<image>\nWhat is cup in this image? Please output segmentation mask."), ("assistant", answer)]
+    conversation = [
+        ("user", "<image>\nWhat is cup in this image? Please output segmentation mask."),
+        ("assistant", answer),
+    ]
     input_ids, labels = tokenize_conversation(tokenizer, conversation)
     alone = tokenizer(answer + "<|end|>", add_special_tokens=False).input_ids
     assert supervised(input_ids, labels) == alone
@@ -63,7 +68,12 @@ def supervised_spans(labels: list[int]) -> list[list[int]]:
 
 
 def test_multi_turn_supervises_every_answer_only(tokenizer):
-    conversation = [("user", "<image>\nWhat is this?"), ("assistant", "A cat."), ("user", "Color?"), ("assistant", "Grey.")]
+    conversation = [
+        ("user", "<image>\nWhat is this?"),
+        ("assistant", "A cat."),
+        ("user", "Color?"),
+        ("assistant", "Grey."),
+    ]
     input_ids, labels = tokenize_conversation(tokenizer, conversation)
     spans = supervised_spans(labels)
     assert [tokenizer.decode(span) for span in spans] == ["A cat.<|end|>", "Grey.<|end|>"]
@@ -79,8 +89,14 @@ def make_sample(conversation, num_masks: int, size=(10, 12)):
 
 def test_collator_pads_right_and_builds_the_batch(tokenizer, config):
     short = make_sample([("user", "<image>\nPlease segment the cat in this image."), ("assistant", "[SEG].")], 1)
-    long = make_sample([("user", "<image>\nThe object that would reach the left edge first. Please output segmentation "
-                                 "mask."), ("assistant", "Sure, it is [SEG].")], 1, size=(14, 9))
+    long = make_sample(
+        [
+            ("user", "<image>\nThe object that would reach the left edge first. Please output segmentation mask."),
+            ("assistant", "Sure, it is [SEG]."),
+        ],
+        1,
+        size=(14, 9),
+    )
     text = make_sample([("user", "<image>\nWhat is it?"), ("assistant", "A red ball.")], 0)
     batch = VideoLisaCollator(tokenizer, config)([short, long, text])
     lengths = batch.attention_mask.sum(1).tolist()

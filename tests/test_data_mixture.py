@@ -19,7 +19,9 @@ from videolisa.errors import InvalidInputError, VideoReadError
 class FakeDataset(TrainingDataset):
     """Samples that record which item and which random number they were built from."""
 
-    def __init__(self, name: str, size: int, fail_items: set[int] = frozenset(), error: Exception | None = None) -> None:
+    def __init__(
+        self, name: str, size: int, fail_items: set[int] = frozenset(), error: Exception | None = None
+    ) -> None:
         super().__init__(SampleConfig())
         self.name, self.size, self.fail_items, self.error = name, size, fail_items, error
 
@@ -32,8 +34,13 @@ class FakeDataset(TrainingDataset):
         if index in self.fail_items:
             raise NoTargetError(f"item {index} is empty")
         return TrainingSample(
-            pixel_values_clip=torch.zeros(1), pixel_values_sam=torch.zeros(1), dense_positions=[0],
-            conversation=[], target_masks=torch.zeros(0), resized_hw=(1, 1), original_hw=(1, 1),
+            pixel_values_clip=torch.zeros(1),
+            pixel_values_sam=torch.zeros(1),
+            dense_positions=[0],
+            conversation=[],
+            target_masks=torch.zeros(0),
+            resized_hw=(1, 1),
+            original_hw=(1, 1),
             metadata={"dataset": self.name, "draw": float(rng.random())},
         )
 
@@ -106,10 +113,10 @@ def test_step_sampler_partitions_each_step(world_size, micro, accumulation):
     streams = [list(sampler) for sampler in samplers]
     per_step = micro * accumulation
     for step in range(4):
-        taken = sorted(index for stream in streams for index in stream[step * per_step:(step + 1) * per_step])
+        taken = sorted(index for stream in streams for index in stream[step * per_step : (step + 1) * per_step])
         assert taken == list(range(step * global_batch, (step + 1) * global_batch))
     resumed = [list(StepSampler(2, 4, micro, accumulation, world_size, rank)) for rank in range(world_size)]
-    assert resumed == [stream[2 * per_step:] for stream in streams]
+    assert resumed == [stream[2 * per_step :] for stream in streams]
     assert len(samplers[0]) == 4 * per_step
 
 
@@ -118,8 +125,8 @@ def test_step_sampler_micro_batches_match_across_world_sizes():
     single = list(StepSampler(0, 3, 2, 2, 1, 0))
     ranks = [list(StepSampler(0, 3, 2, 1, 2, rank)) for rank in range(2)]
     for step in range(3):
-        assert single[4 * step:4 * step + 2] == ranks[0][2 * step:2 * step + 2]
-        assert single[4 * step + 2:4 * step + 4] == ranks[1][2 * step:2 * step + 2]
+        assert single[4 * step : 4 * step + 2] == ranks[0][2 * step : 2 * step + 2]
+        assert single[4 * step + 2 : 4 * step + 4] == ranks[1][2 * step : 2 * step + 2]
 
 
 def test_data_config_validation():

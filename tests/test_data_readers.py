@@ -50,7 +50,7 @@ def short_phrase(question: str) -> str | None:
     for template in SHORT_QUESTION_TEMPLATES:
         prefix, suffix = template.split("{class_name}")
         if question.startswith(prefix) and question.endswith(suffix):
-            return question[len(prefix): len(question) - len(suffix)]
+            return question[len(prefix) : len(question) - len(suffix)]
     return None
 
 
@@ -115,7 +115,9 @@ def test_cocostuff_ignores_hyphenated_classes(tmp_path):
     write_labels(stuff / "train2017/000000000002.png", only_ignored)
     write_image(coco / "train2017/000000000002.jpg")
     (stuff / "labels.txt").write_text("0: unlabeled\n1: person\n2: wall-brick\n")
-    dataset = CocoStuffDataset(SETTINGS, DataRoot("data.roots.cocostuff", stuff, "x"), DataRoot("data.roots.coco", coco, "x"))
+    dataset = CocoStuffDataset(
+        SETTINGS, DataRoot("data.roots.cocostuff", stuff, "x"), DataRoot("data.roots.coco", coco, "x")
+    )
     for seed in range(5):
         sample = dataset.build_sample(0, rng(seed))
         assert short_phrase(sample.conversation[0][1]) == "person"
@@ -131,8 +133,15 @@ def write_coco_json(path: Path, images: list[dict], categories: list[dict], anno
 
 def polygon_annotation(ann_id: int, image_id: int, category_id: int, box: tuple[int, int, int, int]) -> dict:
     x0, y0, x1, y1 = box
-    return {"id": ann_id, "image_id": image_id, "category_id": category_id, "iscrowd": 0, "area": 1.0,
-            "bbox": [x0, y0, x1 - x0, y1 - y0], "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]]}
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": category_id,
+        "iscrowd": 0,
+        "area": 1.0,
+        "bbox": [x0, y0, x1 - x0, y1 - y0],
+        "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]],
+    }
 
 
 def expected_polygon_mask(box: tuple[int, int, int, int]) -> np.ndarray:
@@ -147,8 +156,10 @@ def test_pascal_part_renders_parts_both_ways(tmp_path):
     box = (4, 3, 20, 15)
     write_coco_json(
         tmp_path / "train.json",
-        [{"id": 7, "file_name": "2008_000001.jpg", "height": HEIGHT, "width": WIDTH},
-         {"id": 8, "file_name": "unannotated.jpg", "height": HEIGHT, "width": WIDTH}],
+        [
+            {"id": 7, "file_name": "2008_000001.jpg", "height": HEIGHT, "width": WIDTH},
+            {"id": 8, "file_name": "unannotated.jpg", "height": HEIGHT, "width": WIDTH},
+        ],
         [{"id": 1, "name": "dog:leg"}],
         [polygon_annotation(1, 7, 1, box)],
     )
@@ -172,7 +183,9 @@ def test_paco_lvis_strips_suffixes_and_reads_coco_images(tmp_path):
         [{"id": 1, "name": "bottle_(drink)"}, {"id": 2, "name": "bottle_(drink):cap_(bottle)"}],
         [polygon_annotation(1, 2, 1, (2, 2, 12, 20)), polygon_annotation(2, 2, 2, (4, 2, 8, 5))],
     )
-    dataset = PacoLvisDataset(SETTINGS, DataRoot("data.roots.paco_lvis", paco, "x"), DataRoot("data.roots.coco", coco, "x"))
+    dataset = PacoLvisDataset(
+        SETTINGS, DataRoot("data.roots.paco_lvis", paco, "x"), DataRoot("data.roots.coco", coco, "x")
+    )
     phrases = {short_phrase(dataset.build_sample(0, rng(seed)).conversation[0][1]) for seed in range(20)}
     assert phrases == {"bottle", "bottle cap", "the cap of the bottle"}
 
@@ -185,13 +198,21 @@ def test_refer_seg_uses_train_refs_and_lowercases(tmp_path):
     box = (3, 4, 25, 18)
     write_coco_json(
         tmp_path / "refcoco/instances.json",
-        [{"id": 1, "file_name": "COCO_train2014_000000000001.jpg", "height": HEIGHT, "width": WIDTH},
-         {"id": 2, "file_name": "COCO_train2014_000000000002.jpg", "height": HEIGHT, "width": WIDTH}],
+        [
+            {"id": 1, "file_name": "COCO_train2014_000000000001.jpg", "height": HEIGHT, "width": WIDTH},
+            {"id": 2, "file_name": "COCO_train2014_000000000002.jpg", "height": HEIGHT, "width": WIDTH},
+        ],
         [{"id": 1, "name": "person"}],
         [polygon_annotation(10, 1, 1, box), polygon_annotation(11, 2, 1, (0, 0, 5, 5))],
     )
     refs = [
-        {"ref_id": 1, "ann_id": 10, "image_id": 1, "split": "train", "sentences": [{"sent_id": 1, "sent": "The MAN left"}]},
+        {
+            "ref_id": 1,
+            "ann_id": 10,
+            "image_id": 1,
+            "split": "train",
+            "sentences": [{"sent_id": 1, "sent": "The MAN left"}],
+        },
         {"ref_id": 2, "ann_id": 11, "image_id": 2, "split": "val", "sentences": [{"sent_id": 2, "sent": "val only"}]},
     ]
     (tmp_path / "refcoco/refs(unc).p").write_bytes(pickle.dumps(refs, protocol=2))
@@ -254,21 +275,40 @@ def test_reasonseg_explanatory_variants(tmp_path):
 # ============================================================================================ VQA
 def test_vqa_moves_the_image_tag_and_has_no_mask(tmp_path):
     write_image(tmp_path / "coco/train2017/000000000009.jpg")
-    conversations = [{"id": "1", "image": "000000000009.jpg", "conversations": [
-        {"from": "human", "value": "What is this?\n<image>"}, {"from": "gpt", "value": "A cat."},
-        {"from": "human", "value": "Color?"}, {"from": "gpt", "value": "Grey."}]}]
+    conversations = [
+        {
+            "id": "1",
+            "image": "000000000009.jpg",
+            "conversations": [
+                {"from": "human", "value": "What is this?\n<image>"},
+                {"from": "gpt", "value": "A cat."},
+                {"from": "human", "value": "Color?"},
+                {"from": "gpt", "value": "Grey."},
+            ],
+        }
+    ]
     (tmp_path / "llava.json").write_text(json.dumps(conversations))
-    dataset = VqaDataset(SETTINGS, DataRoot("data.roots.vqa", tmp_path / "llava.json", "x"),
-                         DataRoot("data.roots.coco", tmp_path / "coco", "x"))
+    dataset = VqaDataset(
+        SETTINGS,
+        DataRoot("data.roots.vqa", tmp_path / "llava.json", "x"),
+        DataRoot("data.roots.coco", tmp_path / "coco", "x"),
+    )
     sample = dataset.build_sample(0, rng())
     check_sample_shapes(sample, 0)
-    assert sample.conversation == [("user", "<image>\nWhat is this?"), ("assistant", "A cat."),
-                                   ("user", "Color?"), ("assistant", "Grey.")]
+    assert sample.conversation == [
+        ("user", "<image>\nWhat is this?"),
+        ("assistant", "A cat."),
+        ("user", "Color?"),
+        ("assistant", "Grey."),
+    ]
     bad = [{"image": "000000000009.jpg", "conversations": [{"from": "gpt", "value": "<image>hi"}]}]
     (tmp_path / "bad.json").write_text(json.dumps(bad))
     with pytest.raises(InvalidInputError, match="entry #0"):
-        VqaDataset(SETTINGS, DataRoot("data.roots.vqa", tmp_path / "bad.json", "x"),
-                   DataRoot("data.roots.coco", tmp_path / "coco", "x"))
+        VqaDataset(
+            SETTINGS,
+            DataRoot("data.roots.vqa", tmp_path / "bad.json", "x"),
+            DataRoot("data.roots.coco", tmp_path / "coco", "x"),
+        )
 
 
 # ============================================================================================ videos
@@ -277,7 +317,7 @@ def moving_object_labels(num_frames: int) -> list[np.ndarray]:
     frames = []
     for t in range(num_frames):
         labels = np.zeros((HEIGHT, WIDTH), dtype=np.uint8)
-        labels[2:8, t:t + 6] = 1
+        labels[2:8, t : t + 6] = 1
         labels[14:20, 2:6] = 2
         if t >= 2:
             labels[12:22, 20:28] = 3
@@ -296,9 +336,17 @@ def test_youtube_vos_semantic_level_targets(tmp_path):
     write_video_frames(tmp_path / "train/JPEGImages/vid1", names)
     for name, label in zip(names, labels):
         write_labels(tmp_path / f"train/Annotations/vid1/{name}.png", label, palette=True)
-    meta = {"videos": {"vid1": {"objects": {"1": {"category": "cat", "frames": names},
-                                            "2": {"category": "cat", "frames": names},
-                                            "3": {"category": "dog", "frames": names[2:]}}}}}
+    meta = {
+        "videos": {
+            "vid1": {
+                "objects": {
+                    "1": {"category": "cat", "frames": names},
+                    "2": {"category": "cat", "frames": names},
+                    "3": {"category": "dog", "frames": names[2:]},
+                }
+            }
+        }
+    }
     (tmp_path / "train/meta.json").write_text(json.dumps(meta))
     dataset = YouTubeVOSDataset(SETTINGS, DataRoot("data.roots.ytvos", tmp_path, "x"))
     categories = set()
@@ -323,8 +371,17 @@ def write_referformer(root: Path, names: list[str]) -> list[np.ndarray]:
     write_video_frames(root / "train/JPEGImages/v1", names)
     for name, label in zip(names, labels):
         write_labels(root / f"train/Annotations/v1/{name}.png", label, palette=True)
-    meta = {"videos": {"v1": {"frames": names, "expressions": {
-        "0": {"exp": "The  Cat moving RIGHT", "obj_id": "1"}, "1": {"exp": "a dog", "obj_id": "3"}}}}}
+    meta = {
+        "videos": {
+            "v1": {
+                "frames": names,
+                "expressions": {
+                    "0": {"exp": "The  Cat moving RIGHT", "obj_id": "1"},
+                    "1": {"exp": "a dog", "obj_id": "3"},
+                },
+            }
+        }
+    }
     (root / "meta_expressions/train").mkdir(parents=True)
     (root / "meta_expressions/train/meta_expressions.json").write_text(json.dumps(meta))
     return labels
@@ -360,7 +417,9 @@ def write_mevis_split(root: Path, split: str, num_expressions: int, names: list[
     write_video_frames(root / f"{split}/JPEGImages/v1", names)
     mask_dict = {str(obj): [encode_rle(label == obj) for label in labels] for obj in (1, 2, 3)}
     expressions = {str(i): {"exp": f"Cats {i}", "obj_id": [1, 2], "anno_id": [1, 2]} for i in range(num_expressions)}
-    (root / f"{split}/meta_expressions.json").write_text(json.dumps({"videos": {"v1": {"frames": names, "expressions": expressions}}}))
+    (root / f"{split}/meta_expressions.json").write_text(
+        json.dumps({"videos": {"v1": {"frames": names, "expressions": expressions}}})
+    )
     (root / f"{split}/mask_dict.json").write_text(json.dumps(mask_dict))
     return labels
 
@@ -407,8 +466,13 @@ def test_custom_jsonl_all_mask_kinds(tmp_path):
     write_labels(tmp_path / "still.png", (labels[0] == 2) * 255)
     records = [
         {"video": "frames/clip", "instruction": "Cat On The Left", "masks": "masks/clip", "mask_value": 1},
-        {"video": "video.mp4", "instruction": "Which animal appears late?", "is_sentence": True,
-         "masks": {"rle": [encode_rle(label == 3) for label in labels]}, "answer": "It is [SEG]."},
+        {
+            "video": "video.mp4",
+            "instruction": "Which animal appears late?",
+            "is_sentence": True,
+            "masks": {"rle": [encode_rle(label == 3) for label in labels]},
+            "answer": "It is [SEG].",
+        },
         {"video": "still.jpg", "instruction": "static cat", "masks": "still.png"},
         {"video": "video.mp4", "instruction": "What happens?", "answer": "The screen brightens."},
     ]

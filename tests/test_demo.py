@@ -55,8 +55,9 @@ EXAMPLE_FPS = 10.0
 # The example (1.2 s, 12 frames of 64x96 = 0.006 megapixels, 0.074 in all) fits; a 25-frame video at 10 fps
 # (2.5 s) does not; nor do 200x200 frames (0.04 megapixels) or 19 frames of 128x128 (0.31 megapixels in all);
 # uploads over 0.2 MB are refused.
-TEST_LIMITS = DemoLimits(max_upload_mb=0.2, max_video_seconds=2.0, max_frames=100, max_frame_megapixels=0.03,
-                         max_video_megapixels=0.2)
+TEST_LIMITS = DemoLimits(
+    max_upload_mb=0.2, max_video_seconds=2.0, max_frames=100, max_frame_megapixels=0.03, max_video_megapixels=0.2
+)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -69,8 +70,9 @@ def write_example_videos(folder: Path) -> Path:
     from videolisa.synthetic import SyntheticConfig, write_synthetic_dataset
 
     config = SyntheticConfig(min_frames=EXAMPLE_FRAMES, max_frames=EXAMPLE_FRAMES, sizes=(EXAMPLE_SIZE,))
-    return write_synthetic_dataset(folder, layout="mp4", num_videos=1, seed=3, config=config, fps=EXAMPLE_FPS,
-                                   progress=False)
+    return write_synthetic_dataset(
+        folder, layout="mp4", num_videos=1, seed=3, config=config, fps=EXAMPLE_FPS, progress=False
+    )
 
 
 @contextmanager
@@ -112,8 +114,7 @@ def app_url(predictor: VideoLisaPredictor, examples_dir: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def client(app_url: str, tmp_path_factory: pytest.TempPathFactory) -> Client:
-    return Client(app_url, verbose=False, download_files=tmp_path_factory.mktemp("downloads"),
-                  analytics_enabled=False)
+    return Client(app_url, verbose=False, download_files=tmp_path_factory.mktemp("downloads"), analytics_enabled=False)
 
 
 def write_mp4(path: Path, frames: np.ndarray, fps: float) -> Path:
@@ -172,8 +173,13 @@ def test_segment_returns_overlay_and_masks_matching_the_predictor(
     # The overlay is what MaskWriter makes of the predictor's own masks (up to H.264 rounding).
     frames = all_frames(example.video)
     reference = tmp_path / "reference.mp4"
-    with MaskWriter(expected.frame_names, *frames.shape[1:3], overlay_path=reference,
-                    instruction=example.instruction, fps=EXAMPLE_FPS) as writer:
+    with MaskWriter(
+        expected.frame_names,
+        *frames.shape[1:3],
+        overlay_path=reference,
+        instruction=example.instruction,
+        fps=EXAMPLE_FPS,
+    ) as writer:
         writer.write(expected.masks, frames)
     served, wanted = all_frames(overlay).astype(np.int16), all_frames(reference).astype(np.int16)
     assert served.shape == wanted.shape == frames.shape
@@ -234,14 +240,27 @@ def test_video_over_the_length_limit_is_a_friendly_error(client: Client, tmp_pat
 
 @pytest.mark.parametrize(
     "frames, height, width, message",
-    [(2, 200, 200, "frames of 200x200 (0.04 megapixels); this demo accepts frames up to 0.03 megapixels"),
-     (19, 128, 128, "19 frames of 128x128, 0.311 megapixels in all; this demo accepts up to 0.2 megapixels per video")],
+    [
+        (2, 200, 200, "frames of 200x200 (0.04 megapixels); this demo accepts frames up to 0.03 megapixels"),
+        (
+            19,
+            128,
+            128,
+            "19 frames of 128x128, 0.311 megapixels in all; this demo accepts up to 0.2 megapixels per video",
+        ),
+    ],
     ids=["frame", "video"],
 )
 @pytest.mark.slow
 def test_videos_over_the_pixel_limits_are_refused_before_their_frames_are_decoded(
-    client: Client, predictor: VideoLisaPredictor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, frames: int,
-    height: int, width: int, message: str,
+    client: Client,
+    predictor: VideoLisaPredictor,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    frames: int,
+    height: int,
+    width: int,
+    message: str,
 ) -> None:
     pixels = np.random.default_rng(0).integers(0, 256, size=(frames, height, width, 3), dtype=np.uint8)
     video = write_mp4(tmp_path / "big.mp4", pixels, fps=EXAMPLE_FPS)
@@ -261,7 +280,10 @@ def test_videos_over_the_pixel_limits_are_refused_before_their_frames_are_decode
 
 @pytest.mark.slow
 def test_a_request_over_its_time_budget_is_stopped_and_its_folder_removed(
-    predictor: VideoLisaPredictor, examples_dir: Path, example: DemoExample, tmp_path: Path,
+    predictor: VideoLisaPredictor,
+    examples_dir: Path,
+    example: DemoExample,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the app keeps its request folders
@@ -278,8 +300,14 @@ def test_a_request_over_its_time_budget_is_stopped_and_its_folder_removed(
 def test_the_page_shows_every_limit(app_url: str) -> None:
     config = httpx.get(f"{app_url.rstrip('/')}/config", timeout=10).json()
     (text,) = [c["props"]["value"] for c in config["components"] if c["props"].get("elem_id") == "limits"]
-    for shown in ("2 s", "100 frames", "0.2 MB", "frames up to 0.03 megapixels", "0.2 megapixels in all",
-                  "a request may take 600 s"):
+    for shown in (
+        "2 s",
+        "100 frames",
+        "0.2 MB",
+        "frames up to 0.03 megapixels",
+        "0.2 megapixels in all",
+        "a request may take 600 s",
+    ):
         assert shown in text, text
 
 
@@ -353,9 +381,26 @@ def test_app_binds_to_localhost_by_default_and_collects_example_folders() -> Non
     spec.loader.exec_module(app)
     defaults = app.parse_args([])
     assert (defaults.host, defaults.port, defaults.device, defaults.auth) == ("127.0.0.1", 7860, "auto", None)
-    custom = app.parse_args(["--examples", "a", "--examples", "b", "--port", "8000", "--max-frames", "50",
-                             "--max-frame-megapixels", "2", "--max-video-megapixels", "90",
-                             "--max-request-seconds", "30", "--auth", "ann:s3:cret"])
+    custom = app.parse_args(
+        [
+            "--examples",
+            "a",
+            "--examples",
+            "b",
+            "--port",
+            "8000",
+            "--max-frames",
+            "50",
+            "--max-frame-megapixels",
+            "2",
+            "--max-video-megapixels",
+            "90",
+            "--max-request-seconds",
+            "30",
+            "--auth",
+            "ann:s3:cret",
+        ]
+    )
     assert custom.examples == [Path("a"), Path("b")] and custom.port == 8000 and custom.max_frames == 50
     assert (custom.max_frame_megapixels, custom.max_video_megapixels, custom.max_request_seconds) == (2, 90, 30)
     assert parse_auth(custom.auth) == ("ann", "s3:cret")
@@ -413,15 +458,28 @@ def test_app_takes_its_login_from_the_environment_and_sigterm_removes_the_reques
     port = _free_port()
     env = dict(os.environ, TMPDIR=str(temp), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", **{AUTH_ENV: "ann:pw"})
     process = subprocess.Popen(
-        [sys.executable, str(REPO_ROOT / "demo" / "app.py"), "--model", str(tiny_model_dir), "--device", "cpu",
-         "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            str(REPO_ROOT / "demo" / "app.py"),
+            "--model",
+            str(tiny_model_dir),
+            "--device",
+            "cpu",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         url = f"http://127.0.0.1:{port}/"
         _wait_until_serving(url, process)
         assert httpx.get(f"{url}config", timeout=10).status_code == 401  # the login is required
-        client = Client(url, auth=("ann", "pw"), verbose=False, download_files=tmp_path / "downloads",
-                        analytics_enabled=False)
+        client = Client(
+            url, auth=("ann", "pw"), verbose=False, download_files=tmp_path / "downloads", analytics_enabled=False
+        )
         client.predict(handle_file(str(example.video)), example.instruction, api_name="/segment")
         (root,) = temp.glob("videolisa-demo-*")
         assert len(list(root.glob("request-*"))) == 1

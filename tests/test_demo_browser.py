@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-
 from test_demo import (
     EXAMPLE_FRAMES,
     EXAMPLE_SIZE,
@@ -22,6 +21,7 @@ from test_demo import (
     write_example_videos,
     write_mp4,
 )
+
 from videolisa.demo import DemoExample, find_examples
 from videolisa.predictor import VideoLisaPredictor
 
@@ -53,7 +53,7 @@ pytestmark = [
 
 
 @pytest.fixture
-def browser(tmp_path: Path) -> Iterator["Chrome"]:
+def browser(tmp_path: Path) -> Iterator[Chrome]:
     """Headless Chromium with a fresh profile, driven by the system chromedriver (no driver download)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -81,7 +81,7 @@ def demo_app(
 
 
 def test_page_segments_an_example_and_shows_the_result(
-    browser: "Chrome", demo_app: tuple[str, VideoLisaPredictor, DemoExample], tmp_path: Path
+    browser: Chrome, demo_app: tuple[str, VideoLisaPredictor, DemoExample], tmp_path: Path
 ) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -128,13 +128,18 @@ def write_video_of_large_frames(path: Path) -> Path:
 
 @pytest.mark.parametrize(
     "write_upload, message",
-    [(write_broken_video, "cannot read video file broken.mp4"),
-     (write_video_of_large_frames, "this demo accepts frames up to 0.03 megapixels")],
+    [
+        (write_broken_video, "cannot read video file broken.mp4"),
+        (write_video_of_large_frames, "this demo accepts frames up to 0.03 megapixels"),
+    ],
     ids=["unreadable", "large-frames"],
 )
 def test_page_shows_a_friendly_error_for_a_refused_upload(
-    browser: "Chrome", demo_app: tuple[str, VideoLisaPredictor, DemoExample], tmp_path: Path,
-    write_upload: Callable[[Path], Path], message: str,
+    browser: Chrome,
+    demo_app: tuple[str, VideoLisaPredictor, DemoExample],
+    tmp_path: Path,
+    write_upload: Callable[[Path], Path],
+    message: str,
 ) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait

@@ -19,14 +19,34 @@ SIZE = (32, 48)
 
 
 def eval_arguments(data_root: Path, model_dir: Path, out: Path) -> list[str]:
-    return ["--benchmark", "reasonvos", "--data-root", str(data_root), "--model", str(model_dir), "--out", str(out),
-            "--device", "cpu", "--workers", "1"]
+    return [
+        "--benchmark",
+        "reasonvos",
+        "--data-root",
+        str(data_root),
+        "--model",
+        str(model_dir),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--workers",
+        "1",
+    ]
 
 
 def torchrun_eval(arguments: list[str]) -> subprocess.CompletedProcess:
     """``python -m torch.distributed.run --nproc_per_node 2 eval/evaluate.py ...`` on a free port."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(REPO / "eval" / "evaluate.py"), *arguments]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(REPO / "eval" / "evaluate.py"),
+        *arguments,
+    ]
     environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=600, check=False)
 

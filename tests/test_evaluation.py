@@ -10,9 +10,10 @@ import os
 import re
 import shutil
 import zipfile
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -33,8 +34,8 @@ from PIL import Image
 
 from videolisa.benchmarks import Benchmark, BenchmarkItem, get_benchmark
 from videolisa.cli import main
-from videolisa.errors import InvalidInputError, MissingFilesError
 from videolisa.distributed import DistributedContext
+from videolisa.errors import InvalidInputError, MissingFilesError
 from videolisa.evaluation import (
     EvaluationConfig,
     EvaluationFailed,
@@ -118,7 +119,7 @@ def contents(folder: Path) -> dict[str, bytes]:
 
 
 def temporaries(out: Path) -> list[Path]:
-    return [path for path in (out / "predictions").rglob(".tmp-*")]
+    return list((out / "predictions").rglob(".tmp-*"))
 
 
 def assert_official_layout(out: Path, items: Sequence[BenchmarkItem]) -> None:
@@ -248,9 +249,7 @@ def assert_scores(result: dict[str, Any], overall: dict[str, float], subsets: di
 
 
 # ------------------------------------------------------------------------------------------------ end to end
-@pytest.mark.parametrize(
-    "case", ["reasonvos", "mevis", "mevis-valid", "refytvos", "refdavis", "reasonseg", "refcoco"]
-)
+@pytest.mark.parametrize("case", ["reasonvos", "mevis", "mevis-valid", "refytvos", "refdavis", "reasonseg", "refcoco"])
 def test_end_to_end_outputs_scores_and_rerun(case: str, tmp_path: Path, predictor) -> None:
     settings = make_settings(tmp_path / "out", **write_dataset(case, tmp_path / "data"))
     items = benchmark_of(settings).items()
@@ -260,7 +259,10 @@ def test_end_to_end_outputs_scores_and_rerun(case: str, tmp_path: Path, predicto
 
     assert_official_layout(settings.out, items)
     assert (result["items"], result["written"], result["skipped_already_done"], result["failed"]) == (
-        len(items), len(items), 0, {}
+        len(items),
+        len(items),
+        0,
+        {},
     )
     timing = result["timing"]
     assert timing["videos"] == len(videos) and timing["ranks"] == 1
@@ -327,8 +329,10 @@ def test_interrupted_run_resumes_with_identical_results(tmp_path: Path, predicto
     first_video, second_video = list(shard)
     with pytest.raises(RuntimeError, match="simulated interruption after 1 videos"):
         run_evaluation(replace(interrupted, fail_after=1), predictor=predictor)
-    done = {path.relative_to(interrupted.out / "predictions").as_posix()
-            for path in (interrupted.out / "predictions").glob("*/*")}
+    done = {
+        path.relative_to(interrupted.out / "predictions").as_posix()
+        for path in (interrupted.out / "predictions").glob("*/*")
+    }
     assert done == {item.output_dir for item in shard[first_video]}
     assert not temporaries(interrupted.out) and not (interrupted.out / "results.json").exists()
 
@@ -353,8 +357,11 @@ def test_a_rerun_with_other_settings_is_refused_unless_overwrite(tmp_path: Path,
     before = snapshot(settings.out)
 
     other = replace(settings, frames_sparse=2, frames_dense=1)
-    with pytest.raises(InvalidInputError, match=r"other settings \(frames_dense 4 then, 1 now; frames_sparse 32 "
-                                                r"then, 2 now\); pass --overwrite"):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"other settings \(frames_dense 4 then, 1 now; frames_sparse 32 "
+        r"then, 2 now\); pass --overwrite",
+    ):
         run_evaluation(other, predictor=predictor)
 
     class Bfloat16Predictor:  # only what the fingerprint reads: the run is refused before predicting
@@ -380,8 +387,10 @@ def test_predictions_without_fingerprint_or_of_changed_model_files_are_refused(
     tmp_path: Path, predictor, tiny_model_dir: Path, capsys
 ) -> None:
     model_dir = Path(shutil.copytree(tiny_model_dir, tmp_path / "model"))
-    settings = replace(make_settings(tmp_path / "out", **write_dataset("reasonvos", tmp_path / "data"), score=False),
-                       model=str(model_dir))
+    settings = replace(
+        make_settings(tmp_path / "out", **write_dataset("reasonvos", tmp_path / "data"), score=False),
+        model=str(model_dir),
+    )
     run_evaluation(settings, predictor=predictor)
     fingerprint = json.loads((settings.out / "fingerprint.json").read_text())
     assert fingerprint["model"] == str(model_dir.resolve())
@@ -450,8 +459,9 @@ def corrupt_last_frame(settings: EvaluationConfig, video: str) -> Path:
 @pytest.mark.slow
 def test_failed_items_are_listed_and_the_run_fails(tmp_path: Path, predictor, tiny_model_dir: Path, capsys) -> None:
     # Named by its folder, the model of the predictor and of the CLI run below is the same one (fingerprint).
-    settings = replace(make_settings(tmp_path / "out", **write_dataset("reasonvos", tmp_path / "data")),
-                       model=str(tiny_model_dir))
+    settings = replace(
+        make_settings(tmp_path / "out", **write_dataset("reasonvos", tmp_path / "data")), model=str(tiny_model_dir)
+    )
     items = benchmark_of(settings).items()
     broken = [item for item in items if item.video_id == "vidB"]
     frame = corrupt_last_frame(settings, "vidB")
@@ -493,8 +503,21 @@ def test_items_rank_0_cannot_see_fail_the_run(tmp_path: Path, predictor, monkeyp
 
 def cli_eval(settings: EvaluationConfig, *extra: str, model: Path | str | None = None) -> int:
     """``videolisa eval`` in this process with the settings' benchmark, data and output."""
-    args = ["eval", "--benchmark", settings.benchmark, "--data-root", str(settings.data_root), "--out",
-            str(settings.out), "--model", str(model or settings.model), "--device", "cpu", "--workers", "1"]
+    args = [
+        "eval",
+        "--benchmark",
+        settings.benchmark,
+        "--data-root",
+        str(settings.data_root),
+        "--out",
+        str(settings.out),
+        "--model",
+        str(model or settings.model),
+        "--device",
+        "cpu",
+        "--workers",
+        "1",
+    ]
     if settings.split:
         args += ["--split", settings.split]
     return main([*args, *extra])
@@ -557,7 +580,9 @@ def test_hostile_ids_in_metadata_write_and_delete_nothing_outside_out(tmp_path: 
     err = capsys.readouterr().err
     assert err.startswith("error: ") and str(meta_path) in err and hostile in err and len(err.splitlines()) == 1
     assert sorted(path.relative_to(tmp_path).as_posix() for path in (tmp_path / "elsewhere").rglob("*")) == [
-        "elsewhere/x", "elsewhere/x/.tmp-keep", "elsewhere/x/.tmp-keep/file.txt"
+        "elsewhere/x",
+        "elsewhere/x/.tmp-keep",
+        "elsewhere/x/.tmp-keep/file.txt",
     ]
 
 
@@ -567,8 +592,16 @@ def test_every_output_path_stays_under_the_output_folder(tmp_path: Path, output_
     out = tmp_path / "work" / "out"
     (out / "predictions").mkdir(parents=True)
     (tmp_path / "elsewhere" / "x" / ".tmp-keep").mkdir(parents=True)
-    item = BenchmarkItem(key=output_dir, video_id="v", video_path=tmp_path, frame_names=("0",), query="q",
-                         answer="[SEG].", output_dir=output_dir, subset="short")
+    item = BenchmarkItem(
+        key=output_dir,
+        video_id="v",
+        video_path=tmp_path,
+        frame_names=("0",),
+        query="q",
+        answer="[SEG].",
+        output_dir=output_dir,
+        subset="short",
+    )
     with pytest.raises(InvalidInputError, match="prediction folder of item"):
         prediction_dir(out, item)
     with pytest.raises(InvalidInputError):
@@ -589,8 +622,15 @@ def test_a_symlink_out_of_the_prediction_folder_is_refused(tmp_path: Path) -> No
     (out / "predictions").mkdir(parents=True)
     (tmp_path / "elsewhere").mkdir()
     (out / "predictions" / "video").symlink_to(tmp_path / "elsewhere")
-    item = BenchmarkItem(key="video/0", video_id="video", video_path=tmp_path, frame_names=("0",), query="q",
-                         answer="[SEG].", output_dir="video/0")
+    item = BenchmarkItem(
+        key="video/0",
+        video_id="video",
+        video_path=tmp_path,
+        frame_names=("0",),
+        query="q",
+        answer="[SEG].",
+        output_dir="video/0",
+    )
     with pytest.raises(InvalidInputError, match="outside"):
         prediction_dir(out, item)
 

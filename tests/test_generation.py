@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import build_tiny_model, make_frames
+
 from videolisa.constants import DEFAULT_ANSWER
 from videolisa.errors import InvalidInputError
 from videolisa.generation import GENERATE, GenerationConfig, format_answer, generate_answer, number_segments
@@ -111,7 +111,7 @@ def test_greedy_teacher_forced_answer_equals_the_default_path(tokenizer, frames)
     default (teacher-forced) path's prompt and masks."""
     model = build_tiny_model(seed=1)
     processor = VideoLisaProcessor(tokenizer, model.config)
-    answer_ids = processor.build_input_ids(QUERY, DEFAULT_ANSWER)[len(processor.build_generation_ids(QUERY)):]
+    answer_ids = processor.build_input_ids(QUERY, DEFAULT_ANSWER)[len(processor.build_generation_ids(QUERY)) :]
     assert tokenizer.decode(answer_ids) == "Sure, [SEG].<|end|>"  # the answer and its end of turn
     fit_answers(model, processor, frames, {QUERY: answer_ids.tolist()})
     predictor = VideoLisaPredictor(model, tokenizer, device="cpu")
@@ -185,18 +185,19 @@ def test_answers_are_numbered_with_their_phrases(tokenizer):
     ids = tokenizer("the red circle", add_special_tokens=False).input_ids + [seg]
     ids += tokenizer(" and the blue square", add_special_tokens=False).input_ids + [seg]
     assert format_answer(tokenizer, ids + tokenizer(".", add_special_tokens=False).input_ids, seg) == (
-        "the red circle[SEG1] and the blue square[SEG2].", ["the red circle", "the blue square"]
+        "the red circle[SEG1] and the blue square[SEG2].",
+        ["the red circle", "the blue square"],
     )
-    assert number_segments("Sure, it is [SEG], and also the dog [SEG].".split("[SEG]")) == (
-        "Sure, it is [SEG1], and also the dog [SEG2].", [None, "also the dog"]
+    assert number_segments(["Sure, it is ", ", and also the dog ", "."]) == (
+        "Sure, it is [SEG1], and also the dog [SEG2].",
+        [None, "also the dog"],
     )
     assert number_segments(["There is none."]) == ("There is none.", [])
-    assert number_segments("Sure, [SEG] blue large star.".split("[SEG]")) == (  # the built-in model's answers
-        "Sure, [SEG1] blue large star.", ["blue large star"]
+    assert number_segments(["Sure, ", " blue large star."]) == (  # the built-in model's answers
+        "Sure, [SEG1] blue large star.",
+        ["blue large star"],
     )
-    assert number_segments("Sure, [SEG] red triangle, [SEG] and blue circle.".split("[SEG]"))[1] == [
-        "red triangle", "blue circle"
-    ]
+    assert number_segments(["Sure, ", " red triangle, ", " and blue circle."])[1] == ["red triangle", "blue circle"]
 
 
 def test_instructions_with_and_without_seg_in_one_call(tokenizer, frames):
@@ -208,12 +209,17 @@ def test_instructions_with_and_without_seg_in_one_call(tokenizer, frames):
     processor = VideoLisaProcessor(tokenizer, model.config)
     other = "Please segment the dog."
     end = tokenizer.convert_tokens_to_ids("<|end|>")
-    answer_ids = processor.build_input_ids(QUERY, DEFAULT_ANSWER)[len(processor.build_generation_ids(QUERY)):]
-    fit_answers(model, processor, frames, {QUERY: answer_ids.tolist(),
-                                           other: tokenizer("No dog.", add_special_tokens=False).input_ids + [end]})
+    answer_ids = processor.build_input_ids(QUERY, DEFAULT_ANSWER)[len(processor.build_generation_ids(QUERY)) :]
+    fit_answers(
+        model,
+        processor,
+        frames,
+        {QUERY: answer_ids.tolist(), other: tokenizer("No dog.", add_special_tokens=False).input_ids + [end]},
+    )
     predictor = VideoLisaPredictor(model, tokenizer, device="cpu")
-    found, missing = predictor.segment_many(frames, [QUERY, other], answer=GENERATE, presence_threshold=0.0,
-                                            return_logits=True)
+    found, missing = predictor.segment_many(
+        frames, [QUERY, other], answer=GENERATE, presence_threshold=0.0, return_logits=True
+    )
     assert (found.answer, missing.answer) == ("Sure, [SEG1].", "No dog.")
     assert len(found.tracks) == 1 and missing.tracks == []
     assert not missing.masks.any() and (missing.mask_logits == NO_OBJECT_LOGIT).all()

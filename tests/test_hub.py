@@ -30,8 +30,13 @@ def run_dir(tmp_path) -> Path:
     run = tmp_path / "run"
     config = load_training_config(
         REPO / "train/configs/tiny_cpu.yaml",
-        ["model.source=pretrained", "model.path=ZechenBai/VideoLISA-3.8B", "validation.benchmark=mevis",
-         "validation.root=/data/mevis", "validation.split=valid_u"],
+        [
+            "model.source=pretrained",
+            "model.path=ZechenBai/VideoLISA-3.8B",
+            "validation.benchmark=mevis",
+            "validation.root=/data/mevis",
+            "validation.split=valid_u",
+        ],
     )
     (run / "checkpoints" / "step_000003").mkdir(parents=True)
     (run / "checkpoints" / "step_000006").mkdir()
@@ -40,16 +45,23 @@ def run_dir(tmp_path) -> Path:
     (run / "checkpoints" / "best.json").write_text(json.dumps(best))
     (run / "train_config.yaml").write_text(yaml.safe_dump(asdict(config), sort_keys=False))
     command = "train/train.py --config train/configs/tiny_cpu.yaml data.roots.mevis=/data/mevis"
-    (run / "tracking.json").write_text(json.dumps(
-        {"git_commits": [{"step": 0, "commit": "0123abc", "command": command}], "run_ids": {}}
-    ))
+    (run / "tracking.json").write_text(
+        json.dumps({"git_commits": [{"step": 0, "commit": "0123abc", "command": command}], "run_ids": {}})
+    )
     return run
 
 
 def write_eval_results(path: Path) -> Path:
     """A ``videolisa eval`` results.json with a score."""
-    path.write_text(json.dumps({"benchmark": "reasonvos", "split": None, "score": {
-        "overall": {"J": 0.5, "F": 0.625, "JF": 0.5625}, "notes": []}}))
+    path.write_text(
+        json.dumps(
+            {
+                "benchmark": "reasonvos",
+                "split": None,
+                "score": {"overall": {"J": 0.5, "F": 0.625, "JF": 0.5625}, "notes": []},
+            }
+        )
+    )
     return path
 
 
@@ -63,8 +75,12 @@ def test_exported_run_card_parses_with_metadata_results_command_and_config(run_d
     assert data.datasets == ["mevis"]
     assert "videolisa" in data.tags
     results = {(r.dataset_type, r.dataset_split, r.metric_type): r.metric_value for r in data.eval_results}
-    assert results == {("mevis", "valid_u", "J&F"): 43.21, ("reasonvos", None, "J"): 50.0,
-                       ("reasonvos", None, "F"): 62.5, ("reasonvos", None, "J&F"): 56.25}
+    assert results == {
+        ("mevis", "valid_u", "J&F"): 43.21,
+        ("reasonvos", None, "J"): 50.0,
+        ("reasonvos", None, "F"): 62.5,
+        ("reasonvos", None, "J&F"): 56.25,
+    }
     assert "train/train.py --config train/configs/tiny_cpu.yaml" in card.text
     assert "0123abc" in card.text and "total_steps: 6" in card.text
     assert 'AutoModel.from_pretrained("REPO_OR_DIR")' in card.text

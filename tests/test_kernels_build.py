@@ -44,8 +44,15 @@ def variant(request, tmp_path_factory):
         pytest.skip(f"no C compiler ({compiler[0]}) to build the portable variants with")
     output = tmp_path_factory.mktemp(request.param) / f"_kernels{sysconfig.get_config_var('EXT_SUFFIX')}"
     command = [
-        *compiler, "-O2", "-shared", "-fPIC", *VARIANTS[request.param],
-        f"-I{sysconfig.get_paths()['include']}", str(SOURCE), "-o", str(output),
+        *compiler,
+        "-O2",
+        "-shared",
+        "-fPIC",
+        *VARIANTS[request.param],
+        f"-I{sysconfig.get_paths()['include']}",
+        str(SOURCE),
+        "-o",
+        str(output),
     ]
     subprocess.run(command, check=True, capture_output=True)
     spec = importlib.util.spec_from_file_location("videolisa.metrics._kernels", output)

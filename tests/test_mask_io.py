@@ -12,6 +12,7 @@ import av
 import cv2
 import numpy as np
 import pytest
+from faults import FullDisk, make_read_only
 from PIL import Image
 from pycocotools import mask as mask_utils
 
@@ -27,8 +28,6 @@ from videolisa.mask_io import (
     tint_masks,
 )
 from videolisa.processing.video_io import open_video
-
-from faults import FullDisk, make_read_only
 
 NUM_FRAMES, HEIGHT, WIDTH = 12, 121, 160  # odd height: the mp4 must pad it
 
@@ -98,7 +97,7 @@ def test_outputs_read_back_and_agree(tmp_path, video):
 def test_overlay_video_frames_size_and_tint(tmp_path, video, monkeypatch, codec):
     if codec not in av.codecs_available:
         pytest.skip(f"this PyAV build has no {codec} encoder")
-    monkeypatch.setattr(outputs, "overlay_codec", lambda: codec)
+    monkeypatch.setattr(mask_io, "overlay_codec", lambda: codec)
     frames, masks = video
     write_all(tmp_path, frames, masks, overlay_color=(0, 255, 0), overlay_alpha=0.6)
     path = tmp_path / "overlay.mp4"
@@ -159,12 +158,12 @@ def test_failed_or_incomplete_writes_leave_no_partial_files(tmp_path, video):
     frames, masks = video
     names = [str(index) for index in range(NUM_FRAMES)]
     (tmp_path / "masks.json").write_text("previous result")
-    with pytest.raises(RuntimeError, match="model crashed"):
-        with MaskWriter(
-            names, HEIGHT, WIDTH, rle_path=tmp_path / "masks.json", overlay_path=tmp_path / "o.mp4"
-        ) as writer:
-            writer.write(masks[:4], frames[:4])
-            raise RuntimeError("model crashed")
+    with (
+        pytest.raises(RuntimeError, match="model crashed"),
+        MaskWriter(names, HEIGHT, WIDTH, rle_path=tmp_path / "masks.json", overlay_path=tmp_path / "o.mp4") as writer,
+    ):
+        writer.write(masks[:4], frames[:4])
+        raise RuntimeError("model crashed")
     assert (tmp_path / "masks.json").read_text() == "previous result"  # untouched
     assert sorted(path.name for path in tmp_path.iterdir()) == ["masks.json"]
 
@@ -253,10 +252,9 @@ def test_readers_reject_bad_files(tmp_path):
 def test_atomic_path_replaces_only_on_success(tmp_path):
     target = tmp_path / "out.txt"
     target.write_text("old")
-    with pytest.raises(ValueError):
-        with atomic_path(target) as temp:
-            temp.write_text("half")
-            raise ValueError("interrupted")
+    with pytest.raises(ValueError), atomic_path(target) as temp:
+        temp.write_text("half")
+        raise ValueError("interrupted")
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
     with atomic_path(target) as temp:
         assert temp.parent == tmp_path and temp != target
@@ -323,8 +321,12 @@ def test_final_files_get_the_mode_the_umask_allows(tmp_path, video, umask):
         os.umask(previous)
     expected = 0o666 & ~umask
     assert stat.S_IMODE((tmp_path / "reference.txt").stat().st_mode) == expected
-    for path in [tmp_path / "masks.json", tmp_path / "overlay.mp4", tmp_path / "png" / "00000.png",
-                 tmp_path / "plain.txt"]:
+    for path in [
+        tmp_path / "masks.json",
+        tmp_path / "overlay.mp4",
+        tmp_path / "png" / "00000.png",
+        tmp_path / "plain.txt",
+    ]:
         assert stat.S_IMODE(path.stat().st_mode) == expected, path
 
 
@@ -346,10 +348,12 @@ def reference_overlay(frames, masks, color, alpha, caption_rgba=None):
 def random_masks(rng, count, height, width):
     """Blobs, an empty mask, a full mask and a single pixel: ``[count, H, W] bool``."""
     rows, cols = np.ogrid[:height, :width]
-    masks = np.stack([
-        (rows - rng.integers(height)) ** 2 + (cols - rng.integers(width)) ** 2 < rng.integers(1, height) ** 2
-        for _ in range(count)
-    ])
+    masks = np.stack(
+        [
+            (rows - rng.integers(height)) ** 2 + (cols - rng.integers(width)) ** 2 < rng.integers(1, height) ** 2
+            for _ in range(count)
+        ]
+    )
     masks[1], masks[2], masks[3] = False, True, False
     masks[3, height - 1, width - 1] = True
     return masks
@@ -360,8 +364,13 @@ def test_fast_tint_and_caption_equal_the_per_pixel_blend(height, width):
     rng = np.random.default_rng(height)
     frames = rng.integers(0, 256, (5, height, width, 3), dtype=np.uint8)
     masks = random_masks(rng, 5, height, width)
-    for color, alpha in [((255, 0, 0), 0.5), ((0, 255, 0), 0.6), ((12, 200, 99), 0.33), ((1, 2, 3), 1.0),
-                         ((9, 9, 9), 0.0)]:
+    for color, alpha in [
+        ((255, 0, 0), 0.5),
+        ((0, 255, 0), 0.6),
+        ((12, 200, 99), 0.33),
+        ((1, 2, 3), 1.0),
+        ((9, 9, 9), 0.0),
+    ]:
         assert np.array_equal(tint_masks(frames, masks, color, alpha), reference_overlay(frames, masks, color, alpha))
     for caption in ["the red ball", "the small dog on the left that jumps over the fence " * 4]:
         band = mask_io._CaptionBand(caption, height, width)
@@ -380,8 +389,9 @@ def test_pngs_and_rles_are_byte_identical_to_the_reference_encoders(tmp_path, vi
     names = write_all(tmp_path, frames, masks, chunk_size=chunk_size, threads=threads)
     for name, mask in zip(names, masks):
         expected = io.BytesIO()
-        Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), mode="L").save(expected, format="PNG",
-                                                                                compress_level=1)
+        Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), mode="L").save(
+            expected, format="PNG", compress_level=1
+        )
         assert (tmp_path / "png" / f"{name}.png").read_bytes() == expected.getvalue()
     rles = json.loads((tmp_path / "masks.json").read_text())["rles"]
     for rle, mask in zip(rles, masks, strict=True):
@@ -406,8 +416,15 @@ def test_overlay_video_matches_the_reference_rendering(tmp_path, max_side):
     frames = np.repeat(smooth[None], count, 0)
     masks = random_masks(rng, count, height, width)
     caption = "the ball that bounces"
-    with MaskWriter([str(i) for i in range(count)], height, width, overlay_path=tmp_path / "o.mp4",
-                    instruction=caption, fps=10, overlay_max_side=max_side) as writer:
+    with MaskWriter(
+        [str(i) for i in range(count)],
+        height,
+        width,
+        overlay_path=tmp_path / "o.mp4",
+        instruction=caption,
+        fps=10,
+        overlay_max_side=max_side,
+    ) as writer:
         for start in range(0, count, 3):
             writer.write(masks[start : start + 3], frames[start : start + 3])
     out_height, out_width = (54, 96) if max_side == 96 else (height, width)
@@ -415,8 +432,13 @@ def test_overlay_video_matches_the_reference_rendering(tmp_path, max_side):
         size = (out_width, out_height)
         frames = np.stack([cv2.resize(frame, size, interpolation=cv2.INTER_AREA) for frame in frames])
         masks = np.stack([cv2.resize(m.view(np.uint8), size, interpolation=cv2.INTER_AREA) for m in masks]).astype(bool)
-    expected = reference_overlay(frames, masks, mask_io.DEFAULT_OVERLAY_COLOR, mask_io.DEFAULT_OVERLAY_ALPHA,
-                                 mask_io._CaptionBand(caption, out_height, out_width).rgba)
+    expected = reference_overlay(
+        frames,
+        masks,
+        mask_io.DEFAULT_OVERLAY_COLOR,
+        mask_io.DEFAULT_OVERLAY_ALPHA,
+        mask_io._CaptionBand(caption, out_height, out_width).rgba,
+    )
     with open_video(tmp_path / "o.mp4", backend="pyav") as reader:
         assert (reader.num_frames, reader.height, reader.width) == (count, out_height, out_width)
         decoded = reader.get_frames(range(count))

@@ -22,8 +22,8 @@ from videolisa.metrics import (
     write_report,
 )
 from videolisa.metrics.io import davis_palette
-from videolisa.metrics.reference import reference_jf
 from videolisa.metrics.refdavis import merge_frame
+from videolisa.metrics.reference import reference_jf
 
 # Every test runs with the C kernels and with their NumPy fallback (the conftest fixture).
 pytestmark = pytest.mark.usefixtures("scoring_kernels")
@@ -101,7 +101,10 @@ def mevis(tmp_path):
     mask_dict = {key: [rle(m) if m.any() else None for m in masks] for key, masks in anno.items()}
     meta = {
         "videos": {
-            "video_a": {"frames": frames, "expressions": {"0": {"exp": "a", "anno_id": [10]}, "1": {"exp": "b", "anno_id": [10, 11]}}},
+            "video_a": {
+                "frames": frames,
+                "expressions": {"0": {"exp": "a", "anno_id": [10]}, "1": {"exp": "b", "anno_id": [10, 11]}},
+            },
             "video_b": {"frames": frames, "expressions": {"0": {"exp": "c", "anno_id": [20]}}},
         }
     }
@@ -283,8 +286,16 @@ def test_davis_semi_supervised_drops_first_and_last_frames_and_ignores_new_objec
         region, boundary = reference_jf(pred[1:4] == obj, gt[1:4] == obj)
         expected = (davis_statistics(region), davis_statistics(boundary))
         entry = report.sequences[f"seq/{obj}"]
-        assert (entry["J"], entry["J_recall"], entry["J_decay"]) == (expected[0].mean, expected[0].recall, expected[0].decay)
-        assert (entry["F"], entry["F_recall"], entry["F_decay"]) == (expected[1].mean, expected[1].recall, expected[1].decay)
+        assert (entry["J"], entry["J_recall"], entry["J_decay"]) == (
+            expected[0].mean,
+            expected[0].recall,
+            expected[0].decay,
+        )
+        assert (entry["F"], entry["F_recall"], entry["F_decay"]) == (
+            expected[1].mean,
+            expected[1].recall,
+            expected[1].decay,
+        )
     assert report.overall["J"] == np.mean([report.sequences[key]["J"] for key in ("seq/1", "seq/2")])
     assert report.overall["JF"] == (report.overall["J"] + report.overall["F"]) / 2
 

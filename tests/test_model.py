@@ -194,7 +194,11 @@ def test_freezing_policy_trains_exactly_the_original_modules(frozen_step):
     names = [name for name, _ in model.named_parameters()]
     assert trainable == [name for name in names if expected_trainable(name)]
     assert {name.split(".")[0] + "." + name.split(".")[1] for name in trainable} == {
-        "llm.model", "llm.lm_head", "sam.mask_decoder", "prompt_head.0", "prompt_head.2"
+        "llm.model",
+        "llm.lm_head",
+        "sam.mask_decoder",
+        "prompt_head.0",
+        "prompt_head.2",
     }
     for name, parameter in model.named_parameters():
         assert parameter.requires_grad == expected_trainable(name), name

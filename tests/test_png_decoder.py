@@ -120,15 +120,22 @@ def test_other_kinds_and_damaged_files_fall_back_to_a_library(tmp_path):
         read_mask(tmp_path / "truncated.png")
 
     # A header that promises more rows than the image data holds: rejected before the (unchecked) kernel.
-    taller = data.replace(chunk(b"IHDR", struct.pack(">IIBBBBB", 6, 5, 8, 0, 0, 0, 0)),
-                          chunk(b"IHDR", struct.pack(">IIBBBBB", 6, 9, 8, 0, 0, 0, 0)))
+    taller = data.replace(
+        chunk(b"IHDR", struct.pack(">IIBBBBB", 6, 5, 8, 0, 0, 0, 0)),
+        chunk(b"IHDR", struct.pack(">IIBBBBB", 6, 9, 8, 0, 0, 0, 0)),
+    )
     assert taller != data and _decode_8bit_png(taller, binary=False) is None
 
     bad_filter = bytearray(encode_png(pixels, [0] * 5))
     stream = bytearray(zlib.decompress(bytes(bad_filter[bad_filter.index(b"IDAT") + 4 : -16])))
     stream[0] = 9  # filter type 9 does not exist
-    assert _decode_8bit_png(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 6, 5, 8, 0, 0, 0, 0))
-        + chunk(b"IDAT", zlib.compress(bytes(stream))) + chunk(b"IEND", b""),
-        binary=False,
-    ) is None
+    assert (
+        _decode_8bit_png(
+            b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", 6, 5, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(bytes(stream)))
+            + chunk(b"IEND", b""),
+            binary=False,
+        )
+        is None
+    )

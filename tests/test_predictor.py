@@ -15,18 +15,18 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import av
 import numpy as np
 import pytest
 import torch
+from benchmark_fixtures import write_png_frames
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from benchmark_fixtures import write_png_frames
 from videolisa.cli import main as cli_main
 from videolisa.constants import DEFAULT_ANSWER, VIDEO_PLACEHOLDER
 from videolisa.errors import InvalidInputError
@@ -204,9 +204,7 @@ def tokenized_conversation(tokenizer, instruction: str, image_token_index: int) 
     """The chat prompt of ``instruction`` tokenized the original way (LLaVA's ``tokenizer_image_token``),
     written out here: BOS + text before the video, ``image_token_index`` for the video, text after it."""
     before, after = build_prompt(instruction, DEFAULT_ANSWER).split(VIDEO_PLACEHOLDER)
-    return (
-        tokenizer(before).input_ids + [image_token_index] + tokenizer(after, add_special_tokens=False).input_ids
-    )
+    return tokenizer(before).input_ids + [image_token_index] + tokenizer(after, add_special_tokens=False).input_ids
 
 
 @pytest.mark.parametrize(
@@ -252,23 +250,37 @@ def test_python_api_rejects_empty_and_over_long_instructions(predictor, tokenize
 
 def infer_argv(model_dir: Path, video: Path, prompt: str, out: Path, *extra: str) -> list[str]:
     """Arguments of ``videolisa infer`` on CPU."""
-    return ["infer", "--model", str(model_dir), "--video", str(video), "--prompt", prompt, "--out", str(out),
-            "--device", "cpu", *extra]
+    return [
+        "infer",
+        "--model",
+        str(model_dir),
+        "--video",
+        str(video),
+        "--prompt",
+        prompt,
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        *extra,
+    ]
 
 
 def run_cli(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
     """``python -m videolisa.cli ARGV`` in a fresh process (one math thread, the Hub offline)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, "-m", "videolisa.cli", *argv], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "videolisa.cli", *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.mark.launcher
 def test_infer_cli_end_to_end(tiny_model_dir, media, mp4_result, tmp_path):
     """The CLI loads the saved seed-0 model, so it must reproduce the in-memory model's masks exactly."""
     out = tmp_path / "out"
-    completed = run_cli(infer_argv(tiny_model_dir, media.mp4, INSTRUCTION, out, "--save-overlay",
-                                   "--format", "png,rle"), cwd=tmp_path)
+    completed = run_cli(
+        infer_argv(tiny_model_dir, media.mp4, INSTRUCTION, out, "--save-overlay", "--format", "png,rle"), cwd=tmp_path
+    )
     assert completed.returncode == 0, completed.stderr
     assert "Traceback" not in completed.stderr
     expected = mp4_result.masks  # [T, H, W] bool
@@ -342,8 +354,16 @@ def output_under_a_regular_file(tmp_path: Path, media: Media) -> tuple[Path, str
 
 @pytest.mark.parametrize(
     "bad_input",
-    [missing_video, text_file_named_mp4, empty_folder, empty_prompt, whitespace_prompt, over_long_prompt,
-     output_under_a_regular_file, zero_overlay_max_side],
+    [
+        missing_video,
+        text_file_named_mp4,
+        empty_folder,
+        empty_prompt,
+        whitespace_prompt,
+        over_long_prompt,
+        output_under_a_regular_file,
+        zero_overlay_max_side,
+    ],
     ids=lambda case: case.__name__,
 )
 def test_infer_cli_names_the_bad_input_and_exits_2(tiny_model_dir, media, tmp_path, capsys, bad_input):
@@ -360,6 +380,12 @@ def test_infer_cli_names_the_bad_input_and_exits_2(tiny_model_dir, media, tmp_pa
     assert len(error_lines) == 1 and message in error_lines[0], captured.err
     assert captured.out == ""
     assert not (out / "masks.json").exists() and not (out / "summary.json").exists()
-    if bad_input in (missing_video, text_file_named_mp4, empty_folder, empty_prompt, whitespace_prompt,
-                     zero_overlay_max_side):
+    if bad_input in (
+        missing_video,
+        text_file_named_mp4,
+        empty_folder,
+        empty_prompt,
+        whitespace_prompt,
+        zero_overlay_max_side,
+    ):
         assert not out.exists()  # checked before --out is created

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from benchmark_fixtures import write_png_frames
+
 from videolisa.errors import VideoReadError
 from videolisa.predictor import VideoLisaPredictor
 from videolisa.processing import video_io
@@ -199,8 +199,26 @@ def test_infer_writes_the_same_masks_with_and_without_the_fast_path(tiny_model_d
     outputs = {}
     for name, flags in {"fast": [], "stock": ["--no-fast-sam"]}.items():
         out = tmp_path / name
-        status = main(["infer", "--model", str(tiny_model_dir), "--video", str(video_dir), "--prompt", INSTRUCTION,
-                       "--out", str(out), "--device", "cpu", "--chunk-size", "3", "--format", "png", *flags])
+        status = main(
+            [
+                "infer",
+                "--model",
+                str(tiny_model_dir),
+                "--video",
+                str(video_dir),
+                "--prompt",
+                INSTRUCTION,
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                "--chunk-size",
+                "3",
+                "--format",
+                "png",
+                *flags,
+            ]
+        )
         assert status == 0
         outputs[name] = read_png_masks(out / "masks")
     assert outputs["fast"].shape == (NUM_FRAMES, 40, 56)

@@ -74,8 +74,9 @@ def test_oracle_prompt_run_trains_and_reports(tmp_path: Path, capsys) -> None:
     from videolisa import synthetic
 
     config = SyntheticConfig(min_frames=8, max_frames=10, sizes=((64, 96),))
-    data = write_synthetic_dataset(tmp_path / "data", layout="custom", num_videos=2, seed=1, config=config,
-                                   progress=False)
+    data = write_synthetic_dataset(
+        tmp_path / "data", layout="custom", num_videos=2, seed=1, config=config, progress=False
+    )
     arguments = ["--data", str(data / synthetic.CUSTOM_FILE), "--steps", "2", "--report-every", "1", "--all-targets"]
     assert oracle.main(arguments) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
@@ -107,10 +108,12 @@ def test_oracle_prompt_run_encoder_lr_scale_and_colour_prompts(tmp_path: Path) -
     from videolisa import synthetic
 
     config = SyntheticConfig(min_frames=8, max_frames=10, sizes=((64, 96),))
-    data = write_synthetic_dataset(tmp_path / "data", layout="custom", num_videos=2, seed=1, config=config,
-                                   progress=False)
-    args = oracle.parse_args(["--data", str(data / synthetic.CUSTOM_FILE), "--encoder-lr-scale", "0",
-                              "--prompt-per", "colour"])
+    data = write_synthetic_dataset(
+        tmp_path / "data", layout="custom", num_videos=2, seed=1, config=config, progress=False
+    )
+    args = oracle.parse_args(
+        ["--data", str(data / synthetic.CUSTOM_FILE), "--encoder-lr-scale", "0", "--prompt-per", "colour"]
+    )
     run = oracle.OracleRun(args)
     assert set(run.prompt_of) <= set(synthetic.COLORS)
     encoder = [p.detach().clone() for p in run.sam.image_encoder.parameters()]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,9 +40,8 @@ def tiny_sam2():
 @pytest.fixture(scope="module")
 def tiny_refiner_model():
     """A tiny random transformers ``Sam2VideoModel`` (no official package needed)."""
-    from transformers import Sam2VideoModel
-
     import sam2_tiny
+    from transformers import Sam2VideoModel
 
     torch.manual_seed(0)
     return Sam2VideoModel(sam2_tiny.build_transformers_config()).eval()
@@ -144,8 +142,9 @@ def plain_predictor(tiny_model):
 
 
 def refining_predictor(tiny_model, sam2_model, **settings) -> VideoLisaPredictor:
-    return VideoLisaPredictor(tiny_model, build_tiny_tokenizer(), device="cpu", dtype="fp32",
-                              refine=make_refiner(sam2_model, **settings))
+    return VideoLisaPredictor(
+        tiny_model, build_tiny_tokenizer(), device="cpu", dtype="fp32", refine=make_refiner(sam2_model, **settings)
+    )
 
 
 def test_default_and_refine_false_are_the_unrefined_path(tiny_model, tiny_refiner_model, plain_predictor, frames):
@@ -195,13 +194,29 @@ def test_top_k_anchors_and_a_track_without_reliable_anchor(tiny_model, tiny_refi
 
 def test_refine_offline_without_weights_names_what_to_download(tiny_model, capsys, tiny_model_dir, tmp_path):
     with pytest.raises(MissingFilesError, match="facebook/sam2.1-hiera-tiny.*download"):
-        VideoLisaPredictor(tiny_model, build_tiny_tokenizer(), device="cpu",
-                           refine=RefineConfig(model="facebook/sam2.1-hiera-tiny"))
+        VideoLisaPredictor(
+            tiny_model, build_tiny_tokenizer(), device="cpu", refine=RefineConfig(model="facebook/sam2.1-hiera-tiny")
+        )
     from benchmark_fixtures import write_png_frames
 
     folder = write_png_frames(tmp_path / "frames", make_frames(3, HEIGHT, WIDTH, seed=2))
-    status = cli_main(["infer", "--model", str(tiny_model_dir), "--video", str(folder), "--prompt", "the square",
-                       "--out", str(tmp_path / "out"), "--device", "cpu", "--refine", "sam2"])
+    status = cli_main(
+        [
+            "infer",
+            "--model",
+            str(tiny_model_dir),
+            "--video",
+            str(folder),
+            "--prompt",
+            "the square",
+            "--out",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+            "--refine",
+            "sam2",
+        ]
+    )
     captured = capsys.readouterr()
     errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
     assert status == 2 and "Traceback" not in captured.err and not (tmp_path / "out" / "masks.json").exists()
@@ -212,8 +227,16 @@ def test_eval_stores_the_refine_settings_and_refuses_a_rerun_without_them(
     tiny_model, tiny_refiner_model, plain_predictor, tmp_path
 ) -> None:
     data_root = write_reasonvos(tmp_path / "ReasonVOS", size=(32, 48))
-    settings = EvaluationConfig(benchmark="reasonvos", data_root=data_root, model="tiny-seed0", out=tmp_path / "out",
-                                device="cpu", workers=1, limit=1, score=False)
+    settings = EvaluationConfig(
+        benchmark="reasonvos",
+        data_root=data_root,
+        model="tiny-seed0",
+        out=tmp_path / "out",
+        device="cpu",
+        workers=1,
+        limit=1,
+        score=False,
+    )
     predictor = refining_predictor(tiny_model, tiny_refiner_model, min_score=0.0)
     run_evaluation(settings, predictor=predictor)
     stored = json.loads((settings.out / "fingerprint.json").read_text())["refine"]
@@ -226,8 +249,25 @@ def test_cli_refine_options_become_settings() -> None:
     from videolisa.cli import build_parser
     from videolisa.commands.eval import settings_from_args
 
-    argv = ["eval", "--benchmark", "reasonvos", "--data-root", "d", "--model", "m", "--out", "o", "--refine", "sam2",
-            "--refine-model", "facebook/sam2.1-hiera-tiny", "--refine-anchors", "top-k", "--refine-top-k", "3"]
+    argv = [
+        "eval",
+        "--benchmark",
+        "reasonvos",
+        "--data-root",
+        "d",
+        "--model",
+        "m",
+        "--out",
+        "o",
+        "--refine",
+        "sam2",
+        "--refine-model",
+        "facebook/sam2.1-hiera-tiny",
+        "--refine-anchors",
+        "top-k",
+        "--refine-top-k",
+        "3",
+    ]
     settings = settings_from_args(build_parser(argv).parse_args(argv))
     assert settings.refine == RefineConfig(model="facebook/sam2.1-hiera-tiny", anchors="top-k", top_k=3)
     argv = argv[:9]

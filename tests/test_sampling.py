@@ -47,7 +47,7 @@ def test_sparse_indices_match_the_original_rule(num_frames):
     indices = sample_sparse_indices(num_frames)
     assert indices == original_sparse_indices(num_frames, 32)
     assert len(indices) == 32 and indices == sorted(indices)
-    assert 0 <= indices[0] and indices[-1] < num_frames
+    assert indices[0] >= 0 and indices[-1] < num_frames
     if num_frames >= 32:
         assert len(set(indices)) == 32
     else:
@@ -169,7 +169,7 @@ def test_training_frames_long_video_globals_avoid_the_local_window():
         # frames to the anchor on each side.
         window_low = max(index for index in indices if index < 100)
         window_high = min(index for index in indices if index > 100)
-        assert 97 <= window_low and window_high <= 103
+        assert window_low >= 97 and window_high <= 103
         globals_ = list(indices)
         for used in (100, window_low, window_high):
             globals_.remove(used)

@@ -51,8 +51,16 @@ def test_score_folders_prints_table_writes_reports_and_never_imports_torch(tmp_p
     out = tmp_path / "out" / "report.json"
     result = run_python(
         SCORE_AND_REPORT_MODULES,
-        "--benchmark", "folders", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred"),
-        "--workers", "2", "--out", str(out),
+        "--benchmark",
+        "folders",
+        "--gt",
+        str(tmp_path / "gt"),
+        "--pred",
+        str(tmp_path / "pred"),
+        "--workers",
+        "2",
+        "--out",
+        str(out),
     )
     assert result.returncode == 0, result.stderr
     assert "HEAVY []" in result.stdout
@@ -99,9 +107,25 @@ def test_missing_predictions_exit_2_listing_them_and_zero_policy(tmp_path):
 def test_eval_script_calls_the_same_command(tmp_path):
     write_folders(tmp_path, shift=0)
     result = subprocess.run(
-        [sys.executable, "eval/score.py", "--benchmark", "folders", "--gt", str(tmp_path / "gt"),
-         "--pred", str(tmp_path / "pred"), "--workers", "1", "--out", str(tmp_path / "r.json")],
-        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+        [
+            sys.executable,
+            "eval/score.py",
+            "--benchmark",
+            "folders",
+            "--gt",
+            str(tmp_path / "gt"),
+            "--pred",
+            str(tmp_path / "pred"),
+            "--workers",
+            "1",
+            "--out",
+            str(tmp_path / "r.json"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stderr
@@ -140,9 +164,27 @@ def test_score_without_the_c_extension_says_so_once_and_scores_the_same(tmp_path
     for name, extra_path in (("extension", ""), ("numpy", str(tmp_path / "site"))):
         out = tmp_path / name / "report.json"
         result = subprocess.run(
-            [sys.executable, "-m", "videolisa.cli", "score", "--benchmark", "folders", "--gt", str(tmp_path / "gt"),
-             "--pred", str(tmp_path / "pred"), "--workers", "2", "--out", str(out)],
-            cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+            [
+                sys.executable,
+                "-m",
+                "videolisa.cli",
+                "score",
+                "--benchmark",
+                "folders",
+                "--gt",
+                str(tmp_path / "gt"),
+                "--pred",
+                str(tmp_path / "pred"),
+                "--workers",
+                "2",
+                "--out",
+                str(out),
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
             env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (extra_path, str(REPO))))},
         )
         assert result.returncode == 0, result.stderr

@@ -145,10 +145,7 @@ def test_entering_and_leaving_objects_have_empty_masks_on_some_frames(videos: li
 def _matches_attribute_phrase(obj: SyntheticObject, text: str) -> bool:
     words = text.split()
     noun = words[-1]
-    return (
-        (noun == "shape" or noun == obj.shape)
-        and all(word in (obj.size, obj.color) for word in words[:-1])
-    )
+    return (noun == "shape" or noun == obj.shape) and all(word in (obj.size, obj.color) for word in words[:-1])
 
 
 def test_every_video_has_unique_unambiguous_instructions(videos: list[synthetic.SyntheticVideo]) -> None:
@@ -252,7 +249,9 @@ def test_custom_layout_is_read_by_the_custom_data_reader(tmp_path: Path) -> None
     from videolisa.data.custom import CustomDataset
     from videolisa.data.sample import SampleConfig
 
-    out = write_synthetic_dataset(tmp_path / "custom", layout="custom", num_videos=2, seed=5, config=SMALL, progress=False)
+    out = write_synthetic_dataset(
+        tmp_path / "custom", layout="custom", num_videos=2, seed=5, config=SMALL, progress=False
+    )
     expected = list(generate_videos(5, 2, SMALL))
     settings = SampleConfig(num_frames_sparse=6, num_frames_dense=2, clip_image_size=28, sam_image_size=64)
     dataset = CustomDataset(settings, [out / synthetic.CUSTOM_FILE])
@@ -275,7 +274,9 @@ def test_custom_samples_can_ask_about_several_targets_of_one_video(tmp_path: Pat
     from videolisa.data.custom import CustomDataset
     from videolisa.data.sample import SampleConfig
 
-    out = write_synthetic_dataset(tmp_path / "custom", layout="custom", num_videos=2, seed=6, config=SMALL, progress=False)
+    out = write_synthetic_dataset(
+        tmp_path / "custom", layout="custom", num_videos=2, seed=6, config=SMALL, progress=False
+    )
     expected = {video.name: video for video in generate_videos(6, 2, SMALL)}
     settings = SampleConfig(num_frames_sparse=6, num_frames_dense=2, clip_image_size=28, sam_image_size=64)
     dataset = CustomDataset(settings, [out / synthetic.CUSTOM_FILE], targets_per_sample=3)
@@ -359,9 +360,7 @@ def test_cli_writes_refuses_and_overwrites(tmp_path: Path, capsys: pytest.Captur
     assert sorted(path.name for path in tmp_path.iterdir()) == ["data"]  # no staging folders left
 
 
-def test_overwrite_replaces_only_a_folder_that_synth_wrote(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_overwrite_replaces_only_a_folder_that_synth_wrote(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     foreign = tmp_path / "mine"
     (foreign / "sub").mkdir(parents=True)
     (foreign / "sub" / "keep.txt").write_text("keep")
@@ -393,8 +392,24 @@ def test_cli_reports_an_unwritable_parent_in_one_line(
         real_mkdir(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "mkdir", mkdir)
-    assert main(["synth", "--out", str(parent / "data"), "--videos", "1", "--min-frames", "10", "--max-frames", "10",
-                 "--sizes", "64x64"]) == 2
+    assert (
+        main(
+            [
+                "synth",
+                "--out",
+                str(parent / "data"),
+                "--videos",
+                "1",
+                "--min-frames",
+                "10",
+                "--max-frames",
+                "10",
+                "--sizes",
+                "64x64",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err  # the progress bar's lines, then one error line
     (line,) = re.findall(r"error: [^\n]*", err)
     assert "Permission denied" in line and str(parent) in line and "Traceback" not in err

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from benchmark_fixtures import write_png_frames
 from conftest import build_tiny_model, make_frames
+from PIL import Image
+
 from videolisa.cli import main as cli_main
 from videolisa.errors import InvalidInputError
 from videolisa.generation import GENERATE, GenerationConfig
@@ -35,10 +35,19 @@ def test_track_writer_round_trip(tmp_path):
     masks, frames = random_tracks(2), make_frames(NUM_FRAMES, HEIGHT, WIDTH, seed=1)
     scores = np.linspace(0, 1, NUM_FRAMES * 2, dtype=np.float32).reshape(NUM_FRAMES, 2)
     names = [f"{i:05d}" for i in range(NUM_FRAMES)]
-    with TrackWriter(names, HEIGHT, WIDTH, [(1, "the red circle"), (2, None)], tracks_dir=tmp_path / "tracks",
-                     palette_dir=tmp_path / "palette", rle_path=tmp_path / "masks.json",
-                     overlay_path=tmp_path / "overlay.mp4", instruction="circles", answer="a [SEG1] b [SEG2]",
-                     presence_threshold=0.5) as writer:
+    with TrackWriter(
+        names,
+        HEIGHT,
+        WIDTH,
+        [(1, "the red circle"), (2, None)],
+        tracks_dir=tmp_path / "tracks",
+        palette_dir=tmp_path / "palette",
+        rle_path=tmp_path / "masks.json",
+        overlay_path=tmp_path / "overlay.mp4",
+        instruction="circles",
+        answer="a [SEG1] b [SEG2]",
+        presence_threshold=0.5,
+    ) as writer:
         writer.write(masks[:4], scores[:4], frames[:4])
         writer.write(masks[4:], scores[4:], frames[4:])
     header, tracks = read_tracks_json(tmp_path / "masks.json")
@@ -107,17 +116,36 @@ def test_infer_generate_writes_one_folder_per_track(seg_happy_model_dir, tmp_pat
     frames = make_frames(NUM_FRAMES, HEIGHT, WIDTH, seed=3)
     folder = write_png_frames(tmp_path / "frames", frames)
     out = tmp_path / "out"
-    argv = ["infer", "--model", str(seg_happy_model_dir), "--video", str(folder), "--prompt", QUERY, "--out", str(out),
-            "--device", "cpu", "--generate", "--max-new-tokens", "8", "--presence-threshold", "0.44", "--save-overlay"]
+    argv = [
+        "infer",
+        "--model",
+        str(seg_happy_model_dir),
+        "--video",
+        str(folder),
+        "--prompt",
+        QUERY,
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--generate",
+        "--max-new-tokens",
+        "8",
+        "--presence-threshold",
+        "0.44",
+        "--save-overlay",
+    ]
     assert cli_main(argv) == 0
     predictor = VideoLisaPredictor.from_pretrained(seg_happy_model_dir, device="cpu")
-    expected = predictor.segment(folder, QUERY, answer=GENERATE, generation=GenerationConfig(max_new_tokens=8),
-                                 presence_threshold=0.44)
+    expected = predictor.segment(
+        folder, QUERY, answer=GENERATE, generation=GenerationConfig(max_new_tokens=8), presence_threshold=0.44
+    )
     assert len(expected.tracks) >= 2 and expected.answer.count("[SEG") == len(expected.tracks)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["answer"] == expected.answer and summary["presence_threshold"] == 0.44
-    assert summary["tracks"] == [{"id": t.id, "phrase": t.phrase, "present_frames": t.present_frames}
-                                 for t in expected.tracks]
+    assert summary["tracks"] == [
+        {"id": t.id, "phrase": t.phrase, "present_frames": t.present_frames} for t in expected.tracks
+    ]
     assert summary["present_frames"] == expected.present_frames
     assert 0 < len(summary["present_frames"]) < NUM_FRAMES  # the threshold emptied some frames, not all
     header, tracks = read_tracks_json(out / "masks.json")
@@ -134,8 +162,19 @@ def test_infer_generate_writes_one_folder_per_track(seg_happy_model_dir, tmp_pat
 
 def test_infer_generation_options_need_generate(tiny_model_dir, tmp_path, capsys):
     folder = write_png_frames(tmp_path / "frames", make_frames(2, HEIGHT, WIDTH, seed=3))
-    base = ["infer", "--model", str(tiny_model_dir), "--video", str(folder), "--prompt", QUERY,
-            "--out", str(tmp_path / "out"), "--device", "cpu"]
+    base = [
+        "infer",
+        "--model",
+        str(tiny_model_dir),
+        "--video",
+        str(folder),
+        "--prompt",
+        QUERY,
+        "--out",
+        str(tmp_path / "out"),
+        "--device",
+        "cpu",
+    ]
     assert cli_main([*base, "--temperature", "0.7"]) == 2
     assert "--temperature and --seed need --generate" in capsys.readouterr().err
     assert cli_main([*base, "--presence-threshold", "2"]) == 2
@@ -155,8 +194,10 @@ def test_demo_generate_lists_the_tracks(seg_happy_model_dir, tmp_path):
     predictor = VideoLisaPredictor.from_pretrained(seg_happy_model_dir, device="cpu")
     result = segment_for_demo(predictor, image, QUERY, tmp_path / "out", DemoConfig(generate=True))
     expected = predictor.segment(image, QUERY, answer=GENERATE)
-    assert result.answer == {"answer": expected.answer, "tracks": [
-        {"id": t.id, "phrase": t.phrase, "present_frames": t.present_frames} for t in expected.tracks]}
+    assert result.answer == {
+        "answer": expected.answer,
+        "tracks": [{"id": t.id, "phrase": t.phrase, "present_frames": t.present_frames} for t in expected.tracks],
+    }
     assert len(expected.tracks) >= 2
     with zipfile.ZipFile(result.masks_zip) as archive:
         names = sorted(archive.namelist())

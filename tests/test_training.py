@@ -52,17 +52,37 @@ def test_tiny_config_with_overrides():
 
 
 def test_original_recipe_config_matches_the_spec():
-    config = load_training_config(CONFIGS / "videolisa_3.8b.yaml", ["model.sam_checkpoint=/ckpt/sam_vit_h_4b8939.pth",
-                                                                      "validation.root=/data/ReasonSeg"])
+    config = load_training_config(
+        CONFIGS / "videolisa_3.8b.yaml",
+        ["model.sam_checkpoint=/ckpt/sam_vit_h_4b8939.pth", "validation.root=/data/ReasonSeg"],
+    )
     assert config.model.source == "llava_phi3" and config.model.path == "MBZUAI/LLaVA-Phi-3-mini-4k-instruct"
-    assert (config.lora.r, config.lora.alpha, config.lora.dropout, config.lora.target_modules) == (8, 16, 0.05, ["qkv_proj"])
+    assert (config.lora.r, config.lora.alpha, config.lora.dropout, config.lora.target_modules) == (
+        8,
+        16,
+        0.05,
+        ["qkv_proj"],
+    )
     assert (config.optim.lr, config.optim.betas, config.optim.weight_decay) == (3e-4, [0.9, 0.95], 0.0)
     assert (config.optim.warmup_steps, config.optim.gradient_clipping) == (100, 1.0)
     assert (config.train.total_steps, config.train.global_batch_size, config.train.micro_batch_size) == (6000, 128, 2)
-    assert config.data.rates == {"sem_seg": 8, "refer_seg": 4, "reason_seg": 3, "ytvos": 4, "refytvos": 6, "mevis": 6,
-                                 "refdavis": 1, "vqa": 0, "custom": 0}
+    assert config.data.rates == {
+        "sem_seg": 8,
+        "refer_seg": 4,
+        "reason_seg": 3,
+        "ytvos": 4,
+        "refytvos": 6,
+        "mevis": 6,
+        "refdavis": 1,
+        "vqa": 0,
+        "custom": 0,
+    }
     assert config.data.explanatory == 0.1 and config.data.mevis_splits == ["train", "valid_u"]
-    assert (config.validation.benchmark, config.validation.split, config.validation.metric) == ("reasonseg", "val", "gIoU")
+    assert (config.validation.benchmark, config.validation.split, config.validation.metric) == (
+        "reasonseg",
+        "val",
+        "gIoU",
+    )
 
 
 @pytest.mark.parametrize(
@@ -87,8 +107,9 @@ def test_config_errors_name_the_key(overrides, message):
 
 def test_resume_may_only_change_safe_keys():
     saved = load_training_config(CONFIGS / "tiny_cpu.yaml")
-    check_resume_changes(saved, load_training_config(CONFIGS / "tiny_cpu.yaml", ["train.save_every=1",
-                                                                                  "validation.limit=3"]))
+    check_resume_changes(
+        saved, load_training_config(CONFIGS / "tiny_cpu.yaml", ["train.save_every=1", "validation.limit=3"])
+    )
     with pytest.raises(InvalidInputError, match=r"cannot change \['optim.lr', 'train.seed'\]"):
         check_resume_changes(saved, load_training_config(CONFIGS / "tiny_cpu.yaml", ["optim.lr=0.1", "train.seed=5"]))
 
@@ -129,7 +150,12 @@ def test_resumed_tensorboard_has_every_step_once(tmp_path):
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     assert [(event.step, event.value) for event in events.Scalars("loss")] == [
-        (1, 1.0), (2, 2.0), (3, 3.0), (4, 14.0), (5, 15.0), (6, 16.0)
+        (1, 1.0),
+        (2, 2.0),
+        (3, 3.0),
+        (4, 14.0),
+        (5, 15.0),
+        (6, 16.0),
     ]
 
 
@@ -168,14 +194,23 @@ def test_help_says_only_trusted_run_folders_are_loaded(script, capsys):
 # ============================================================================================ DeepSpeed config
 @pytest.mark.parametrize(("world_size", "accumulation"), [(1, 64), (8, 8), (64, 1)])
 def test_deepspeed_config_is_filled_from_the_yaml(world_size, accumulation):
-    config = load_training_config(CONFIGS / "videolisa_3.8b.yaml", ["model.sam_checkpoint=/s.pth", "validation.root=/r"])
+    config = load_training_config(
+        CONFIGS / "videolisa_3.8b.yaml", ["model.sam_checkpoint=/s.pth", "validation.root=/r"]
+    )
     ds = build_deepspeed_config(CONFIGS / "ds_zero2.json", config, world_size, "bf16")
     assert (ds["train_batch_size"], ds["train_micro_batch_size_per_gpu"]) == (128, 2)
     assert ds["gradient_accumulation_steps"] == accumulation
     assert ds["optimizer"]["params"] == {"lr": 3e-4, "betas": [0.9, 0.95], "weight_decay": 0.0, "torch_adam": True}
-    assert ds["scheduler"] == {"type": "WarmupDecayLR", "params": {
-        "total_num_steps": 6000, "warmup_min_lr": 0, "warmup_max_lr": 3e-4, "warmup_num_steps": 100,
-        "warmup_type": "linear"}}
+    assert ds["scheduler"] == {
+        "type": "WarmupDecayLR",
+        "params": {
+            "total_num_steps": 6000,
+            "warmup_min_lr": 0,
+            "warmup_max_lr": 3e-4,
+            "warmup_num_steps": 100,
+            "warmup_type": "linear",
+        },
+    }
     assert ds["bf16"] == {"enabled": True} and ds["gradient_clipping"] == 1.0
     assert ds["zero_optimization"]["stage"] == 2
     assert "auto" not in json.dumps(ds)
@@ -210,7 +245,9 @@ def test_lora_pattern_matches_only_llm_modules():
     assert pattern.fullmatch("llm.model.layers.31.self_attn.qkv_proj")
     assert not pattern.fullmatch("llm.model.layers.0.self_attn.o_proj")
     assert not pattern.fullmatch("sam.mask_decoder.transformer.layers.0.self_attn.q_proj")
-    assert not re.compile(lora_target_pattern(["q_proj"])).fullmatch("vision_tower.vision_model.encoder.layers.0.self_attn.q_proj")
+    assert not re.compile(lora_target_pattern(["q_proj"])).fullmatch(
+        "vision_tower.vision_model.encoder.layers.0.self_attn.q_proj"
+    )
 
 
 def tiny_model_and_tokenizer():
@@ -224,13 +261,19 @@ def test_freezing_and_lora_on_the_tiny_model():
     wrapped = apply_freezing_and_lora(model, LoraConfig())
     trainable = {name.removeprefix("base_model.model.") for name, p in wrapped.named_parameters() if p.requires_grad}
     lora = sorted(name for name in trainable if "lora_" in name)
-    assert lora == [f"llm.model.layers.{i}.self_attn.qkv_proj.lora_{ab}.default.weight" for i in range(2) for ab in "AB"]
+    assert lora == [
+        f"llm.model.layers.{i}.self_attn.qkv_proj.lora_{ab}.default.weight" for i in range(2) for ab in "AB"
+    ]
     others = trainable - set(lora)
-    assert all(name.startswith(("llm.model.embed_tokens.", "llm.lm_head.", "sam.mask_decoder.", "prompt_head."))
-               for name in others)
+    assert all(
+        name.startswith(("llm.model.embed_tokens.", "llm.lm_head.", "sam.mask_decoder.", "prompt_head."))
+        for name in others
+    )
     assert any(name.startswith("sam.mask_decoder.") for name in others) and "llm.lm_head.weight" in others
     assert unwrap_model(wrapped) is model
-    other_targets = apply_freezing_and_lora(tiny_model_and_tokenizer()[0], LoraConfig(target_modules=["o_proj", "down_proj"]))
+    other_targets = apply_freezing_and_lora(
+        tiny_model_and_tokenizer()[0], LoraConfig(target_modules=["o_proj", "down_proj"])
+    )
     assert sum("lora_A" in name for name, _ in other_targets.named_parameters()) == 4
     with pytest.raises(InvalidInputError, match="matches no LLM module"):
         apply_freezing_and_lora(tiny_model_and_tokenizer()[0], LoraConfig(target_modules=["nothing_here"]))
@@ -261,10 +304,28 @@ def write_fake_llava_phi3(root: Path, extra_key: bool = False) -> dict[str, torc
     tiny = VideoLisaConfig.from_preset("tiny")
     torch.manual_seed(1)
     CLIPVisionModel(tiny.vision_config).save_pretrained(root / "clip")
-    phi3 = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
-                vocab_size=512, max_position_embeddings=4096, original_max_position_embeddings=4096, rms_norm_eps=1e-5,
-                rope_theta=10000.0, sliding_window=95, hidden_act="silu", tie_word_embeddings=False, bos_token_id=1,
-                eos_token_id=2, pad_token_id=0, attention_dropout=0.0, embd_pdrop=0.0, resid_pdrop=0.0, use_cache=False)
+    phi3 = dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        vocab_size=512,
+        max_position_embeddings=4096,
+        original_max_position_embeddings=4096,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        sliding_window=95,
+        hidden_act="silu",
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        attention_dropout=0.0,
+        embd_pdrop=0.0,
+        resid_pdrop=0.0,
+        use_cache=False,
+    )
     llm = AutoModelForCausalLM.from_config(AutoConfig.for_model("phi3", **phi3))
     tensors = {name: tensor.contiguous() for name, tensor in llm.state_dict().items()}
     projector = build_projector("mlp2x_gelu", 32, 64)
@@ -272,12 +333,27 @@ def write_fake_llava_phi3(root: Path, extra_key: bool = False) -> dict[str, torc
     if extra_key:
         tensors["model.unrelated_head.weight"] = torch.zeros(2)
     save_file(tensors, str(root / "model.safetensors"))
-    config = {**phi3, "architectures": ["LlavaPhiForCausalLM"], "model_type": "llava_phi", "rope_scaling": None,
-              "torch_dtype": "bfloat16", "mm_vision_tower": str(root / "clip"), "mm_hidden_size": 32,
-              "mm_projector_type": "mlp2x_gelu", "mm_vision_select_layer": -2, "mm_vision_select_feature": "patch",
-              "mm_patch_merge_type": "flat", "mm_use_im_start_end": False, "mm_use_im_patch_token": False,
-              "image_aspect_ratio": "square", "tokenizer_model_max_length": 512, "tokenizer_padding_side": "right",
-              "use_mm_proj": True, "tune_mm_mlp_adapter": False, "freeze_mm_mlp_adapter": False}
+    config = {
+        **phi3,
+        "architectures": ["LlavaPhiForCausalLM"],
+        "model_type": "llava_phi",
+        "rope_scaling": None,
+        "torch_dtype": "bfloat16",
+        "mm_vision_tower": str(root / "clip"),
+        "mm_hidden_size": 32,
+        "mm_projector_type": "mlp2x_gelu",
+        "mm_vision_select_layer": -2,
+        "mm_vision_select_feature": "patch",
+        "mm_patch_merge_type": "flat",
+        "mm_use_im_start_end": False,
+        "mm_use_im_patch_token": False,
+        "image_aspect_ratio": "square",
+        "tokenizer_model_max_length": 512,
+        "tokenizer_padding_side": "right",
+        "use_mm_proj": True,
+        "tune_mm_mlp_adapter": False,
+        "freeze_mm_mlp_adapter": False,
+    }
     (root / "config.json").write_text(json.dumps(config))
     build_tiny_tokenizer(seg_token="<unused>").save_pretrained(root)  # 481 tokens, no [SEG]
     from videolisa.modeling.sam import build_sam
@@ -297,8 +373,9 @@ def test_llava_phi3_base_loads_every_piece(tmp_path):
     # [SEG] reuses the padded row 481 of the base model: the 512 rows shrink to 482.
     torch.testing.assert_close(state["llm.model.embed_tokens.weight"], tensors["model.embed_tokens.weight"][:482])
     torch.testing.assert_close(state["llm.lm_head.weight"], tensors["lm_head.weight"][:482])
-    torch.testing.assert_close(state["llm.model.layers.1.self_attn.qkv_proj.weight"],
-                               tensors["model.layers.1.self_attn.qkv_proj.weight"])
+    torch.testing.assert_close(
+        state["llm.model.layers.1.self_attn.qkv_proj.weight"], tensors["model.layers.1.self_attn.qkv_proj.weight"]
+    )
     torch.testing.assert_close(state["projector.2.weight"], tensors["model.mm_projector.2.weight"])
     clip = load_file(str(tmp_path / "clip" / "model.safetensors"))
     (clip_key,) = [name for name in clip if name.endswith("post_layernorm.weight")]
@@ -332,7 +409,11 @@ def write_checkpoint_dirs(run_dir: Path, tags: list[str], best: str | None = Non
 def test_rotation_keeps_the_newest_and_the_best(tmp_path):
     write_checkpoint_dirs(tmp_path, ["step_000001", "step_000002", "step_000003", "step_000004"], best="step_000001")
     assert remove_old_checkpoints(tmp_path, keep_last=2) == ["step_000002"]
-    assert sorted(p.name for p in (tmp_path / CHECKPOINT_DIR).glob("step_*")) == ["step_000001", "step_000003", "step_000004"]
+    assert sorted(p.name for p in (tmp_path / CHECKPOINT_DIR).glob("step_*")) == [
+        "step_000001",
+        "step_000003",
+        "step_000004",
+    ]
 
 
 def test_export_tag_resolution(tmp_path):
@@ -358,8 +439,9 @@ def test_micro_batch_seeds_and_metrics():
 def test_pretrained_source_loads_a_saved_model_and_its_tokenizer(tmp_path):
     model, tokenizer = tiny_model_and_tokenizer()
     model.save_pretrained(tmp_path / "saved", tokenizer=tokenizer)
-    loaded, loaded_tokenizer = build_model_and_tokenizer(ModelConfig(source="pretrained", path=str(tmp_path / "saved")),
-                                                         torch.float32)
+    loaded, loaded_tokenizer = build_model_and_tokenizer(
+        ModelConfig(source="pretrained", path=str(tmp_path / "saved")), torch.float32
+    )
     assert len(loaded_tokenizer) == len(tokenizer) and loaded.config.seg_token_id == model.config.seg_token_id
     for name, tensor in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], tensor), name
@@ -474,23 +556,35 @@ def test_every_group_follows_the_scaled_warmup_decay_schedule(monkeypatch):
     for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(key, raising=False)
     lr, warmup, total, scales = 1e-3, 3, 9, {"sam.image_encoder": 0.1, "prompt_head": 4.0}
-    config = load_training_config(CONFIGS / "tiny_cpu.yaml", [
-        "lora.r=0", "model.trainable=all", f"optim.lr={lr}", f"optim.warmup_steps={warmup}",
-        f"train.total_steps={total}", "train.micro_batch_size=2",
-        "optim.lr_scales={sam.image_encoder: 0.1, prompt_head: 4.0}",
-    ])
+    config = load_training_config(
+        CONFIGS / "tiny_cpu.yaml",
+        [
+            "lora.r=0",
+            "model.trainable=all",
+            f"optim.lr={lr}",
+            f"optim.warmup_steps={warmup}",
+            f"train.total_steps={total}",
+            "train.micro_batch_size=2",
+            "optim.lr_scales={sam.image_encoder: 0.1, prompt_head: 4.0}",
+        ],
+    )
     model = apply_freezing_and_lora(tiny_model_and_tokenizer()[0], config.lora, config.model.trainable)
     groups = build_parameter_groups(model, config.optim.lr_scales)
     assert [group.scale for group in groups] == [1.0, 0.1, 4.0]
     init_distributed()
     try:
-        ds = scale_schedule(build_deepspeed_config(CONFIGS / "ds_zero2.json", config, 1, "fp32"),
-                            [group.scale for group in groups])
+        ds = scale_schedule(
+            build_deepspeed_config(CONFIGS / "ds_zero2.json", config, 1, "fp32"), [group.scale for group in groups]
+        )
         engine, optimizer, _, scheduler = deepspeed.initialize(
-            model=model, model_parameters=optimizer_parameter_groups(groups, lr), config=ds)
+            model=model, model_parameters=optimizer_parameter_groups(groups, lr), config=ds
+        )
         named = dict(model.named_parameters())
-        probes = [named["llm.lm_head.weight"], named["sam.image_encoder.patch_embed.proj.weight"],
-                  named["prompt_head.0.weight"]]
+        probes = [
+            named["llm.lm_head.weight"],
+            named["sam.image_encoder.patch_embed.proj.weight"],
+            named["prompt_head.0.weight"],
+        ]
         for step in range(1, total + 1):
             used = [group["lr"] for group in optimizer.param_groups]
             before = [probe.detach().clone() for probe in probes]
@@ -509,6 +603,7 @@ def test_every_group_follows_the_scaled_warmup_decay_schedule(monkeypatch):
             moves = [(probe.detach() - old).abs().max().item() for probe, old in zip(probes, before)]
             assert moves == pytest.approx(used, rel=0.05, abs=1e-9), step
         assert scheduler.get_last_lr() == pytest.approx(
-            [lr / (total - warmup) * scale for scale in (1.0, *scales.values())], abs=1e-12)
+            [lr / (total - warmup) * scale for scale in (1.0, *scales.values())], abs=1e-12
+        )
     finally:
         dist.destroy_process_group()

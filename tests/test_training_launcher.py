@@ -44,8 +44,14 @@ def launcher_env() -> dict[str, str]:
 
 
 def launch(num_processes: int, *args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run(launcher_command(num_processes, *args), cwd=REPO, env=launcher_env(), capture_output=True,
-                            text=True, timeout=LAUNCH_TIMEOUT)
+    result = subprocess.run(
+        launcher_command(num_processes, *args),
+        cwd=REPO,
+        env=launcher_env(),
+        capture_output=True,
+        text=True,
+        timeout=LAUNCH_TIMEOUT,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
@@ -53,9 +59,15 @@ def launch(num_processes: int, *args: str) -> subprocess.CompletedProcess:
 def run_args(data: dict[str, Path], run_dir: Path, *extra: str) -> list[str]:
     """Every run has two optimizer groups (the mask decoder at half the lr), so resume and multi-process
     equality are checked with per-group schedules too."""
-    return ["--config", str(REPO / "train/configs/tiny_cpu.yaml"), f"data.roots.mevis={data['train']}",
-            f"train.output_dir={run_dir}", f"train.total_steps={STEPS}", "optim.lr_scales={sam.mask_decoder: 0.5}",
-            *extra]
+    return [
+        "--config",
+        str(REPO / "train/configs/tiny_cpu.yaml"),
+        f"data.roots.mevis={data['train']}",
+        f"train.output_dir={run_dir}",
+        f"train.total_steps={STEPS}",
+        "optim.lr_scales={sam.mask_decoder: 0.5}",
+        *extra,
+    ]
 
 
 def read_metrics(run_dir: Path) -> dict[int, dict]:
@@ -92,8 +104,17 @@ def data(tmp_path_factory) -> dict[str, Path]:
 def reference_run(data, tmp_path_factory) -> Path:
     """1 process, 6 steps, checkpoints every 3 steps, validation on the synthetic benchmark every 3 steps."""
     run_dir = tmp_path_factory.mktemp("runs") / "reference"
-    launch(1, *run_args(data, run_dir, "validation.benchmark=synthetic", f"validation.root={data['val']}",
-                        "validation.every=3", "validation.limit=1"))
+    launch(
+        1,
+        *run_args(
+            data,
+            run_dir,
+            "validation.benchmark=synthetic",
+            f"validation.root={data['val']}",
+            "validation.every=3",
+            "validation.limit=1",
+        ),
+    )
     return run_dir
 
 
@@ -119,10 +140,22 @@ def test_one_process_trains_logs_validates_and_keeps_checkpoints(reference_run):
 def test_killed_and_resumed_run_equals_the_uninterrupted_one(data, reference_run, tmp_path):
     run_dir = tmp_path / "killed"
     # Validation at step 4 keeps the run busy for seconds after the step-3 checkpoint: the kill lands in it.
-    args = run_args(data, run_dir, "validation.benchmark=synthetic", f"validation.root={data['val']}",
-                    "validation.every=4", "validation.limit=1")
-    process = subprocess.Popen(launcher_command(1, *args), cwd=REPO, env=launcher_env(), start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = run_args(
+        data,
+        run_dir,
+        "validation.benchmark=synthetic",
+        f"validation.root={data['val']}",
+        "validation.every=4",
+        "validation.limit=1",
+    )
+    process = subprocess.Popen(
+        launcher_command(1, *args),
+        cwd=REPO,
+        env=launcher_env(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     latest = run_dir / "checkpoints" / "latest"
     deadline = time.monotonic() + LAUNCH_TIMEOUT
     while not (latest.is_file() and latest.read_text() == "step_000003"):
@@ -139,7 +172,9 @@ def test_killed_and_resumed_run_equals_the_uninterrupted_one(data, reference_run
     different = [name for name in reference if not torch.equal(resumed[name], reference[name])]
     assert not different, f"resumed from {killed_at}; weights differ: {different[:5]}"
     metrics, reference_metrics = read_metrics(run_dir), read_metrics(reference_run)
-    assert [metrics[s]["loss"] for s in range(1, STEPS + 1)] == [reference_metrics[s]["loss"] for s in range(1, STEPS + 1)]
+    assert [metrics[s]["loss"] for s in range(1, STEPS + 1)] == [
+        reference_metrics[s]["loss"] for s in range(1, STEPS + 1)
+    ]
 
 
 def test_two_processes_train_on_the_same_global_batches(data, reference_run, tmp_path):

@@ -35,12 +35,14 @@ def test_offset_zero_reads_the_token_itself():
 
 
 def test_several_seg_tokens_and_rows_in_row_major_order():
-    ids = torch.tensor([
-        prompt_ids(20, placeholder=3, seg_positions=[10, 15]),
-        prompt_ids(20, placeholder=5, seg_positions=[18]),
-        prompt_ids(20, placeholder=2, seg_positions=[]),
-        prompt_ids(20, placeholder=1, seg_positions=[4]),
-    ])
+    ids = torch.tensor(
+        [
+            prompt_ids(20, placeholder=3, seg_positions=[10, 15]),
+            prompt_ids(20, placeholder=5, seg_positions=[18]),
+            prompt_ids(20, placeholder=2, seg_positions=[]),
+            prompt_ids(20, placeholder=1, seg_positions=[4]),
+        ]
+    )
     batch_index, positions = find_seg_read_positions(ids, SEG, IMAGE_TOKEN_INDEX, num_video_tokens=10)
     assert batch_index.tolist() == [0, 0, 1, 3]
     assert positions.tolist() == [10 + 9 - 1, 15 + 9 - 1, 18 + 9 - 1, 4 + 9 - 1]

@@ -12,12 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 from PIL import Image
-
 from video_corpus import CORPUS, Clip, assert_square_path, draw_frames, encode, replace_codec_tag
+
 from videolisa.processing import video_io
 from videolisa.processing.video_io import DECORD_PIXEL_TOLERANCE, VIDEO_EXTENSIONS, open_video
 
@@ -87,8 +86,21 @@ def test_predictor_paths_segment_the_displayed_frames(corpus, tiny_model, tiny_t
 
 def run_infer(video: Path, out: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    command = [str(VIDEOLISA), "infer", "--model", "builtin:synthetic", "--video", str(video), "--prompt", "square",
-               "--out", str(out), "--device", "cpu", "--save-overlay"]
+    command = [
+        str(VIDEOLISA),
+        "infer",
+        "--model",
+        "builtin:synthetic",
+        "--video",
+        str(video),
+        "--prompt",
+        "square",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--save-overlay",
+    ]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -110,7 +122,11 @@ def test_infer_writes_one_mask_per_shown_frame_upright(corpus, name, tmp_path):
             assert mask.size == (width, height)
     record = json.loads((tmp_path / "out/masks.json").read_text())
     assert (record["num_frames"], record["height"], record["width"], len(record["rles"])) == (
-        num_frames, height, width, num_frames)
+        num_frames,
+        height,
+        width,
+        num_frames,
+    )
     assert all(rle["size"] == [height, width] for rle in record["rles"])
 
     with open_video(tmp_path / "out/overlay.mp4", backend="pyav") as overlay:
@@ -131,10 +147,21 @@ def test_undecodable_video_is_one_error_line(corpus, tmp_path):
 
 # An encoder and muxer for every accepted extension: the list of extensions cannot grow without a test.
 EXTENSION_CODECS = {
-    ".mp4": ("libx264", None), ".avi": ("mpeg4", None), ".mov": ("libx264", None), ".webm": ("libvpx-vp9", None),
-    ".mkv": ("libx264", None), ".m4v": ("libx264", None), ".gif": ("gif", None), ".3gp": ("libx264", None),
-    ".mpg": ("mpeg2video", "mpeg"), ".mpeg": ("mpeg1video", "mpeg"), ".ts": ("libx264", None),
-    ".mts": ("libx264", "mpegts"), ".m2ts": ("libx264", None), ".wmv": ("wmv2", "asf"), ".flv": ("flv", None),
+    ".mp4": ("libx264", None),
+    ".avi": ("mpeg4", None),
+    ".mov": ("libx264", None),
+    ".webm": ("libvpx-vp9", None),
+    ".mkv": ("libx264", None),
+    ".m4v": ("libx264", None),
+    ".gif": ("gif", None),
+    ".3gp": ("libx264", None),
+    ".mpg": ("mpeg2video", "mpeg"),
+    ".mpeg": ("mpeg1video", "mpeg"),
+    ".ts": ("libx264", None),
+    ".mts": ("libx264", "mpegts"),
+    ".m2ts": ("libx264", None),
+    ".wmv": ("wmv2", "asf"),
+    ".flv": ("flv", None),
 }
 
 
@@ -151,4 +178,3 @@ def test_every_accepted_extension_is_read(tmp_path, suffix):
     reader = open_video(path)
     assert (reader.num_frames, reader.height, reader.width) == (5, 96, 128)
     assert_square_path(reader.get_frames(range(5)), frames, suffix)
-

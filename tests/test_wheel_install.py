@@ -57,8 +57,9 @@ def fresh_venv(root: Path) -> tuple[Path, dict[str, str]]:
     bin_dir = root / "venv" / ("Scripts" if os.name == "nt" else "bin")
     link_heavy_distributions(root / "heavy")
     site_packages = Path(
-        subprocess.check_output([bin_dir / "python", "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                                text=True).strip()
+        subprocess.check_output(
+            [bin_dir / "python", "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], text=True
+        ).strip()
     )
     (site_packages / "pytorch_stack.pth").write_text(f"{root / 'heavy'}\n")
     env = {key: value for key, value in os.environ.items() if not key.startswith(("PYTHON", "VIRTUAL_ENV"))}
@@ -88,9 +89,21 @@ def test_wheel_and_sdist_install_without_a_compiler_and_run_the_quick_start(tmp_
         probe = [bin_dir / "python", "-c", find_extension]
         assert run(probe, env, tmp_path).strip() == "None"
         output = run(
-            [bin_dir / "videolisa", "infer", "--model", "builtin:synthetic", "--video", SHAPES / "shapes.mp4",
-             "--prompt", "Please segment the square in this image.", "--out", tmp_path / "shapes", "--save-overlay"],
-            env, tmp_path,
+            [
+                bin_dir / "videolisa",
+                "infer",
+                "--model",
+                "builtin:synthetic",
+                "--video",
+                SHAPES / "shapes.mp4",
+                "--prompt",
+                "Please segment the square in this image.",
+                "--out",
+                tmp_path / "shapes",
+                "--save-overlay",
+            ],
+            env,
+            tmp_path,
         )
         assert "segmented 28 frames" in output and (tmp_path / "shapes" / "overlay.mp4").is_file()
         gt, pred = score_layout(tmp_path, tmp_path / "shapes" / "masks")
@@ -101,9 +114,22 @@ def test_wheel_and_sdist_install_without_a_compiler_and_run_the_quick_start(tmp_
                 run([bin_dir / "python", "-m", "pip", *reinstall], env, tmp_path)
                 assert run(probe, env, tmp_path).strip() != "None"
             output = run(
-                [bin_dir / "videolisa", "score", "--benchmark", "folders", "--gt", gt, "--pred", pred,
-                 "--workers", "2", "--out", tmp_path / f"{name}.json"],
-                env, tmp_path,
+                [
+                    bin_dir / "videolisa",
+                    "score",
+                    "--benchmark",
+                    "folders",
+                    "--gt",
+                    gt,
+                    "--pred",
+                    pred,
+                    "--workers",
+                    "2",
+                    "--out",
+                    tmp_path / f"{name}.json",
+                ],
+                env,
+                tmp_path,
             )
             assert output.count(FALLBACK_NOTE) == (name == "fallback"), output
             reports[name] = json.loads((tmp_path / f"{name}.json").read_text())

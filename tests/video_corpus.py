@@ -10,10 +10,10 @@ locates it in a decoded frame (plain, or tinted red by the overlay) to check ord
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
 
 import av
 import numpy as np
@@ -192,15 +192,28 @@ def replace_codec_tag(source: Path, target: Path, old: bytes, new: bytes) -> Pat
 
 
 # ------------------------------------------------------------------------------------------------ the corpus
-def _plain(root: Path, name: str, codec: str, pix_fmt: str = "yuv420p", *, num_frames: int = 6,
-           size: tuple[int, int] = DISPLAYED_SIZE, max_mean_error: float = 8.0, **kwargs: object) -> Clip:
+def _plain(
+    root: Path,
+    name: str,
+    codec: str,
+    pix_fmt: str = "yuv420p",
+    *,
+    num_frames: int = 6,
+    size: tuple[int, int] = DISPLAYED_SIZE,
+    max_mean_error: float = 8.0,
+    **kwargs: object,
+) -> Clip:
     frames = draw_frames(num_frames, *size)
-    return Clip(encode(root / name, frames, codec, pix_fmt, **kwargs), frames,  # type: ignore[arg-type]
-                max_mean_error=max_mean_error)
+    return Clip(
+        encode(root / name, frames, codec, pix_fmt, **kwargs),
+        frames,  # type: ignore[arg-type]
+        max_mean_error=max_mean_error,
+    )
 
 
-def _rotated(root: Path, name: str, counter_clockwise: int, *, mirror: bool = False, codec: str = "libx264",
-             tag: bool = False) -> Clip:
+def _rotated(
+    root: Path, name: str, counter_clockwise: int, *, mirror: bool = False, codec: str = "libx264", tag: bool = False
+) -> Clip:
     """A clip displayed as drawn, stored turned back; ``tag`` writes the legacy ``rotate`` tag instead."""
     displayed = draw_frames(6, DISPLAYED_SIZE[1], DISPLAYED_SIZE[0])  # portrait, like a phone's
     stored = np.rot90(displayed, -counter_clockwise // 90, axes=(1, 2))
@@ -228,19 +241,28 @@ CORPUS: dict[str, Callable[[Path], Clip]] = {
     # Four frames at 25 fps, then four at 10 fps.
     # A cut that misses the key frame: the decoder drops the 4 frames before the next one (every 6th).
     "cut_before_key_frame": lambda root: Clip(
-        encode(root / "cut_before_key_frame.mkv", draw_frames(12, *DISPLAYED_SIZE), "libx264", drop_packets=2,
-               options={"g": "6", "keyint_min": "6", "sc_threshold": "0", "bf": "0"}),
-        draw_frames(12, *DISPLAYED_SIZE)[6:], warning="10 packets, 6 frames shown (the decoder drops 4"),
-    "variable_rate": lambda root: _plain(root, "variable_rate.mkv", "libx264", num_frames=8,
-                                         timestamps_ms=[0, 40, 80, 120, 220, 320, 420, 520]),
+        encode(
+            root / "cut_before_key_frame.mkv",
+            draw_frames(12, *DISPLAYED_SIZE),
+            "libx264",
+            drop_packets=2,
+            options={"g": "6", "keyint_min": "6", "sc_threshold": "0", "bf": "0"},
+        ),
+        draw_frames(12, *DISPLAYED_SIZE)[6:],
+        warning="10 packets, 6 frames shown (the decoder drops 4",
+    ),
+    "variable_rate": lambda root: _plain(
+        root, "variable_rate.mkv", "libx264", num_frames=8, timestamps_ms=[0, 40, 80, 120, 220, 320, 420, 520]
+    ),
     "rotate_90": lambda root: _rotated(root, "rotate_90.mp4", -90),  # a quarter turn clockwise: phone portrait
     "rotate_270": lambda root: _rotated(root, "rotate_270.mov", 90),
     "rotate_tag": lambda root: _rotated(root, "rotate_tag.mkv", -90, tag=True),  # legacy tag, decord reads it too
     "rotate_mkv": lambda root: _rotated(root, "rotate_mkv.mkv", -90),  # a Matroska display matrix
     "rotate_mirror": lambda root: _rotated(root, "rotate_mirror.mp4", -90, mirror=True),
     "odd_yuv444": lambda root: _plain(root, "odd_yuv444.mkv", "libx264", "yuv444p", size=(61, 97)),
-    "hevc_10bit": lambda root: _plain(root, "hevc_10bit.mp4", "libx265", "yuv420p10le",
-                                      options={"x265-params": "log-level=error"}),
+    "hevc_10bit": lambda root: _plain(
+        root, "hevc_10bit.mp4", "libx265", "yuv420p10le", options={"x265-params": "log-level=error"}
+    ),
     "mjpeg_full_range": lambda root: _plain(root, "mjpeg_full_range.avi", "mjpeg", "yuvj422p"),
     "prores": lambda root: _plain(root, "prores.mov", "prores_ks", "yuv422p10le"),
     "vp9": lambda root: _plain(root, "vp9.webm", "libvpx-vp9", options={"deadline": "realtime", "cpu-used": "8"}),
@@ -249,6 +271,7 @@ CORPUS: dict[str, Callable[[Path], Clip]] = {
     "audio_first": lambda root: _plain(root, "audio_first.mp4", "libx264", before_video=add_audio),
     "one_frame": lambda root: _plain(root, "one_frame.mp4", "libx264", num_frames=1),
     "gif": lambda root: _plain(root, "animated.gif", "gif", "pal8"),
-    "4k": lambda root: _plain(root, "4k.mp4", "libx264", num_frames=3, size=(2160, 3840),
-                              options={"preset": "ultrafast"}),
+    "4k": lambda root: _plain(
+        root, "4k.mp4", "libx264", num_frames=3, size=(2160, 3840), options={"preset": "ultrafast"}
+    ),
 }

@@ -26,13 +26,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """``--config`` or ``--resume``, then ``key=value`` overrides."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, help="training YAML (train/configs/*.yaml)")
-    parser.add_argument("--resume", type=Path,
-                        help="run directory to continue from its last checkpoint. Resume only run folders you trust: "
-                             "DeepSpeed loads the optimizer states with torch.load(weights_only=False), which can run "
-                             "code stored in a checkpoint. Settings the run cannot honour (other than logging, "
-                             "checkpointing, workers, micro-batch and validation; another process count or DeepSpeed "
-                             "config) are refused; what was logged after the checkpoint is cut, so no step is logged "
-                             "twice")
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        help="run directory to continue from its last checkpoint. Resume only run folders you trust: "
+        "DeepSpeed loads the optimizer states with torch.load(weights_only=False), which can run "
+        "code stored in a checkpoint. Settings the run cannot honour (other than logging, "
+        "checkpointing, workers, micro-batch and validation; another process count or DeepSpeed "
+        "config) are refused; what was logged after the checkpoint is cut, so no step is logged "
+        "twice",
+    )
     parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # set by the launcher
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     return parser.parse_args(argv)
@@ -43,13 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     """Prepare the run (config, resume checks), train on this process, report."""
     args = parse_args(argv)
     rank = int(os.environ.get("RANK", 0))
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
-                        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s",
+    )
     run = prepare_run(args.config, args.resume, args.overrides)
     summary = run_training(run)
     if rank == 0:
-        logging.getLogger("train").info("finished at step %d; best: %s; run folder %s",
-                                        summary["step"], summary["best"], run.run_dir)
+        logging.getLogger("train").info(
+            "finished at step %d; best: %s; run folder %s", summary["step"], summary["best"], run.run_dir
+        )
     return 0
 
 

@@ -179,7 +179,11 @@ def load_llava_phi3_base(
     has_clip = any((map_key(name, ORIGINAL_KEY_MAP) or "").startswith("vision_tower.") for name in names)
     scope_prefixes = ("llm.", "projector.", "vision_tower.") if has_clip else ("llm.", "projector.")
     load_state_dict_strict(
-        model, iter_checkpoint_tensors(paths), ORIGINAL_KEY_MAP, dtype, source=f"LLaVA-Phi-3 checkpoint {model_dir}",
+        model,
+        iter_checkpoint_tensors(paths),
+        ORIGINAL_KEY_MAP,
+        dtype,
+        source=f"LLaVA-Phi-3 checkpoint {model_dir}",
         scope=lambda name: name.startswith(scope_prefixes),
     )
     if not has_clip:
@@ -225,7 +229,9 @@ def build_model_skeleton(model_dir: Path, dtype: torch.dtype) -> VideoLisaForSeg
 
 
 def convert_original_checkpoint(
-    original_dir: str | Path, out_dir: str | Path, vision_tower: str | Path | None = None,
+    original_dir: str | Path,
+    out_dir: str | Path,
+    vision_tower: str | Path | None = None,
     dtype: torch.dtype | None = None,
 ) -> Path:
     """Convert an original VideoLISA checkpoint (+ its CLIP) to this package's self-contained format.
@@ -241,7 +247,9 @@ def convert_original_checkpoint(
     source = resolve_model_dir(original_dir)
     if not is_original_config(read_config_json(source)):
         raise CheckpointError(f"{source}/config.json is not an original VideoLISA config (model_type llava_phi)")
-    model = VideoLisaForSegmentation.from_pretrained(source, dtype=dtype, vision_tower=vision_tower, keep_dtypes=dtype is None)
+    model = VideoLisaForSegmentation.from_pretrained(
+        source, dtype=dtype, vision_tower=vision_tower, keep_dtypes=dtype is None
+    )
     out = Path(out_dir)
     save_model(model, out, tokenizer=load_tokenizer(source))
     logger.info("converted %s -> %s", source, out)

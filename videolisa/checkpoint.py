@@ -89,8 +89,13 @@ ORIGINAL_ARCHITECTURES = ("VideoLISAForCausalLM",)
 
 WEIGHT_INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
-                   "added_tokens.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+)
 _HUB_PATTERNS = ("*.json", "*.safetensors", "*.bin", "*.model", "*.txt")
 BUILTIN_PREFIX = "builtin:"
 
@@ -156,9 +161,7 @@ def weight_files(model_dir: Path) -> list[Path]:
     for name in WEIGHT_FILES:
         if (model_dir / name).is_file():
             return [model_dir / name]
-    raise MissingFilesError(
-        f"no weights in {model_dir}: expected one of {list(WEIGHT_FILES + WEIGHT_INDEX_FILES)}"
-    )
+    raise MissingFilesError(f"no weights in {model_dir}: expected one of {list(WEIGHT_FILES + WEIGHT_INDEX_FILES)}")
 
 
 def iter_checkpoint_tensors(paths: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
@@ -189,7 +192,7 @@ def map_key(name: str, key_map: tuple[tuple[str, str], ...]) -> str | None:
     """Apply the first matching ``(source prefix, target prefix)`` rule; None if no rule matches."""
     for source, target in key_map:
         if name.startswith(source):
-            return target + name[len(source):]
+            return target + name[len(source) :]
     return None
 
 
@@ -238,7 +241,9 @@ def convert_original_config(
         )
     out_dim = config_dict.get("out_dim", sam_config.prompt_embed_dim)
     if out_dim != sam_config.prompt_embed_dim:
-        raise CheckpointError(f"config out_dim={out_dim} does not match the SAM prompt dim {sam_config.prompt_embed_dim}")
+        raise CheckpointError(
+            f"config out_dim={out_dim} does not match the SAM prompt dim {sam_config.prompt_embed_dim}"
+        )
     values: dict[str, Any] = {}
     for source, target in ORIGINAL_CONFIG_FIELDS.items():
         if target is not None and source in config_dict:
@@ -247,7 +252,9 @@ def convert_original_config(
         values["vision_tower_name"] = str(vision_tower)
     if seg_token_id is not None:
         values["seg_token_id"] = seg_token_id
-    return VideoLisaConfig(text_config=text_values, vision_config=vision_config, sam_config=asdict(sam_config), **values)
+    return VideoLisaConfig(
+        text_config=text_values, vision_config=vision_config, sam_config=asdict(sam_config), **values
+    )
 
 
 def infer_sam_config(shapes: dict[str, tuple[int, ...]], prefix: str = "sam.") -> SamConfig:
@@ -258,6 +265,7 @@ def infer_sam_config(shapes: dict[str, tuple[int, ...]], prefix: str = "sam.") -
     input size (position embedding), decoder sizes. The decoder's head count is not visible in shapes and
     is taken from stock SAM (8).
     """
+
     def shape(name: str) -> tuple[int, ...]:
         if prefix + name not in shapes:
             raise CheckpointError(f"cannot infer the SAM dimensions: tensor {prefix + name} is missing")
@@ -265,17 +273,21 @@ def infer_sam_config(shapes: dict[str, tuple[int, ...]], prefix: str = "sam.") -
 
     embed_dim, _, patch_size, _ = shape("image_encoder.patch_embed.proj.weight")
     grid = shape("image_encoder.pos_embed")[1]
-    depth = 1 + max(int(m.group(1)) for k in shapes if (m := re.match(re.escape(prefix) + r"image_encoder\.blocks\.(\d+)\.", k)))
+    depth = 1 + max(
+        int(m.group(1)) for k in shapes if (m := re.match(re.escape(prefix) + r"image_encoder\.blocks\.(\d+)\.", k))
+    )
     rel_pos = [shape(f"image_encoder.blocks.{i}.attn.rel_pos_h") for i in range(depth)]
     head_dim = rel_pos[0][1]
     global_blocks = [i for i, table in enumerate(rel_pos) if table[0] == 2 * grid - 1]
     window_tables = [table[0] for i, table in enumerate(rel_pos) if i not in global_blocks]
     decoder_depth = 1 + max(
-        int(m.group(1)) for k in shapes
+        int(m.group(1))
+        for k in shapes
         if (m := re.match(re.escape(prefix) + r"mask_decoder\.transformer\.layers\.(\d+)\.", k))
     )
     iou_depth = 1 + max(
-        int(m.group(1)) for k in shapes
+        int(m.group(1))
+        for k in shapes
         if (m := re.match(re.escape(prefix) + r"mask_decoder\.iou_prediction_head\.layers\.(\d+)\.", k))
     )
     values = dict(
@@ -325,8 +337,9 @@ def load_state_dict_strict(
     module's dtype for that tensor) as they are read, so at most one copy is held; with ``keep_dtypes``
     each keeps the dtype it is stored in (``dtype`` is then ignored), for lossless conversion.
     """
-    expected = {name: tensor for name, tensor in module.state_dict(keep_vars=True).items()
-                if scope is None or scope(name)}
+    expected = {
+        name: tensor for name, tensor in module.state_dict(keep_vars=True).items() if scope is None or scope(name)
+    }
     loaded: dict[str, torch.Tensor] = {}
     unmapped, unexpected, mismatched = [], [], []
     for name, tensor in tensors:
@@ -387,7 +400,9 @@ def build_empty(model_class: type[ModelT], config: VideoLisaConfig) -> ModelT:
         return model_class(config)
 
 
-def load_clip_weights(model: VideoLisaForSegmentation, vision_tower: str | Path, dtype: torch.dtype | None = None) -> None:
+def load_clip_weights(
+    model: VideoLisaForSegmentation, vision_tower: str | Path, dtype: torch.dtype | None = None
+) -> None:
     """Load CLIP vision weights (HF id or directory of a ``CLIPModel`` or ``CLIPVisionModel``) into
     ``model.vision_tower``, strictly."""
     from transformers import CLIPVisionModel
@@ -403,8 +418,11 @@ def load_clip_weights(model: VideoLisaForSegmentation, vision_tower: str | Path,
             f"mismatched {info['mismatched_keys']}"
         )
     load_state_dict_strict(
-        model, ((f"vision_tower.{k}", v) for k, v in clip.state_dict().items()), dtype=dtype,
-        source=f"CLIP weights {clip_dir}", scope=_is_clip_key,
+        model,
+        ((f"vision_tower.{k}", v) for k, v in clip.state_dict().items()),
+        dtype=dtype,
+        source=f"CLIP weights {clip_dir}",
+        scope=_is_clip_key,
     )
 
 
@@ -415,7 +433,10 @@ def load_sam_checkpoint(model: VideoLisaForSegmentation, checkpoint_path: str | 
     if not path.is_file():
         raise MissingFilesError(f"SAM checkpoint {path} does not exist")
     load_state_dict_strict(
-        model, iter_checkpoint_tensors([path]), SAM_CHECKPOINT_KEY_MAP, source=f"SAM checkpoint {path}",
+        model,
+        iter_checkpoint_tensors([path]),
+        SAM_CHECKPOINT_KEY_MAP,
+        source=f"SAM checkpoint {path}",
         scope=lambda name: name.startswith("sam."),
     )
 
@@ -484,8 +505,13 @@ def load_pretrained(
     if not has_clip:
         load_clip_weights(model, clip_source or config.vision_tower_name, None if keep_dtypes else dtype)
     load_state_dict_strict(
-        model, iter_checkpoint_tensors(paths), key_map, dtype, source=f"checkpoint {model_dir}",
-        scope=None if has_clip else (lambda name: not _is_clip_key(name)), keep_dtypes=keep_dtypes,
+        model,
+        iter_checkpoint_tensors(paths),
+        key_map,
+        dtype,
+        source=f"checkpoint {model_dir}",
+        scope=None if has_clip else (lambda name: not _is_clip_key(name)),
+        keep_dtypes=keep_dtypes,
     )
     # Parameters and persistent buffers were cast to ``dtype`` as they were loaded. Non-persistent buffers
     # keep their build dtype: RoPE ``inv_freq`` must stay float32 (the original computed it in float32 in
@@ -511,9 +537,7 @@ def load_tokenizer(model_dir: str | Path) -> PreTrainedTokenizerBase | None:
         raise CheckpointError(f"cannot load the tokenizer in {model_dir}: {error}") from error
 
 
-def prepare_tokenizer_and_embeddings(
-    model: VideoLisaForSegmentation, tokenizer: PreTrainedTokenizerBase
-) -> int:
+def prepare_tokenizer_and_embeddings(model: VideoLisaForSegmentation, tokenizer: PreTrainedTokenizerBase) -> int:
     """Make the tokenizer and the LLM agree on the segmentation token, the way the original did.
 
     The released tokenizer already holds ``[SEG]`` (id 32011). For a base LLM without it, the token is added

@@ -74,9 +74,20 @@ class SamConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first invalid field."""
         _check_choice("sam_config.variant", self.variant, SAM_VARIANTS)
-        for name in ("image_size", "patch_size", "encoder_embed_dim", "encoder_depth", "encoder_num_heads",
-                     "encoder_window_size", "prompt_embed_dim", "decoder_depth", "decoder_mlp_dim",
-                     "decoder_num_heads", "iou_head_depth", "iou_head_hidden_dim"):
+        for name in (
+            "image_size",
+            "patch_size",
+            "encoder_embed_dim",
+            "encoder_depth",
+            "encoder_num_heads",
+            "encoder_window_size",
+            "prompt_embed_dim",
+            "decoder_depth",
+            "decoder_mlp_dim",
+            "decoder_num_heads",
+            "iou_head_depth",
+            "iou_head_hidden_dim",
+        ):
             _check_positive(f"sam_config.{name}", getattr(self, name))
         if self.image_size % self.patch_size:
             raise ValueError(
@@ -97,13 +108,13 @@ class SamConfig:
             raise ValueError("sam_config.pixel_mean and sam_config.pixel_std must have 3 values (R, G, B)")
 
     @classmethod
-    def from_variant(cls, variant: str, **overrides: Any) -> "SamConfig":
+    def from_variant(cls, variant: str, **overrides: Any) -> SamConfig:
         """Stock dimensions of ``vit_h``, ``vit_l``, ``vit_b`` or ``tiny``, with optional overrides."""
         _check_choice("sam_config.variant", variant, tuple(SAM_ENCODER_VARIANTS))
         return cls.from_dict({**SAM_ENCODER_VARIANTS[variant], **overrides, "variant": variant})
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "SamConfig":
+    def from_dict(cls, values: dict[str, Any]) -> SamConfig:
         """Build from a dict (as stored in ``config.json``); unknown keys raise ``ValueError``."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
@@ -117,15 +128,27 @@ class SamConfig:
 # Image-encoder dimensions of the stock SAM models (segment_anything/build_sam.py) and of the tiny test
 # variant. The tiny one keeps every code path (windowed + global blocks, rel-pos, neck) at toy sizes.
 SAM_ENCODER_VARIANTS: dict[str, dict[str, Any]] = {
-    "vit_h": dict(encoder_embed_dim=1280, encoder_depth=32, encoder_num_heads=16,
-                  encoder_global_attn_indexes=[7, 15, 23, 31]),
-    "vit_l": dict(encoder_embed_dim=1024, encoder_depth=24, encoder_num_heads=16,
-                  encoder_global_attn_indexes=[5, 11, 17, 23]),
-    "vit_b": dict(encoder_embed_dim=768, encoder_depth=12, encoder_num_heads=12,
-                  encoder_global_attn_indexes=[2, 5, 8, 11]),
-    "tiny": dict(image_size=256, encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=2,
-                 encoder_global_attn_indexes=[1], encoder_window_size=4, prompt_embed_dim=32,
-                 decoder_mlp_dim=64, decoder_num_heads=2, iou_head_hidden_dim=32),
+    "vit_h": dict(
+        encoder_embed_dim=1280, encoder_depth=32, encoder_num_heads=16, encoder_global_attn_indexes=[7, 15, 23, 31]
+    ),
+    "vit_l": dict(
+        encoder_embed_dim=1024, encoder_depth=24, encoder_num_heads=16, encoder_global_attn_indexes=[5, 11, 17, 23]
+    ),
+    "vit_b": dict(
+        encoder_embed_dim=768, encoder_depth=12, encoder_num_heads=12, encoder_global_attn_indexes=[2, 5, 8, 11]
+    ),
+    "tiny": dict(
+        image_size=256,
+        encoder_embed_dim=32,
+        encoder_depth=2,
+        encoder_num_heads=2,
+        encoder_global_attn_indexes=[1],
+        encoder_window_size=4,
+        prompt_embed_dim=32,
+        decoder_mlp_dim=64,
+        decoder_num_heads=2,
+        iou_head_hidden_dim=32,
+    ),
 }
 
 
@@ -266,14 +289,13 @@ class VideoLisaConfig(PretrainedConfig):
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.seg_token_id >= self.text_config.vocab_size:
             raise ValueError(
-                f"seg_token_id ({self.seg_token_id}) must be < text_config.vocab_size "
-                f"({self.text_config.vocab_size})"
+                f"seg_token_id ({self.seg_token_id}) must be < text_config.vocab_size ({self.text_config.vocab_size})"
             )
         self.sam.validate()
 
     # ------------------------------------------------------------------ presets
     @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> "VideoLisaConfig":
+    def from_preset(cls, name: str, **overrides: Any) -> VideoLisaConfig:
         """Build a preset config (``"videolisa-3.8b"`` or ``"tiny"``), with keyword overrides.
 
         ``text_config``, ``vision_config`` and ``sam_config`` overrides are dicts merged into the preset's.
@@ -334,15 +356,38 @@ def _sam_config_dict(sam_config: dict[str, Any] | SamConfig | None) -> dict[str,
 # Phi-3-mini as fine-tuned in LLaVA-Phi-3-mini and VideoLISA-3.8B (docs/original.md §1.2). The original config's
 # sliding_window 2047 (transformers 4.41: keys i-2047..i) is 2048 in transformers-5 semantics.
 _PHI3_MINI = dict(
-    model_type="phi3", hidden_size=3072, intermediate_size=8192, num_hidden_layers=32, num_attention_heads=32,
-    num_key_value_heads=32, vocab_size=32012, max_position_embeddings=4096, original_max_position_embeddings=4096,
-    rms_norm_eps=1e-5, rope_theta=10000.0, sliding_window=2048, hidden_act="silu", tie_word_embeddings=False,
-    bos_token_id=1, eos_token_id=32000, pad_token_id=0, attention_dropout=0.0, embd_pdrop=0.0, resid_pdrop=0.0,
+    model_type="phi3",
+    hidden_size=3072,
+    intermediate_size=8192,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=32,
+    vocab_size=32012,
+    max_position_embeddings=4096,
+    original_max_position_embeddings=4096,
+    rms_norm_eps=1e-5,
+    rope_theta=10000.0,
+    sliding_window=2048,
+    hidden_act="silu",
+    tie_word_embeddings=False,
+    bos_token_id=1,
+    eos_token_id=32000,
+    pad_token_id=0,
+    attention_dropout=0.0,
+    embd_pdrop=0.0,
+    resid_pdrop=0.0,
     use_cache=False,
 )
 _CLIP_VIT_L_336 = dict(
-    hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, image_size=336,
-    patch_size=14, projection_dim=768, hidden_act="quick_gelu", layer_norm_eps=1e-5,
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    image_size=336,
+    patch_size=14,
+    projection_dim=768,
+    hidden_act="quick_gelu",
+    layer_norm_eps=1e-5,
 )
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -357,12 +402,24 @@ PRESETS: dict[str, dict[str, Any]] = {
     # global blocks. The vocabulary matches videolisa.tokenization.build_tiny_tokenizer().
     "tiny": dict(
         text_config=dict(
-            _PHI3_MINI, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=4, vocab_size=512, sliding_window=96, eos_token_id=2,
+            _PHI3_MINI,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            vocab_size=512,
+            sliding_window=96,
+            eos_token_id=2,
         ),
         vision_config=dict(
-            _CLIP_VIT_L_336, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-            image_size=56, projection_dim=32,
+            _CLIP_VIT_L_336,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=56,
+            projection_dim=32,
         ),
         sam_config={"variant": "tiny"},
         vision_tower_name="",
@@ -374,17 +431,39 @@ PRESETS: dict[str, dict[str, Any]] = {
     # frames of 16 CLIP tokens; SAM at 128 px with patch 8 (a 16x16 embedding grid, 64x64 low-res masks).
     "synthetic": dict(
         text_config=dict(
-            _PHI3_MINI, hidden_size=128, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4,
-            num_key_value_heads=4, vocab_size=512, sliding_window=4096, eos_token_id=2,
+            _PHI3_MINI,
+            hidden_size=128,
+            intermediate_size=256,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            vocab_size=512,
+            sliding_window=4096,
+            eos_token_id=2,
         ),
         vision_config=dict(
-            _CLIP_VIT_L_336, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            image_size=64, patch_size=16, projection_dim=64,
+            _CLIP_VIT_L_336,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=64,
+            patch_size=16,
+            projection_dim=64,
         ),
         sam_config=dict(
-            variant="custom", image_size=128, patch_size=8, encoder_embed_dim=64, encoder_depth=4,
-            encoder_num_heads=4, encoder_global_attn_indexes=[1, 3], encoder_window_size=8, prompt_embed_dim=64,
-            decoder_mlp_dim=256, decoder_num_heads=4, iou_head_hidden_dim=64,
+            variant="custom",
+            image_size=128,
+            patch_size=8,
+            encoder_embed_dim=64,
+            encoder_depth=4,
+            encoder_num_heads=4,
+            encoder_global_attn_indexes=[1, 3],
+            encoder_window_size=8,
+            prompt_embed_dim=64,
+            decoder_mlp_dim=256,
+            decoder_num_heads=4,
+            iou_head_hidden_dim=64,
         ),
         vision_tower_name="",
         vision_feature_layer=-1,

@@ -35,7 +35,7 @@ import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike[str]]
+PathLike = str | os.PathLike[str]
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 # USER:PASSWORD for the page's login; an environment variable keeps the password out of the process list.
@@ -88,17 +88,27 @@ class DemoLimits:
     keep_results_seconds: float = 3600.0
 
     def __post_init__(self) -> None:
-        for name in ("max_upload_mb", "max_video_seconds", "max_frames", "max_frame_megapixels",
-                     "max_video_megapixels", "max_request_seconds", "max_queue_size", "keep_results_seconds"):
+        for name in (
+            "max_upload_mb",
+            "max_video_seconds",
+            "max_frames",
+            "max_frame_megapixels",
+            "max_video_megapixels",
+            "max_request_seconds",
+            "max_queue_size",
+            "keep_results_seconds",
+        ):
             if not getattr(self, name) > 0:
                 raise InvalidInputError(f"demo limit {name} must be positive, got {getattr(self, name)!r}")
 
     def describe(self) -> str:
         """The limits as one sentence for the page."""
-        return (f"Videos up to {self.max_video_seconds:g} s, {self.max_frames} frames and {self.max_upload_mb:g} MB, "
-                f"frames up to {self.max_frame_megapixels:g} megapixels and {self.max_video_megapixels:g} "
-                f"megapixels in all; a request may take {self.max_request_seconds:g} s; requests run one at a time "
-                "in a queue.")
+        return (
+            f"Videos up to {self.max_video_seconds:g} s, {self.max_frames} frames and {self.max_upload_mb:g} MB, "
+            f"frames up to {self.max_frame_megapixels:g} megapixels and {self.max_video_megapixels:g} "
+            f"megapixels in all; a request may take {self.max_request_seconds:g} s; requests run one at a time "
+            "in a queue."
+        )
 
     @property
     def max_upload_bytes(self) -> int:
@@ -212,8 +222,11 @@ def find_examples(directory: PathLike) -> list[DemoExample]:
     for video in videos:
         instructions = _sidecar_instructions(video)
         if instructions is None:
-            logger.info("example %s has no instructions sidecar (%s); listed with an empty instruction",
-                        video, video.with_suffix(".json").name)
+            logger.info(
+                "example %s has no instructions sidecar (%s); listed with an empty instruction",
+                video,
+                video.with_suffix(".json").name,
+            )
             instructions = [""]
         examples.extend(DemoExample(video, instruction) for instruction in instructions)
     return examples
@@ -325,7 +338,7 @@ def _zip_masks(zip_path: Path, out: Path, files: Sequence[str]) -> None:
 
 
 def _write_outputs(
-    predictor: "VideoLisaPredictor",
+    predictor: VideoLisaPredictor,
     reader: VideoReader,
     instruction: str,
     settings: DemoConfig,
@@ -339,11 +352,24 @@ def _write_outputs(
     caption)`` in frame order and :attr:`DemoResult.answer` (no generated answer, one track)."""
     key_frames = []
     present: list[int] = []
-    with MaskWriter(reader.frame_names, reader.height, reader.width, instruction=instruction, fps=reader.fps,
-                    overlay_color=settings.overlay_color, overlay_alpha=settings.overlay_alpha, **paths) as writer:
+    with MaskWriter(
+        reader.frame_names,
+        reader.height,
+        reader.width,
+        instruction=instruction,
+        fps=reader.fps,
+        overlay_color=settings.overlay_color,
+        overlay_alpha=settings.overlay_alpha,
+        **paths,
+    ) as writer:
         for item in predictor.iter_segment(
-            reader, [instruction], frames_sparse=settings.frames_sparse, frames_dense=settings.frames_dense,
-            threshold=settings.threshold, return_frames=True, progress=progress or False,
+            reader,
+            [instruction],
+            frames_sparse=settings.frames_sparse,
+            frames_dense=settings.frames_dense,
+            threshold=settings.threshold,
+            return_frames=True,
+            progress=progress or False,
             refine=settings.refine and predictor.refiner is not None,
         ):
             deadline.check(item.index + 1, reader.num_frames)
@@ -357,7 +383,7 @@ def _write_outputs(
 
 
 def _write_track_outputs(
-    predictor: "VideoLisaPredictor",
+    predictor: VideoLisaPredictor,
     reader: VideoReader,
     instruction: str,
     settings: DemoConfig,
@@ -372,15 +398,28 @@ def _write_track_outputs(
     from videolisa.generation import GENERATE
     from videolisa.track_io import TrackWriter, tint_tracks
 
-    answered = predictor.answer_tracks(reader, [instruction], answer=GENERATE, frames_sparse=settings.frames_sparse,
-                                       frames_dense=settings.frames_dense)
+    answered = predictor.answer_tracks(
+        reader, [instruction], answer=GENERATE, frames_sparse=settings.frames_sparse, frames_dense=settings.frames_dense
+    )
     tracks, answer = answered.tracks[0], answered.answers[0]
     present: list[list[int]] = [[] for _ in tracks]
     key_frames = []
-    with TrackWriter(reader.frame_names, reader.height, reader.width, tracks, instruction=instruction, answer=answer,
-                     fps=reader.fps, **paths) as writer:
-        for item in answered.frames(settings.threshold, return_frames=True, progress=progress or False,
-                                    refine=settings.refine and predictor.refiner is not None):
+    with TrackWriter(
+        reader.frame_names,
+        reader.height,
+        reader.width,
+        tracks,
+        instruction=instruction,
+        answer=answer,
+        fps=reader.fps,
+        **paths,
+    ) as writer:
+        for item in answered.frames(
+            settings.threshold,
+            return_frames=True,
+            progress=progress or False,
+            refine=settings.refine and predictor.refiner is not None,
+        ):
             deadline.check(item.index + 1, reader.num_frames)
             writer.write(item.track_masks[None], None if item.scores is None else item.scores[None], item.frame[None])
             for k, mask in enumerate(item.track_masks):
@@ -388,12 +427,17 @@ def _write_track_outputs(
                     present[k].append(item.index)
             if item.index in key_indices:
                 key_frames.append((tint_tracks(item.frame[None], item.track_masks[None])[0], f"frame {item.index}"))
-    return key_frames, {"answer": answer, "tracks": [{"id": track_id, "phrase": phrase, "present_frames": frames}
-                                                     for (track_id, phrase), frames in zip(tracks, present)]}
+    return key_frames, {
+        "answer": answer,
+        "tracks": [
+            {"id": track_id, "phrase": phrase, "present_frames": frames}
+            for (track_id, phrase), frames in zip(tracks, present)
+        ],
+    }
 
 
 def segment_for_demo(
-    predictor: "VideoLisaPredictor",
+    predictor: VideoLisaPredictor,
     video: PathLike,
     instruction: str,
     out_dir: PathLike,
@@ -419,8 +463,11 @@ def segment_for_demo(
     _check_upload(path, limits)
     _check_header_frame_pixels(path, limits)
     stem = _file_stem(path)
-    folders = {"tracks_dir": out / "tracks", "palette_dir": out / "palette"} if settings.generate else {
-        "png_dir": out / "masks"}
+    folders = (
+        {"tracks_dir": out / "tracks", "palette_dir": out / "palette"}
+        if settings.generate
+        else {"png_dir": out / "masks"}
+    )
     paths = {**folders, "rle_path": out / "masks.json", "overlay_path": out / f"{stem}_overlay.mp4"}
     with open_video(path) as reader:
         _check_length(path.name, reader.num_frames, reader.fps, limits)
@@ -430,8 +477,9 @@ def segment_for_demo(
         key_frames, answer = write(predictor, reader, instruction, settings, set(dense), paths, progress, deadline)
         frame_names, num_frames = reader.frame_names, reader.num_frames
     masks_zip = out / f"{stem}_masks.zip"
-    png_folders = ([f"tracks/{track['id']}" for track in answer["tracks"]] + ["palette"] if settings.generate
-                   else ["masks"])
+    png_folders = (
+        [f"tracks/{track['id']}" for track in answer["tracks"]] + ["palette"] if settings.generate else ["masks"]
+    )
     pngs = [f"{folder}/{name}.png" for folder in png_folders for name in frame_names]
     _zip_masks(masks_zip, out, [*pngs, "masks.json"])
     total = time.perf_counter() - start
@@ -481,18 +529,18 @@ def _page_message(error: VideoLisaError, video: str | None) -> str:
     return html.escape(message, quote=False)
 
 
-def _describe_model(predictor: "VideoLisaPredictor") -> str:
+def _describe_model(predictor: VideoLisaPredictor) -> str:
     dtype = str(predictor.dtype).replace("torch.", "")
     return f"{predictor.device} ({dtype})"
 
 
 def build_demo(
-    predictor: "VideoLisaPredictor",
+    predictor: VideoLisaPredictor,
     *,
     examples_dirs: Sequence[PathLike] = (),
     limits: DemoLimits = DemoLimits(),
     model_name: str = "",
-) -> "gr.Blocks":
+) -> gr.Blocks:
     """The demo page around a loaded ``predictor``, with its queue configured; serve it with :func:`launch_demo`.
 
     ``examples_dirs`` are searched with :func:`find_examples` for the example gallery. The event is exposed
@@ -517,27 +565,46 @@ def build_demo(
         overlay_opacity: float,
         generate: bool = False,
         refine: bool = False,
-        progress: gr.Progress = gr.Progress(),
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio's way of asking for a progress bar)
     ) -> tuple[str, list[tuple[np.ndarray, str]], str, dict[str, list[int]], dict[str, float], dict[str, Any]]:
         """Segment the video from the instruction; returns the overlay video, key frames, masks zip, sampled
         frame indices, timings, and the answer with its tracks."""
         if not video:
             raise gr.Error("No video: upload one or pick an example below.", print_exception=False)
-        settings = DemoConfig(int(frames_sparse), int(frames_dense), float(threshold),
-                              parse_color(overlay_color), float(overlay_opacity), bool(refine), bool(generate))
+        settings = DemoConfig(
+            int(frames_sparse),
+            int(frames_dense),
+            float(threshold),
+            parse_color(overlay_color),
+            float(overlay_opacity),
+            bool(refine),
+            bool(generate),
+        )
         progress(0, desc="Reading the video and the instruction")
         folder = results.new_folder()
         try:
             result = segment_for_demo(
-                predictor, video, instruction, folder, settings, limits,
+                predictor,
+                video,
+                instruction,
+                folder,
+                settings,
+                limits,
                 progress=lambda done, total: progress((done, total), desc="Segmenting frames", unit="frames"),
             )
         except VideoLisaError as error:
             results.discard(folder)
-            raise gr.Error(_page_message(error, video), title="Cannot segment this video",
-                           print_exception=False) from error
-        return (str(result.overlay_video), result.key_frames, str(result.masks_zip), result.frame_indices,
-                result.timings, result.answer)
+            raise gr.Error(
+                _page_message(error, video), title="Cannot segment this video", print_exception=False
+            ) from error
+        return (
+            str(result.overlay_video),
+            result.key_frames,
+            str(result.masks_zip),
+            result.frame_indices,
+            result.timings,
+            result.answer,
+        )
 
     with gr.Blocks(title="VideoLISA demo", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
         gr.Markdown(
@@ -549,49 +616,101 @@ def build_demo(
         with gr.Row():
             with gr.Column():
                 video = gr.Video(label="Video", sources=["upload"], elem_id="input-video")
-                instruction = gr.Textbox(label="Instruction", placeholder="e.g. the red square moving to the left",
-                                         lines=2, elem_id="instruction")
+                instruction = gr.Textbox(
+                    label="Instruction",
+                    placeholder="e.g. the red square moving to the left",
+                    lines=2,
+                    elem_id="instruction",
+                )
                 run_button = gr.Button("Segment", variant="primary", elem_id="segment-button")
                 with gr.Accordion("Advanced settings", open=False, elem_id="advanced-settings"):
-                    frames_sparse = gr.Slider(1, 2 * config.num_frames_sparse, value=config.num_frames_sparse,
-                                              step=1, label="Sparse frames (read by the LLM)")
-                    frames_dense = gr.Slider(1, 2 * config.num_frames_dense, value=config.num_frames_dense,
-                                             step=1, label="Dense frames (full resolution, at most the sparse ones)")
-                    threshold = gr.Slider(*_THRESHOLD_RANGE, value=MASK_LOGIT_THRESHOLD, step=0.1,
-                                          label="Mask logit threshold")
+                    frames_sparse = gr.Slider(
+                        1,
+                        2 * config.num_frames_sparse,
+                        value=config.num_frames_sparse,
+                        step=1,
+                        label="Sparse frames (read by the LLM)",
+                    )
+                    frames_dense = gr.Slider(
+                        1,
+                        2 * config.num_frames_dense,
+                        value=config.num_frames_dense,
+                        step=1,
+                        label="Dense frames (full resolution, at most the sparse ones)",
+                    )
+                    threshold = gr.Slider(
+                        *_THRESHOLD_RANGE, value=MASK_LOGIT_THRESHOLD, step=0.1, label="Mask logit threshold"
+                    )
                     overlay_color = gr.ColorPicker(value=f"#{red:02x}{green:02x}{blue:02x}", label="Overlay colour")
-                    overlay_opacity = gr.Slider(0.0, 1.0, value=DEFAULT_OVERLAY_ALPHA, step=0.05,
-                                                label="Overlay opacity")
-                    generate = gr.Checkbox(value=False, elem_id="generate",
-                                           label="Generate the answer (one track per [SEG], each in its own colour; "
-                                                 "frames where a target is absent stay empty)")
+                    overlay_opacity = gr.Slider(
+                        0.0, 1.0, value=DEFAULT_OVERLAY_ALPHA, step=0.05, label="Overlay opacity"
+                    )
+                    generate = gr.Checkbox(
+                        value=False,
+                        elem_id="generate",
+                        label="Generate the answer (one track per [SEG], each in its own colour; "
+                        "frames where a target is absent stay empty)",
+                    )
                     # Only when launched with --refine sam2 (the SAM 2 weights are loaded at launch).
-                    refine = [gr.Checkbox(value=True, label="Refine with SAM 2 (propagate the anchor masks)",
-                                          elem_id="refine")] if predictor.refiner is not None else []
-                    gr.Textbox(value=_describe_model(predictor), label="Device (chosen at launch with --device)",
-                               interactive=False)
+                    refine = (
+                        [
+                            gr.Checkbox(
+                                value=True, label="Refine with SAM 2 (propagate the anchor masks)", elem_id="refine"
+                            )
+                        ]
+                        if predictor.refiner is not None
+                        else []
+                    )
+                    gr.Textbox(
+                        value=_describe_model(predictor),
+                        label="Device (chosen at launch with --device)",
+                        interactive=False,
+                    )
                 if examples:
-                    gr.Examples([[str(e.video), e.instruction] for e in examples], inputs=[video, instruction],
-                                label="Examples", examples_per_page=8, elem_id="examples")
+                    gr.Examples(
+                        [[str(e.video), e.instruction] for e in examples],
+                        inputs=[video, instruction],
+                        label="Examples",
+                        examples_per_page=8,
+                        elem_id="examples",
+                    )
             with gr.Column():
-                overlay = gr.Video(label="Segmented video", autoplay=True, loop=True, interactive=False,
-                                   elem_id="overlay-video")
+                overlay = gr.Video(
+                    label="Segmented video", autoplay=True, loop=True, interactive=False, elem_id="overlay-video"
+                )
                 # PNG, not Gradio's default lossy webp, which smears thin masks.
-                key_frames = gr.Gallery(label="Key frames", columns=4, rows=1, height=220, object_fit="contain",
-                                        format="png", elem_id="key-frames")
+                key_frames = gr.Gallery(
+                    label="Key frames",
+                    columns=4,
+                    rows=1,
+                    height=220,
+                    object_fit="contain",
+                    format="png",
+                    elem_id="key-frames",
+                )
                 masks_zip = gr.File(label="Download masks", elem_id="masks-zip")
                 with gr.Row():
                     indices = gr.JSON(label="Sampled frames", max_height=260, elem_id="frame-indices")
                     timings = gr.JSON(label="Timings", max_height=260, elem_id="timings")
-                tracks = gr.JSON(label="Answer and tracks (id, phrase, frames where present)", max_height=260,
-                                 elem_id="tracks")
+                tracks = gr.JSON(
+                    label="Answer and tracks (id, phrase, frames where present)", max_height=260, elem_id="tracks"
+                )
         if model_name:
             gr.Markdown(f"Model: `{model_name}`")
         gr.on(
             [run_button.click, instruction.submit],
             segment,
-            inputs=[video, instruction, frames_sparse, frames_dense, threshold, overlay_color, overlay_opacity,
-                    generate, *refine],
+            inputs=[
+                video,
+                instruction,
+                frames_sparse,
+                frames_dense,
+                threshold,
+                overlay_color,
+                overlay_opacity,
+                generate,
+                *refine,
+            ],
             outputs=[overlay, key_frames, masks_zip, indices, timings, tracks],
             api_name=_API_NAME,
             concurrency_limit=1,
@@ -604,9 +723,7 @@ def parse_auth(text: str) -> tuple[str, str]:
     may contain colons."""
     user, _, password = text.partition(":")
     if not user or not password:
-        raise InvalidInputError(
-            f"the demo's login (--auth or {AUTH_ENV}) must be USER:PASSWORD, both parts non-empty"
-        )
+        raise InvalidInputError(f"the demo's login (--auth or {AUTH_ENV}) must be USER:PASSWORD, both parts non-empty")
     return user, password
 
 
@@ -624,7 +741,7 @@ def _stop_like_ctrl_c(signum: int, frame: object) -> None:
 
 
 def launch_demo(
-    demo: "gr.Blocks",
+    demo: gr.Blocks,
     *,
     limits: DemoLimits = DemoLimits(),
     host: str = DEFAULT_HOST,
@@ -645,10 +762,20 @@ def launch_demo(
         logger.warning(
             "serving the demo on %s without a login: anyone who can reach this machine can use it (and its "
             "GPU or CPU time). Require one with --auth USER:PASSWORD or the %s=USER:PASSWORD environment "
-            "variable (launch_demo(auth=...) from Python).", host, AUTH_ENV,
+            "variable (launch_demo(auth=...) from Python).",
+            host,
+            AUTH_ENV,
         )
     if block:
         signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
-    demo.launch(server_name=host, server_port=port, max_file_size=limits.max_upload_bytes, auth=auth,
-                prevent_thread_lock=not block, quiet=quiet, ssr_mode=False, share=False)
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        max_file_size=limits.max_upload_bytes,
+        auth=auth,
+        prevent_thread_lock=not block,
+        quiet=quiet,
+        ssr_mode=False,
+        share=False,
+    )
     return demo.local_url

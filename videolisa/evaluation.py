@@ -19,10 +19,11 @@ import shutil
 import time
 import zipfile
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,8 +43,15 @@ GROUND_TRUTH_DIR = "ground_truth"
 # What the predictions in ``<out>/predictions`` were made with (:func:`prediction_fingerprint`).
 FINGERPRINT_FILE = "fingerprint.json"
 # Everything an evaluation writes directly under ``<out>``: what ``overwrite`` removes (plus submission zips).
-EVALUATION_OUTPUTS = (PREDICTIONS_DIR, GROUND_TRUTH_DIR, FINGERPRINT_FILE, "results.json", "results.md",
-                      "score.json", "meta_expressions.scored.json")
+EVALUATION_OUTPUTS = (
+    PREDICTIONS_DIR,
+    GROUND_TRUTH_DIR,
+    FINGERPRINT_FILE,
+    "results.json",
+    "results.md",
+    "score.json",
+    "meta_expressions.scored.json",
+)
 # Files of a model directory whose size and modification time identify its weights, config and tokenizer.
 MODEL_FILE_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".txt")
 # Benchmarks scored only by an evaluation server: the zip it expects and the folder prefix inside it.
@@ -70,7 +78,7 @@ class EvaluationConfig:
     davis_root: Path | None = None
     vision_tower: str | None = None
     overwrite: bool = False  # remove what an earlier evaluation wrote to ``out`` instead of resuming it
-    refine: "RefineConfig | None" = None  # temporal refinement with SAM 2 (``--refine sam2``); None: off
+    refine: RefineConfig | None = None  # temporal refinement with SAM 2 (``--refine sam2``); None: off
     fail_after: int | None = None  # testing aid: raise after this many videos, to simulate a killed run
 
 
@@ -163,7 +171,7 @@ def _remove_stale_temporaries(out: Path, items: Sequence[BenchmarkItem]) -> None
 
 # ============================================================================ prediction
 def predict_video(
-    predictor: "VideoLisaPredictor", items: list[BenchmarkItem], out: Path, settings: EvaluationConfig
+    predictor: VideoLisaPredictor, items: list[BenchmarkItem], out: Path, settings: EvaluationConfig
 ) -> int:
     """Segment one video for all its pending items (decoded and SAM-encoded once); returns its frame count."""
     from videolisa.processing.video_io import open_video
@@ -180,8 +188,11 @@ def predict_video(
         writers = [_ItemWriter(out, item) for item in items]
         try:
             for frame in predictor.iter_segment(
-                reader, [item.query for item in items], answer=answers.pop(),
-                frames_sparse=settings.frames_sparse, frames_dense=settings.frames_dense,
+                reader,
+                [item.query for item in items],
+                answer=answers.pop(),
+                frames_sparse=settings.frames_sparse,
+                frames_dense=settings.frames_dense,
             ):
                 for writer, mask in zip(writers, frame.masks):
                     writer.write(frame.name, mask)
@@ -195,7 +206,9 @@ def predict_video(
 
 
 def predict_shard(
-    predictor: "VideoLisaPredictor", shard: dict[str, list[BenchmarkItem]], settings: EvaluationConfig,
+    predictor: VideoLisaPredictor,
+    shard: dict[str, list[BenchmarkItem]],
+    settings: EvaluationConfig,
     context: DistributedContext,
 ) -> RankSummary:
     """Predict every pending item of this rank's videos; failures are recorded per item, not raised."""
@@ -204,8 +217,9 @@ def predict_shard(
     summary = RankSummary(rank=context.rank)
     start = time.perf_counter()
     done_videos = 0
-    for video_id, items in tqdm(shard.items(), desc=f"rank {context.rank} videos", unit="video",
-                                disable=context.rank != 0):
+    for video_id, items in tqdm(
+        shard.items(), desc=f"rank {context.rank} videos", unit="video", disable=context.rank != 0
+    ):
         pending = [item for item in items if not is_complete(settings.out, item)]
         summary.skipped.extend(item.key for item in items if item not in pending)
         if not pending:
@@ -244,8 +258,10 @@ def write_image_ground_truth(benchmark: ImageBenchmark, items: Sequence[Benchmar
     staging = out / f".{GROUND_TRUTH_DIR}-{os.getpid()}"
     # Every folder is checked before the first is written, so a refused id leaves no staging folder behind.
     item_dirs = [
-        [contained_path(staging, f"ground-truth folder of item {item.key!r}", *folder, item.output_dir)
-         for folder in [("all",)] + ([("subsets", item.subset)] if item.subset is not None else [])]
+        [
+            contained_path(staging, f"ground-truth folder of item {item.key!r}", *folder, item.output_dir)
+            for folder in [("all",)] + ([("subsets", item.subset)] if item.subset is not None else [])
+        ]
         for item in items
     ]
     shutil.rmtree(staging, ignore_errors=True)
@@ -261,7 +277,7 @@ def write_image_ground_truth(benchmark: ImageBenchmark, items: Sequence[Benchmar
 
 def score_predictions(
     benchmark: Benchmark, items: Sequence[BenchmarkItem], settings: EvaluationConfig
-) -> "ScoreReport | None":
+) -> ScoreReport | None:
     """Score with :mod:`videolisa.metrics` where ground truth exists; None for server-only benchmarks.
 
     Ref-DAVIS17 has no ground truth in its own layout but is scored against the DAVIS-2017
@@ -276,19 +292,35 @@ def score_predictions(
         return score_benchmark("refseg", gt_root / "all", pred_root, workers=settings.workers)
     if name == "refdavis":
         _require_refdavis_scorable(settings)
-        return score_benchmark("refdavis", settings.davis_root, pred_root, workers=settings.workers,
-                               meta=_scoring_meta(benchmark, items, settings))
+        return score_benchmark(
+            "refdavis",
+            settings.davis_root,
+            pred_root,
+            workers=settings.workers,
+            meta=_scoring_meta(benchmark, items, settings),
+        )
     if not benchmark.has_ground_truth:
         return None
     if name == "reasonvos":
-        return score_benchmark("reasonvos", benchmark.root, pred_root, workers=settings.workers,
-                               meta=_scoring_meta(benchmark, items, settings))
+        return score_benchmark(
+            "reasonvos",
+            benchmark.root,
+            pred_root,
+            workers=settings.workers,
+            meta=_scoring_meta(benchmark, items, settings),
+        )
     if name == "revos":
-        return score_benchmark("revos", benchmark.root, pred_root, workers=settings.workers,
-                               meta=_scoring_meta(benchmark, items, settings))
+        return score_benchmark(
+            "revos", benchmark.root, pred_root, workers=settings.workers, meta=_scoring_meta(benchmark, items, settings)
+        )
     if name in ("mevis", "synthetic"):
-        return score_benchmark("mevis", benchmark.split_dir, pred_root, workers=settings.workers,
-                               meta=_scoring_meta(benchmark, items, settings))
+        return score_benchmark(
+            "mevis",
+            benchmark.split_dir,
+            pred_root,
+            workers=settings.workers,
+            meta=_scoring_meta(benchmark, items, settings),
+        )
     raise InvalidInputError(f"no scorer for benchmark {name!r}")
 
 
@@ -311,12 +343,14 @@ def _scoring_meta(benchmark: Benchmark, items: Sequence[BenchmarkItem], settings
             if isinstance(expressions, dict):
                 expressions = [{**expression, "exp_id": exp_id} for exp_id, expression in expressions.items()]
             kept: list | dict = [
-                expression for expression in expressions
+                expression
+                for expression in expressions
                 if f"{entry['source']}_{video}_{expression['obj_id']}/{expression['exp_id']}" in keep
             ]
         else:
-            kept = {exp_id: expression for exp_id, expression in entry["expressions"].items()
-                    if f"{video}/{exp_id}" in keep}
+            kept = {
+                exp_id: expression for exp_id, expression in entry["expressions"].items() if f"{video}/{exp_id}" in keep
+            }
         if kept:
             videos[video] = {**entry, "expressions": kept}
     scoring_meta = settings.out / "meta_expressions.scored.json"
@@ -325,7 +359,7 @@ def _scoring_meta(benchmark: Benchmark, items: Sequence[BenchmarkItem], settings
 
 
 def subset_scores(
-    benchmark: Benchmark, report: "ScoreReport", items: Sequence[BenchmarkItem], settings: EvaluationConfig
+    benchmark: Benchmark, report: ScoreReport, items: Sequence[BenchmarkItem], settings: EvaluationConfig
 ) -> dict[str, dict[str, float]]:
     """Scores of each subset (ReasonVOS / ReasonSeg short vs long, Ref-DAVIS annotators, synthetic kinds),
     with the benchmark's own aggregation, plus ``count`` (items of the subset).
@@ -346,8 +380,9 @@ def subset_scores(
     for subset, subset_items in sorted(members.items()):
         if isinstance(benchmark, ImageBenchmark):
             gt_root = settings.out / GROUND_TRUTH_DIR / "subsets" / subset
-            scores = dict(score_benchmark("refseg", gt_root, settings.out / PREDICTIONS_DIR,
-                                          workers=settings.workers).overall)
+            scores = dict(
+                score_benchmark("refseg", gt_root, settings.out / PREDICTIONS_DIR, workers=settings.workers).overall
+            )
         elif benchmark.name == "refdavis":
             scores = dict(report.details["annotators"][int(subset.removeprefix("anno_"))])
         elif benchmark.name == "revos":  # expression types, aggregated as the official scorer does
@@ -391,15 +426,26 @@ def markdown_report(result: dict[str, Any]) -> str:
         for subset, values in result.get("subsets", {}).items():
             lines.append(f"| {subset} | " + " | ".join(_pct(values.get(n)) for n in names) + f" | {values['count']} |")
     else:
-        lines.append("No ground truth: predictions only" + (f"; submission: {result['submission']}" if result.get("submission") else "."))
+        lines.append(
+            "No ground truth: predictions only"
+            + (f"; submission: {result['submission']}" if result.get("submission") else ".")
+        )
     runtime = result["runtime"]
-    lines += ["", f"Model `{result['model']}` on {runtime['device']} ({runtime['dtype']}), "
-                  f"{runtime['frames_sparse']} sparse / {runtime['frames_dense']} dense frames."]
+    lines += [
+        "",
+        f"Model `{result['model']}` on {runtime['device']} ({runtime['dtype']}), "
+        f"{runtime['frames_sparse']} sparse / {runtime['frames_dense']} dense frames.",
+    ]
     timing = result["timing"]
-    lines += ["", f"{timing['videos']} videos, {timing['frames']} frames in {timing['seconds']:.1f} s "
-                  f"({timing['videos_per_second']:.3f} videos/s, {timing['frames_per_second']:.2f} frames/s)"]
+    lines += [
+        "",
+        f"{timing['videos']} videos, {timing['frames']} frames in {timing['seconds']:.1f} s "
+        f"({timing['videos_per_second']:.3f} videos/s, {timing['frames_per_second']:.2f} frames/s)",
+    ]
     if result["failed"]:
-        lines += ["", f"**{len(result['failed'])} items failed:**"] + [f"- {k}: {v}" for k, v in result["failed"].items()]
+        lines += ["", f"**{len(result['failed'])} items failed:**"] + [
+            f"- {k}: {v}" for k, v in result["failed"].items()
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -415,7 +461,7 @@ def _write_text(path: Path, text: str) -> None:
 
 # ============================================================================ fingerprint
 def prediction_fingerprint(
-    settings: EvaluationConfig, benchmark: Benchmark, items: Sequence[BenchmarkItem], predictor: "VideoLisaPredictor"
+    settings: EvaluationConfig, benchmark: Benchmark, items: Sequence[BenchmarkItem], predictor: VideoLisaPredictor
 ) -> dict[str, Any]:
     """Every setting that changes what the masks in ``<out>/predictions`` are: the one place that lists them.
 
@@ -450,7 +496,7 @@ def prediction_fingerprint(
     }
 
 
-def refine_identity(predictor: "VideoLisaPredictor") -> dict[str, Any] | None:
+def refine_identity(predictor: VideoLisaPredictor) -> dict[str, Any] | None:
     """The predictor's refinement settings, its SAM 2 model identified as by :func:`model_identity` (``model``,
     ``model_files``); None without refinement, so that folders predicted before refinement existed stay
     resumable."""
@@ -525,9 +571,7 @@ def remove_evaluation_outputs(out: Path) -> None:
 
 
 # ============================================================================ driver
-def run_evaluation(
-    settings: EvaluationConfig, predictor: "VideoLisaPredictor | None" = None
-) -> dict[str, Any]:
+def run_evaluation(settings: EvaluationConfig, predictor: VideoLisaPredictor | None = None) -> dict[str, Any]:
     """Evaluate ``settings.model`` on ``settings.benchmark``; returns the result dict (also written to
     ``<out>/results.json`` and ``<out>/results.md`` by rank 0). Raises if any item failed (after writing
     the report) so callers exit non-zero."""
@@ -544,8 +588,12 @@ def run_evaluation(
         from videolisa.predictor import VideoLisaPredictor
 
         predictor = VideoLisaPredictor.from_pretrained(
-            settings.model, device=_rank_device(settings.device, context), dtype=settings.dtype,
-            vision_tower=settings.vision_tower, chunk_size=settings.chunk_size, refine=settings.refine,
+            settings.model,
+            device=_rank_device(settings.device, context),
+            dtype=settings.dtype,
+            vision_tower=settings.vision_tower,
+            chunk_size=settings.chunk_size,
+            refine=settings.refine,
         )
     fingerprint = prediction_fingerprint(settings, benchmark, items, predictor)
     if not settings.overwrite:
@@ -592,7 +640,7 @@ def _rank_device(device: str, context: DistributedContext) -> str:
     return f"cuda:{context.local_rank}"
 
 
-def describe_runtime(predictor: "VideoLisaPredictor", settings: EvaluationConfig) -> dict[str, Any]:
+def describe_runtime(predictor: VideoLisaPredictor, settings: EvaluationConfig) -> dict[str, Any]:
     """What the predictions were made with: device, dtype, Sparse-Dense frame counts, the model's config."""
     config = predictor.model.config
     return {
@@ -610,23 +658,31 @@ class EvaluationFailed(VideoLisaError):
     """Some items failed; the report lists them."""
 
     def __init__(self, failed: dict[str, str]) -> None:
-        super().__init__(f"{len(failed)} items failed (listed in results.json): " + "; ".join(
-            f"{key}: {error}" for key, error in list(failed.items())[:5]))
+        super().__init__(
+            f"{len(failed)} items failed (listed in results.json): "
+            + "; ".join(f"{key}: {error}" for key, error in list(failed.items())[:5])
+        )
         self.failed = failed
 
 
 def _finish(
-    benchmark: Benchmark, items: list[BenchmarkItem], settings: EvaluationConfig, summaries: list[RankSummary],
+    benchmark: Benchmark,
+    items: list[BenchmarkItem],
+    settings: EvaluationConfig,
+    summaries: list[RankSummary],
     runtime: dict[str, Any],
 ) -> dict[str, Any]:
     failed = {key: error for summary in summaries for key, error in summary.failed.items()}
     # Every item is now written, failed, or was done before; one that rank 0 cannot see was written by a rank
     # on another node into an --out that is not shared with this one.
-    failed.update({
-        item.key: f"no predictions in {prediction_dir(settings.out, item)} after the run (is --out on a "
-                  "filesystem shared by every node?)"
-        for item in items if item.key not in failed and not is_complete(settings.out, item)
-    })
+    failed.update(
+        {
+            item.key: f"no predictions in {prediction_dir(settings.out, item)} after the run (is --out on a "
+            "filesystem shared by every node?)"
+            for item in items
+            if item.key not in failed and not is_complete(settings.out, item)
+        }
+    )
     seconds = max((summary.seconds for summary in summaries), default=0.0)
     frames = sum(summary.frames for summary in summaries)
     videos = sum(summary.videos for summary in summaries)
@@ -639,7 +695,9 @@ def _finish(
         "skipped_already_done": sum(len(summary.skipped) for summary in summaries),
         "failed": failed,
         "timing": {
-            "videos": videos, "frames": frames, "seconds": seconds,
+            "videos": videos,
+            "frames": frames,
+            "seconds": seconds,
             "videos_per_second": videos / seconds if seconds else 0.0,
             "frames_per_second": frames / seconds if seconds else 0.0,
             "ranks": len(summaries),

@@ -15,8 +15,9 @@ cached attention (tests/test_generation.py).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -32,8 +33,11 @@ if TYPE_CHECKING:
 # ``segment(..., answer=GENERATE)`` selects generation mode.
 GENERATE = "generate"
 # Words an answer puts before ``[SEG]`` that name no object ("Sure, it is [SEG].").
-_FILLER = re.compile(r"^(?:and|or|sure|yes|it is|it's|they are|this is|these are|here is|the segmentation result is)"
-                     r"\b[\s,:]*", re.IGNORECASE)
+_FILLER = re.compile(
+    r"^(?:and|or|sure|yes|it is|it's|they are|this is|these are|here is|the segmentation result is)"
+    r"\b[\s,:]*",
+    re.IGNORECASE,
+)
 # A phrase is the text since the last clause boundary before its ``[SEG]``.
 _CLAUSE_BOUNDARY = re.compile(r"[.,;:!?\n]")
 
@@ -84,7 +88,7 @@ def _next_token(logits: torch.Tensor, settings: GenerationConfig, generator: tor
 
 @torch.inference_mode()
 def generate_answer(
-    model: "VideoLisaForSegmentation",
+    model: VideoLisaForSegmentation,
     input_ids: torch.Tensor,
     video_tokens: torch.Tensor,
     stop_token_ids: Sequence[int],
@@ -108,15 +112,17 @@ def generate_answer(
     embedding = model.llm.get_input_embeddings()
     decoder, head = model.llm.get_decoder(), model.llm.get_output_embeddings()
     spliced = splice_video_tokens(
-        ids, embedding(ids.masked_fill(ids == config.image_token_index, 0)),
-        video_tokens.to(embedding.weight.dtype), config.image_token_index,
+        ids,
+        embedding(ids.masked_fill(ids == config.image_token_index, 0)),
+        video_tokens.to(embedding.weight.dtype),
+        config.image_token_index,
     )
     output = decoder(inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask, use_cache=True)
     hidden, cache = [output.last_hidden_state], output.cache
     generator = None
     if settings.seed is not None and settings.temperature > 0.0:
         generator = torch.Generator(device=ids.device).manual_seed(settings.seed)
-    stops, generated = set(int(i) for i in stop_token_ids), []
+    stops, generated = {int(i) for i in stop_token_ids}, []
     # Every generated token is fed back once, so that each has its own hidden state (a read offset of 0
     # reads the [SEG] position itself).
     while len(generated) < settings.max_new_tokens:
@@ -130,15 +136,18 @@ def generate_answer(
         cache = output.cache
     generated_ids = torch.tensor(generated, dtype=torch.long, device=ids.device)
     batch_index, positions = find_seg_read_positions(
-        torch.cat([ids, generated_ids[None]], dim=1), config.seg_token_id, config.image_token_index,
-        video_tokens.shape[1], config.seg_hidden_offset,
+        torch.cat([ids, generated_ids[None]], dim=1),
+        config.seg_token_id,
+        config.image_token_index,
+        video_tokens.shape[1],
+        config.seg_hidden_offset,
     )
     seg_hidden = extract_trk_embeddings(torch.cat(hidden, dim=1), batch_index, positions)
     return GeneratedAnswer(generated_ids.cpu(), model.prompt_head(seg_hidden), seg_hidden)
 
 
 def format_answer(
-    tokenizer: "PreTrainedTokenizerBase", token_ids: Sequence[int], seg_token_id: int
+    tokenizer: PreTrainedTokenizerBase, token_ids: Sequence[int], seg_token_id: int
 ) -> tuple[str, list[str | None]]:
     """The answer text with the k-th ``[SEG]`` shown as ``[SEGk]``, and the phrase attached to each.
 

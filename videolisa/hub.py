@@ -11,22 +11,32 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from videolisa.errors import InvalidInputError, MissingFilesError, VideoLisaError
 
 CARD_FILE = "README.md"
 LIBRARY_NAME = "videolisa"
 PIPELINE_TAG = "image-segmentation"  # the Hub's closest task: masks from an image (here every frame) and a prompt
-TAGS = ["videolisa", "video-object-segmentation", "referring-video-object-segmentation", "reasoning-segmentation",
-        "segment-anything"]
+TAGS = [
+    "videolisa",
+    "video-object-segmentation",
+    "referring-video-object-segmentation",
+    "reasoning-segmentation",
+    "segment-anything",
+]
 DEFAULT_LICENSE = "apache-2.0"  # the license of VideoLISA's code and released weights
 # Metrics of the score reports: report key -> (name on the card, task type of the model-index).
-_METRICS = {"J": ("J", "video-object-segmentation"), "F": ("F", "video-object-segmentation"),
-            "JF": ("J&F", "video-object-segmentation"), "cIoU": ("cIoU", "image-segmentation"),
-            "gIoU": ("gIoU", "image-segmentation")}
+_METRICS = {
+    "J": ("J", "video-object-segmentation"),
+    "F": ("F", "video-object-segmentation"),
+    "JF": ("J&F", "video-object-segmentation"),
+    "cIoU": ("cIoU", "image-segmentation"),
+    "gIoU": ("gIoU", "image-segmentation"),
+}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -71,8 +81,11 @@ def read_score_report(path: Path) -> list[Score]:
             f"{path} is not a videolisa evaluation report (results.json of videolisa eval with a score, or the "
             "JSON of videolisa score)"
         )
-    return [Score(data["benchmark"], data.get("split"), _METRICS[key][0], round(100 * value, 2), path.name)
-            for key, value in overall.items() if key in _METRICS and value is not None]
+    return [
+        Score(data["benchmark"], data.get("split"), _METRICS[key][0], round(100 * value, 2), path.name)
+        for key, value in overall.items()
+        if key in _METRICS and value is not None
+    ]
 
 
 def hub_model_id(source: str | None) -> str | None:
@@ -97,8 +110,13 @@ def training_record(run_dir: Path) -> TrainingRecord:
     data = config.data
     datasets = [name for group, rate in data.rates.items() if rate > 0 for name in data.group_members(group)]
     base = hub_model_id(config.model.path) if config.model.source in ("llava_phi3", "pretrained") else None
-    return TrainingRecord(config=asdict(config), command=started.get("command"), commit=started.get("commit"),
-                          datasets=datasets, base_model=base)
+    return TrainingRecord(
+        config=asdict(config),
+        command=started.get("command"),
+        commit=started.get("commit"),
+        datasets=datasets,
+        base_model=base,
+    )
 
 
 def run_validation_scores(run_dir: Path, tag: str) -> list[Score]:
@@ -111,12 +129,24 @@ def run_validation_scores(run_dir: Path, tag: str) -> list[Score]:
         return []
     validation = load_training_config(run_dir / RUN_CONFIG_FILE).validation
     name = _METRICS.get(best["metric"], (best["metric"],))[0]
-    return [Score(validation.benchmark, validation.split, name, round(100 * best["score"], 2),
-                  f"validation at step {best['step']}")]
+    return [
+        Score(
+            validation.benchmark,
+            validation.split,
+            name,
+            round(100 * best["score"], 2),
+            f"validation at step {best['step']}",
+        )
+    ]
 
 
-def build_model_card(model_dir: Path, training: TrainingRecord | None = None, scores: Sequence[Score] = (),
-                     license: str = DEFAULT_LICENSE, base_model: str | None = None) -> Any:
+def build_model_card(
+    model_dir: Path,
+    training: TrainingRecord | None = None,
+    scores: Sequence[Score] = (),
+    license: str = DEFAULT_LICENSE,
+    base_model: str | None = None,
+) -> Any:
     """The ``huggingface_hub.ModelCard`` of the model folder ``model_dir`` (its ``config.json`` must exist)."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
@@ -127,14 +157,26 @@ def build_model_card(model_dir: Path, training: TrainingRecord | None = None, sc
     name = model_dir.resolve().name
     base = base_model or (training.base_model if training else None)
     data = ModelCardData(
-        license=license, library_name=LIBRARY_NAME, pipeline_tag=PIPELINE_TAG, tags=list(TAGS),
-        base_model=base, datasets=(training.datasets or None) if training else None, model_name=name,
+        license=license,
+        library_name=LIBRARY_NAME,
+        pipeline_tag=PIPELINE_TAG,
+        tags=list(TAGS),
+        base_model=base,
+        datasets=(training.datasets or None) if training else None,
+        model_name=name,
         eval_results=[
-            EvalResult(task_type=_task_of(score.metric), dataset_type=score.benchmark,
-                       dataset_name=score.benchmark, dataset_split=score.split, metric_type=score.metric,
-                       metric_name=score.metric, metric_value=score.value)
+            EvalResult(
+                task_type=_task_of(score.metric),
+                dataset_type=score.benchmark,
+                dataset_name=score.benchmark,
+                dataset_split=score.split,
+                metric_type=score.metric,
+                metric_name=score.metric,
+                metric_value=score.value,
+            )
             for score in scores
-        ] or None,
+        ]
+        or None,
     )
     body = _card_body(name, config, training, scores, base)
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
@@ -144,8 +186,9 @@ def _task_of(metric: str) -> str:
     return next(task for name, task in _METRICS.values() if name == metric)
 
 
-def _card_body(name: str, config: dict[str, Any], training: TrainingRecord | None, scores: Sequence[Score],
-               base: str | None) -> str:
+def _card_body(
+    name: str, config: dict[str, Any], training: TrainingRecord | None, scores: Sequence[Score], base: str | None
+) -> str:
     """The markdown text of the card: what it is, how to load it, results, how it was trained."""
     import yaml
 
@@ -163,7 +206,7 @@ def _card_body(name: str, config: dict[str, Any], training: TrainingRecord | Non
         "",
         "```bash",
         "pip install videolisa",
-        f"videolisa infer --model REPO_OR_DIR --video my_video.mp4 --prompt \"the object to segment\" --out out/{name}",
+        f'videolisa infer --model REPO_OR_DIR --video my_video.mp4 --prompt "the object to segment" --out out/{name}',
         "```",
         "",
         "```python",
@@ -191,13 +234,24 @@ def _card_body(name: str, config: dict[str, Any], training: TrainingRecord | Non
             lines += [f"Code: `videolisa` at git commit `{training.commit}`.", ""]
         if training.datasets:
             lines += [f"Datasets of the mixture: {', '.join(training.datasets)}.", ""]
-        lines += ["Resolved training config (`train_config.yaml`):", "", "```yaml",
-                  yaml.safe_dump(training.config, sort_keys=False).rstrip(), "```"]
+        lines += [
+            "Resolved training config (`train_config.yaml`):",
+            "",
+            "```yaml",
+            yaml.safe_dump(training.config, sort_keys=False).rstrip(),
+            "```",
+        ]
     return "\n".join(lines) + "\n"
 
 
-def write_run_model_card(run_dir: Path, model_dir: Path, tag: str | None, eval_reports: Sequence[Path] = (),
-                         license: str = DEFAULT_LICENSE, base_model: str | None = None) -> Path:
+def write_run_model_card(
+    run_dir: Path,
+    model_dir: Path,
+    tag: str | None,
+    eval_reports: Sequence[Path] = (),
+    license: str = DEFAULT_LICENSE,
+    base_model: str | None = None,
+) -> Path:
     """Write the card of ``model_dir``, exported from checkpoint ``tag`` (as :func:`resolve_export_tag` reads it)
     of the training run ``run_dir``: the run's config, command, datasets and validation result, and the scores of
     ``eval_reports``. Returns the card's path."""
@@ -236,8 +290,12 @@ def push_to_hub(model_dir: Path, repo_id: str, private: bool = False) -> str:
     api = HfApi()
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        api.upload_folder(folder_path=str(model_dir), repo_id=repo_id, repo_type="model",
-                          commit_message=f"Upload {model_dir.resolve().name} with videolisa")
+        api.upload_folder(
+            folder_path=str(model_dir),
+            repo_id=repo_id,
+            repo_type="model",
+            commit_message=f"Upload {model_dir.resolve().name} with videolisa",
+        )
     except (OSError, HfHubHTTPError, httpx.HTTPError) as error:  # OfflineModeIsEnabled is a ConnectionError
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise HubError(f"cannot push {model_dir} to the Hub repository {repo_id}: {reason}") from error

@@ -27,7 +27,9 @@ def sigmoid_bce_per_mask(logits: torch.Tensor, targets: torch.Tensor) -> torch.T
     return loss.flatten(1).mean(1)
 
 
-def dice_per_mask(logits: torch.Tensor, targets: torch.Tensor, scale: float = 1000.0, eps: float = 1e-6) -> torch.Tensor:
+def dice_per_mask(
+    logits: torch.Tensor, targets: torch.Tensor, scale: float = 1000.0, eps: float = 1e-6
+) -> torch.Tensor:
     """Original DICE loss per mask: ``1 - (2 sum(p/s * t) + eps) / (sum(p/s) + sum(t/s) + eps)`` with
     ``p = sigmoid(logits)``; ``[N, H, W]`` x2 -> ``[N]``."""
     probs = logits.float().sigmoid().flatten(1)
@@ -77,5 +79,7 @@ def mask_losses(
         zero = predictions[0].new_zeros(()).float() if predictions else torch.zeros(())
         return MaskLosses(bce=zero, dice=zero, num_masks=0)
     return MaskLosses(
-        bce=bce_total / (num_masks + _NUM_MASKS_EPS), dice=dice_total / (num_masks + _NUM_MASKS_EPS), num_masks=num_masks
+        bce=bce_total / (num_masks + _NUM_MASKS_EPS),
+        dice=dice_total / (num_masks + _NUM_MASKS_EPS),
+        num_masks=num_masks,
     )

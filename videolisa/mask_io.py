@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol, Union
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -37,7 +37,7 @@ from videolisa.processing.video_io import DEFAULT_FPS, natural_sort_key
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike[str]]
+PathLike = str | os.PathLike[str]
 RLE_FORMAT = "videolisa-masks-rle"
 # The original overlays blend 50% red over the masked pixels.
 DEFAULT_OVERLAY_COLOR = (255, 0, 0)
@@ -85,9 +85,9 @@ def _tint_table(color: Sequence[int], alpha: float) -> np.ndarray:
     """``[256, 1, 3] uint8`` (a ``cv2.LUT`` table): level v of channel c -> ``round((1 - alpha) * v + alpha *
     color[c])``, computed in float32 exactly as the per-pixel blend it replaces, so the results are identical."""
     levels = np.arange(256, dtype=np.float32)[:, None]
-    return np.rint(levels * (1.0 - _check_alpha(alpha)) + _check_color(color) * _check_alpha(alpha)).astype(
-        np.uint8
-    )[:, None, :]
+    return np.rint(levels * (1.0 - _check_alpha(alpha)) + _check_color(color) * _check_alpha(alpha)).astype(np.uint8)[
+        :, None, :
+    ]
 
 
 def _tint_in_place(frame: np.ndarray, mask: np.ndarray, table: np.ndarray) -> None:
@@ -273,7 +273,7 @@ class _RleJsonSink:
     ) -> None:
         self._file = _start_file(path)
         with self._naming():
-            self._handle = open(self._file.temp_path, "w", encoding="utf-8")  # closed by close() or abort()
+            self._handle = open(self._file.temp_path, "w", encoding="utf-8")  # noqa: SIM115 (closed by close() or abort())
         header = {
             "format": RLE_FORMAT,
             "instruction": instruction,
@@ -536,7 +536,13 @@ class MaskWriter:
             if overlay_path is not None:
                 self._sinks.append(
                     _OverlayVideoSink(
-                        overlay_path, self._height, self._width, float(fps), instruction, overlay_color, overlay_alpha,
+                        overlay_path,
+                        self._height,
+                        self._width,
+                        float(fps),
+                        instruction,
+                        overlay_color,
+                        overlay_alpha,
                         overlay_max_side,
                     )
                 )

@@ -19,10 +19,11 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -39,15 +40,16 @@ from videolisa.refine.anchors import presence_scores
 from videolisa.tracks import DEFAULT_PRESENCE_THRESHOLD, Track, check_presence_threshold, present_frames
 
 if TYPE_CHECKING:
-    from videolisa.refine import RefineConfig, Sam2Refiner
     from transformers import PreTrainedTokenizerBase
 
     from videolisa.modeling.videolisa import VideoLisaForSegmentation
+    from videolisa.refine import RefineConfig, Sam2Refiner
 
 logger = logging.getLogger(__name__)
 
 # The logits of a refined track that has no reliable anchor (SAM 2's own "no object" score).
 NO_OBJECT_LOGIT = -1024.0
+
 
 @dataclass
 class FrameMasks:
@@ -133,8 +135,14 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     """``None``/``"auto"`` -> bfloat16 on CUDA, float32 on CPU; accepts ``"bf16"``, ``"fp16"``, ``"fp32"``."""
     if isinstance(dtype, torch.dtype):
         return dtype
-    names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
-             "fp32": torch.float32, "float32": torch.float32}
+    names = {
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+        "fp16": torch.float16,
+        "float16": torch.float16,
+        "fp32": torch.float32,
+        "float32": torch.float32,
+    }
     if dtype in (None, "auto"):
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     if dtype not in names:
@@ -151,7 +159,7 @@ class AnsweredVideo:
         tracks: per instruction, ``(id, phrase)`` of each of its tracks (ids from 1, as in ``[SEGk]``).
     """
 
-    def __init__(self, predictor: "VideoLisaPredictor", reader: VideoReader, prompts: _Prompts) -> None:
+    def __init__(self, predictor: VideoLisaPredictor, reader: VideoReader, prompts: _Prompts) -> None:
         self._predictor, self._prompts, self.reader = predictor, prompts, reader
         self.answers = list(prompts.answers)
         self.tracks = [list(enumerate(phrases, start=1)) for phrases in prompts.phrases]
@@ -190,14 +198,14 @@ class VideoLisaPredictor:
 
     def __init__(
         self,
-        model: "VideoLisaForSegmentation",
-        tokenizer: "PreTrainedTokenizerBase | None",
+        model: VideoLisaForSegmentation,
+        tokenizer: PreTrainedTokenizerBase | None,
         device: str | torch.device | None = "auto",
         dtype: str | torch.dtype | None = "auto",
         chunk_size: int = 8,
         prefetch: bool = True,
         fast_sam: bool = True,
-        refine: "str | RefineConfig | Sam2Refiner | None" = None,
+        refine: str | RefineConfig | Sam2Refiner | None = None,
     ) -> None:
         if not isinstance(chunk_size, int) or chunk_size < 1:
             raise InvalidInputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
@@ -218,7 +226,7 @@ class VideoLisaPredictor:
         dtype: str | torch.dtype | None = "auto",
         vision_tower: str | Path | None = None,
         **kwargs: Any,
-    ) -> "VideoLisaPredictor":
+    ) -> VideoLisaPredictor:
         """Load a model directory, a Hugging Face id (``ZechenBai/VideoLISA-3.8B``) or a built-in model
         (``builtin:<name>``) together with its tokenizer."""
         from videolisa.builder import load_model_and_tokenizer
@@ -263,7 +271,15 @@ class VideoLisaPredictor:
             None if instruction is None else [instruction], None if prompt_ids is None else [prompt_ids], answer
         )
         return self._segment_all(
-            video, [instruction], input_ids, frames_sparse, frames_dense, threshold, return_logits, progress, refine,
+            video,
+            [instruction],
+            input_ids,
+            frames_sparse,
+            frames_dense,
+            threshold,
+            return_logits,
+            progress,
+            refine,
             *mode,
         )[0]
 
@@ -291,8 +307,16 @@ class VideoLisaPredictor:
             raise InvalidInputError("instructions must be a non-empty list of strings")
         mode = self._answer_mode(answer, generation, presence_threshold)
         return self._segment_all(
-            video, list(instructions), self._input_ids(instructions, None, answer), frames_sparse, frames_dense,
-            threshold, return_logits, progress, refine, *mode,
+            video,
+            list(instructions),
+            self._input_ids(instructions, None, answer),
+            frames_sparse,
+            frames_dense,
+            threshold,
+            return_logits,
+            progress,
+            refine,
+            *mode,
         )
 
     def iter_segment(
@@ -328,8 +352,14 @@ class VideoLisaPredictor:
         the answers and the tracks' phrases before the first frame.
         """
         yield from self.answer_tracks(
-            video, instructions, prompt_ids=prompt_ids, answer=answer, frames_sparse=frames_sparse,
-            frames_dense=frames_dense, generation=generation, presence_threshold=presence_threshold,
+            video,
+            instructions,
+            prompt_ids=prompt_ids,
+            answer=answer,
+            frames_sparse=frames_sparse,
+            frames_dense=frames_dense,
+            generation=generation,
+            presence_threshold=presence_threshold,
         ).frames(threshold, return_frames, return_logits, progress, refine)
 
     def answer_tracks(
@@ -343,7 +373,7 @@ class VideoLisaPredictor:
         frames_dense: int | None = None,
         generation: GenerationConfig | None = None,
         presence_threshold: float | None = None,
-    ) -> "AnsweredVideo":
+    ) -> AnsweredVideo:
         """Run the LLM (answer and prompts) and return an :class:`AnsweredVideo`: the answers and every track's
         id and phrase now, the masks frame by frame from :meth:`AnsweredVideo.frames` (as :meth:`iter_segment`)."""
         mode = self._answer_mode(answer, generation, presence_threshold)
@@ -400,9 +430,7 @@ class VideoLisaPredictor:
     ) -> list[SegmentationResult]:
         start = time.perf_counter()
         reader = open_video(video)
-        prompts = self._compute_prompts(
-            reader, input_ids, frames_sparse, frames_dense, generation, presence_threshold
-        )
+        prompts = self._compute_prompts(reader, input_ids, frames_sparse, frames_dense, generation, presence_threshold)
         shape = (len(input_ids), reader.num_frames, reader.height, reader.width)
         # np.empty, not np.zeros: every frame is written below, and calloc'd memory is faulted in 4 KiB
         # pages (numpy's own allocations get huge pages), which made filling the masks 6x slower.
@@ -486,8 +514,9 @@ class VideoLisaPredictor:
                 phrases.append([None] * output.prompt_embeddings.shape[0])
             else:
                 output = generate_answer(self.model, ids, video_tokens, self.processor.stop_token_ids(), generation)
-                text, attached = format_answer(self.processor.tokenizer, output.token_ids.tolist(),
-                                               self.model.config.seg_token_id)
+                text, attached = format_answer(
+                    self.processor.tokenizer, output.token_ids.tolist(), self.model.config.seg_token_id
+                )
                 answers.append(text)
                 phrases.append(attached)
             embeddings.append(output.prompt_embeddings)
@@ -623,7 +652,7 @@ class VideoLisaPredictor:
             bar.close()
 
     # ------------------------------------------------------------------ refinement (videolisa.refine)
-    def _build_refiner(self, refine: "str | RefineConfig | Sam2Refiner | None") -> "Sam2Refiner | None":
+    def _build_refiner(self, refine: str | RefineConfig | Sam2Refiner | None) -> Sam2Refiner | None:
         if refine is None:
             return None
         from videolisa.refine import RefineConfig, Sam2Refiner
@@ -673,7 +702,9 @@ class VideoLisaPredictor:
         tracked = {track: per_frame for track, per_frame in anchors.items() if per_frame}
         logger.info(
             "refine: anchor frames per track %s; SAM 2 propagates %d of %d tracks over %d frames",
-            {track: sorted(per_frame) for track, per_frame in anchors.items()}, len(tracked), len(anchors),
+            {track: sorted(per_frame) for track, per_frame in anchors.items()},
+            len(tracked),
+            len(anchors),
             reader.num_frames,
         )
         total = reader.num_frames
@@ -707,8 +738,12 @@ class VideoLisaPredictor:
                     progress(index + 1, total)
         finally:
             bar.close()
-        logger.info("refine: %.2f s anchors, %.2f s SAM 2 (%.1f frames/s)", timings["refine_anchors"],
-                    timings["refine"], total / max(timings["refine"], 1e-9))
+        logger.info(
+            "refine: %.2f s anchors, %.2f s SAM 2 (%.1f frames/s)",
+            timings["refine_anchors"],
+            timings["refine"],
+            total / max(timings["refine"], 1e-9),
+        )
 
     def _collect_anchors(
         self, reader: VideoReader, prompts: _Prompts, threshold: float
@@ -728,8 +763,7 @@ class VideoLisaPredictor:
             collector = AnchorCollector(num_tracks, settings.top_k, threshold)
             resized = self._score_frames(reader, prompts, None, collector)
             chosen = {
-                track: chosen.get(track) or collector.anchors(track, settings.min_score)
-                for track in range(num_tracks)
+                track: chosen.get(track) or collector.anchors(track, settings.min_score) for track in range(num_tracks)
             }
         original_hw = (reader.height, reader.width)
         return {
@@ -737,7 +771,9 @@ class VideoLisaPredictor:
                 anchor.frame: (
                     self.model.upscale_masks(anchor.low_res[None, None].to(self.device), resized, original_hw)[0, 0]
                     > threshold
-                ).cpu().numpy()
+                )
+                .cpu()
+                .numpy()
                 for anchor in anchors
             }
             for track, anchors in chosen.items()

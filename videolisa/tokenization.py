@@ -31,7 +31,7 @@ _TINY_CORPUS = (
 )
 
 
-def build_tiny_tokenizer(seg_token: str = DEFAULT_SEG_TOKEN) -> "PreTrainedTokenizerBase":
+def build_tiny_tokenizer(seg_token: str = DEFAULT_SEG_TOKEN) -> PreTrainedTokenizerBase:
     """Build the tiny preset's tokenizer in memory (no download): byte-level BPE with Phi-3-style specials.
 
     Ids: 0 ``<unk>`` (also pad), 1 ``<s>`` (BOS, prepended like Llama), 2 ``<|endoftext|>`` (EOS), 3-6 chat
@@ -67,7 +67,7 @@ def build_tiny_tokenizer(seg_token: str = DEFAULT_SEG_TOKEN) -> "PreTrainedToken
     return tokenizer
 
 
-def seg_token_id(tokenizer: "PreTrainedTokenizerBase", seg_token: str = DEFAULT_SEG_TOKEN) -> int:
+def seg_token_id(tokenizer: PreTrainedTokenizerBase, seg_token: str = DEFAULT_SEG_TOKEN) -> int:
     """Id of the segmentation token; the last id of its encoding, like the original (a SentencePiece
     tokenizer may emit a word-boundary piece first). Raises ``ValueError`` if the tokenizer lacks it."""
     if seg_token not in tokenizer.get_vocab():
@@ -77,7 +77,7 @@ def seg_token_id(tokenizer: "PreTrainedTokenizerBase", seg_token: str = DEFAULT_
     return tokenizer(seg_token, add_special_tokens=False).input_ids[-1]
 
 
-def add_seg_token(tokenizer: "PreTrainedTokenizerBase", seg_token: str = DEFAULT_SEG_TOKEN) -> int:
+def add_seg_token(tokenizer: PreTrainedTokenizerBase, seg_token: str = DEFAULT_SEG_TOKEN) -> int:
     """Add the segmentation token as a normal added token if missing (the original ``add_tokens``) and
     return its id. The model's embeddings must then be resized to ``len(tokenizer)``."""
     if seg_token not in tokenizer.get_vocab():
@@ -86,7 +86,7 @@ def add_seg_token(tokenizer: "PreTrainedTokenizerBase", seg_token: str = DEFAULT
 
 
 def tokenize_with_video_placeholder(
-    tokenizer: "PreTrainedTokenizerBase", prompt: str, image_token_index: int = IMAGE_TOKEN_INDEX
+    tokenizer: PreTrainedTokenizerBase, prompt: str, image_token_index: int = IMAGE_TOKEN_INDEX
 ) -> list[int]:
     """Tokenize ``prompt`` chunk-wise around ``<image>``, inserting ``image_token_index`` for each placeholder.
 

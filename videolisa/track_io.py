@@ -31,8 +31,16 @@ from videolisa.processing.video_io import DEFAULT_FPS
 TRACKS_FORMAT = "videolisa-tracks-rle"
 # Track k is drawn in TRACK_COLORS[(k - 1) % len]: red first, as the single-track overlay, then well-separated hues.
 TRACK_COLORS = (
-    (255, 0, 0), (0, 200, 0), (30, 110, 255), (255, 200, 0), (220, 0, 220), (0, 210, 210), (255, 120, 0),
-    (140, 70, 255), (150, 255, 120), (255, 120, 170),
+    (255, 0, 0),
+    (0, 200, 0),
+    (30, 110, 255),
+    (255, 200, 0),
+    (220, 0, 220),
+    (0, 210, 210),
+    (255, 120, 0),
+    (140, 70, 255),
+    (150, 255, 120),
+    (255, 120, 170),
 )
 _LEGEND_BACKGROUND_ALPHA = 0.6
 
@@ -63,8 +71,9 @@ class _LegendBand:
             rows[-1].append((x, track_id, label))
             x += entry
         line = font_size + padding
-        band = Image.new("RGBA", (width, min(height, len(rows) * line + padding)),
-                         (0, 0, 0, round(255 * _LEGEND_BACKGROUND_ALPHA)))
+        band = Image.new(
+            "RGBA", (width, min(height, len(rows) * line + padding)), (0, 0, 0, round(255 * _LEGEND_BACKGROUND_ALPHA))
+        )
         draw = ImageDraw.Draw(band)
         for row, entries in enumerate(rows):
             top = padding + row * line
@@ -129,8 +138,14 @@ class TrackWriter:
         self._tracks = [(int(track_id), phrase) for track_id, phrase in tracks]
         self._size = (int(height), int(width))
         self._header = {
-            "format": TRACKS_FORMAT, "instruction": instruction, "answer": answer, "height": int(height),
-            "width": int(width), "fps": float(fps), "num_frames": len(self._names), "frame_names": self._names,
+            "format": TRACKS_FORMAT,
+            "instruction": instruction,
+            "answer": answer,
+            "height": int(height),
+            "width": int(width),
+            "fps": float(fps),
+            "num_frames": len(self._names),
+            "frame_names": self._names,
             "presence_threshold": presence_threshold,
         }
         self._rle_path = None if rle_path is None else Path(rle_path)
@@ -145,12 +160,15 @@ class TrackWriter:
                     self._palette_dir.mkdir(parents=True, exist_ok=True)
                     sweep_temp_files(self._palette_dir, (f"{name}.png" for name in self._names))
             if tracks_dir is not None:
-                self._writers += [MaskWriter(self._names, height, width, png_dir=Path(tracks_dir) / str(track_id))
-                                  for track_id, _ in self._tracks]
+                self._writers += [
+                    MaskWriter(self._names, height, width, png_dir=Path(tracks_dir) / str(track_id))
+                    for track_id, _ in self._tracks
+                ]
             # The overlay writer is last: it gets the tinted frames (and no mask of its own to tint).
             if overlay_path is not None:
-                self._writers.append(MaskWriter(self._names, height, width, overlay_path=overlay_path,
-                                                instruction=instruction, fps=fps))
+                self._writers.append(
+                    MaskWriter(self._names, height, width, overlay_path=overlay_path, instruction=instruction, fps=fps)
+                )
                 self._legend = _LegendBand(self._tracks, height, width) if self._tracks else None
         except BaseException:
             self.abort()
@@ -171,11 +189,14 @@ class TrackWriter:
         ``frames [F, H, W, 3] uint8``."""
         masks = np.asarray(masks)
         if masks.dtype != np.bool_ or masks.ndim != 4 or masks.shape[1:] != (len(self._tracks), *self._size):
-            raise InvalidInputError(f"track masks are {masks.dtype} {tuple(masks.shape)}; expected bool "
-                                    f"[F, {len(self._tracks)}, {self._size[0]}, {self._size[1]}]")
+            raise InvalidInputError(
+                f"track masks are {masks.dtype} {tuple(masks.shape)}; expected bool "
+                f"[F, {len(self._tracks)}, {self._size[0]}, {self._size[1]}]"
+            )
         if self._written + len(masks) > len(self._names):
-            raise InvalidInputError(f"received track masks for {self._written + len(masks)} frames but the video has "
-                                    f"{len(self._names)}")
+            raise InvalidInputError(
+                f"received track masks for {self._written + len(masks)} frames but the video has {len(self._names)}"
+            )
         track_writers = self._writers[:-1] if self._overlay else self._writers
         for k, writer in enumerate(track_writers):
             writer.write(masks[:, k])
@@ -205,8 +226,9 @@ class TrackWriter:
 
         for k in range(len(self._tracks)):
             encoded = mask_utils.encode(np.asfortranarray(masks[:, k].transpose(1, 2, 0).astype(np.uint8)))
-            self._rles[k] += [{"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
-                              for rle in encoded]
+            self._rles[k] += [
+                {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")} for rle in encoded
+            ]
             self._scores[k] += [None] * len(masks) if scores is None else [round(float(s), 6) for s in scores[:, k]]
 
     def close(self) -> None:
@@ -217,12 +239,19 @@ class TrackWriter:
         for writer in self._writers:
             writer.close()
         if self._rle_path is not None:
-            record = dict(self._header, tracks=[
-                {"id": track_id, "phrase": phrase,
-                 "present_frames": [t for t, rle in enumerate(rles) if _rle_is_set(rle)],
-                 "scores": scores, "rles": rles}
-                for (track_id, phrase), rles, scores in zip(self._tracks, self._rles, self._scores)
-            ])
+            record = dict(
+                self._header,
+                tracks=[
+                    {
+                        "id": track_id,
+                        "phrase": phrase,
+                        "present_frames": [t for t, rle in enumerate(rles) if _rle_is_set(rle)],
+                        "scores": scores,
+                        "rles": rles,
+                    }
+                    for (track_id, phrase), rles, scores in zip(self._tracks, self._rles, self._scores)
+                ],
+            )
             with atomic_path(self._rle_path) as temp_path:
                 temp_path.write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
 
@@ -263,10 +292,10 @@ def read_tracks_json(path: PathLike) -> tuple[dict, list[VideoTrack]]:
     tracks = []
     for track in record.pop("tracks"):
         rles = [{"size": rle["size"], "counts": rle["counts"].encode("ascii")} for rle in track["rles"]]
-        masks = (mask_utils.decode(rles).transpose(2, 0, 1).astype(bool) if rles
-                 else np.zeros((0, *size), dtype=bool))
+        masks = mask_utils.decode(rles).transpose(2, 0, 1).astype(bool) if rles else np.zeros((0, *size), dtype=bool)
         if masks.shape != (record["num_frames"], *size):
-            raise InvalidInputError(f"{path}: track {track['id']} has masks {masks.shape}, expected "
-                                    f"{(record['num_frames'], *size)}")
+            raise InvalidInputError(
+                f"{path}: track {track['id']} has masks {masks.shape}, expected {(record['num_frames'], *size)}"
+            )
         tracks.append(VideoTrack(track["id"], track["phrase"], masks, track["scores"], track["present_frames"]))
     return record, tracks

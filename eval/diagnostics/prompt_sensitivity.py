@@ -104,8 +104,10 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     numbers = measure(args)
     print(f"{'model':<24} {'prompt spread':>14} {'cross-referent IoU':>19} {'decoder sensitivity':>20}")
-    print(f"{args.model:<24} {numbers['prompt_spread']:>14.3f} {numbers['cross_referent_mask_iou']:>19.3f} "
-          f"{numbers['decoder_sensitivity']:>20.3f}")
+    print(
+        f"{args.model:<24} {numbers['prompt_spread']:>14.3f} {numbers['cross_referent_mask_iou']:>19.3f} "
+        f"{numbers['decoder_sensitivity']:>20.3f}"
+    )
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"model": args.model, **numbers}, indent=2) + "\n")

@@ -54,10 +54,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--clips-per-step", type=int, default=2, help="clips per step without --all-targets")
     parser.add_argument("--all-targets", action="store_true", help="every object of a clip is a target")
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--encoder-lr-scale", type=float, default=1.0,
-                        help="lr of the SAM image encoder as a multiple of --lr (0 keeps it at its random weights)")
-    parser.add_argument("--prompt-per", choices=PROMPT_KEYS, default="appearance",
-                        help="one oracle prompt per referent appearance (colour size shape) or per colour")
+    parser.add_argument(
+        "--encoder-lr-scale",
+        type=float,
+        default=1.0,
+        help="lr of the SAM image encoder as a multiple of --lr (0 keeps it at its random weights)",
+    )
+    parser.add_argument(
+        "--prompt-per",
+        choices=PROMPT_KEYS,
+        default="appearance",
+        help="one oracle prompt per referent appearance (colour size shape) or per colour",
+    )
     parser.add_argument("--bce-weight", type=float, default=2.0, help="as train/configs/synthetic_cpu.yaml")
     parser.add_argument("--dice-weight", type=float, default=2.0, help="as train/configs/synthetic_cpu.yaml")
     parser.add_argument("--report-every", type=int, default=100)
@@ -83,11 +91,15 @@ class OracleRun:
         targets_per_sample = MAX_TARGETS if args.all_targets else 1
         self.dataset = CustomDataset(SampleConfig.from_model_config(config), [args.data], targets_per_sample)
         if any(record.answer is None for record in self.dataset.records):
-            raise VideoLisaError(f"{args.data}: every record needs the answer that names its referent "
-                                 "(write it with `videolisa synth --layout custom`)")
+            raise VideoLisaError(
+                f"{args.data}: every record needs the answer that names its referent "
+                "(write it with `videolisa synth --layout custom`)"
+            )
         # "Sure, [SEG] red small triangle." -> "red small triangle" (appearance) or "red" (colour).
-        words = {record.where: record.answer.split(config.seg_token, 1)[1].strip(" .").split()
-                 for record in self.dataset.records}
+        words = {
+            record.where: record.answer.split(config.seg_token, 1)[1].strip(" .").split()
+            for record in self.dataset.records
+        }
         keep = None if args.prompt_per == "appearance" else 1
         self.answer_of = {where: " ".join(appearance[:keep]) for where, appearance in words.items()}
         self.prompt_of = {answer: index for index, answer in enumerate(sorted(set(self.answer_of.values())))}
@@ -97,7 +109,9 @@ class OracleRun:
         self.parameters = [*encoder, *rest]
         self.optimizer = torch.optim.AdamW(
             [{"params": rest}, {"params": encoder, "lr": args.lr * args.encoder_lr_scale}],
-            lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0,
+            lr=args.lr,
+            betas=(0.9, 0.95),
+            weight_decay=0.0,
         )
         self.config = config
         self.loss_weights = (args.bce_weight, args.dice_weight)
@@ -162,6 +176,7 @@ class OracleRun:
             logits = decode_low_res_logits(self.sam, embeddings, self.prompts(pair))
         return float((logits[:, 0] - logits[:, 1]).abs().mean() / logits[:, 0].std())
 
+
 @reports_errors
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
@@ -175,9 +190,12 @@ def main(argv: list[str]) -> int:
         if step % args.report_every == 0 or step == args.steps:
             sample, prompt_ids = clips[0]
             embeddings = run.image_embeddings(sample)  # once for both diagnostics
-            print(f"step {step}: DICE {np.mean(dice[-args.report_every:]):.3f}, decoder sensitivity "
-                  f"{run.sensitivity(embeddings, prompt_ids):.3f}, image-embedding rank "
-                  f"{run.embedding_rank(embeddings):.1f}, {time.perf_counter() - start:.0f} s", flush=True)
+            print(
+                f"step {step}: DICE {np.mean(dice[-args.report_every :]):.3f}, decoder sensitivity "
+                f"{run.sensitivity(embeddings, prompt_ids):.3f}, image-embedding rank "
+                f"{run.embedding_rank(embeddings):.1f}, {time.perf_counter() - start:.0f} s",
+                flush=True,
+            )
     return 0
 
 

@@ -61,11 +61,25 @@ def write_video(path: Path, num_frames: int, height: int, width: int) -> Path:
 
 def run_infer(model: str, video: Path, out: Path, device: str, chunk_size: int) -> dict[str, float]:
     """One ``videolisa infer --save-overlay`` process: wall seconds, segmentation frames/s, peak RSS MiB."""
-    run = run_measured([
-        str(Path(sys.executable).parent / "videolisa"), "infer", "--model", model, "--video", str(video),
-        "--prompt", "the red ball", "--out", str(out), "--device", device, "--chunk-size", str(chunk_size),
-        "--save-overlay",
-    ])
+    run = run_measured(
+        [
+            str(Path(sys.executable).parent / "videolisa"),
+            "infer",
+            "--model",
+            model,
+            "--video",
+            str(video),
+            "--prompt",
+            "the red ball",
+            "--out",
+            str(out),
+            "--device",
+            device,
+            "--chunk-size",
+            str(chunk_size),
+            "--save-overlay",
+        ]
+    )
     summary = json.loads((out / "summary.json").read_text())
     return {"wall": run.wall_seconds, "fps": summary["frames_per_second"], "rss": run.peak_rss_mib}
 
@@ -84,22 +98,32 @@ def main() -> None:
         workdir = Path(tmp)
         for name, count in (("480p", short), ("4k", short), ("4k", long)):
             video = write_video(workdir / f"{name}-{count}.mp4", count, *SIZES[name])
-            runs[name, count] = run_infer(args.model, video, workdir / f"out-{name}-{count}", args.device,
-                                          args.chunk_size)
+            runs[name, count] = run_infer(
+                args.model, video, workdir / f"out-{name}-{count}", args.device, args.chunk_size
+            )
             (workdir / f"{name}-{count}.mp4").unlink()
-    print(f"videolisa infer --save-overlay ({args.model}, {args.device}, chunk size {args.chunk_size}): wall s of "
-          "the process, segmentation frames/s, peak RSS")
-    print_table(["size", "frames", "wall s", "frames/s", "peak RSS MiB"], [
-        [name, count, f"{run['wall']:.1f}", f"{run['fps']:.2f}", f"{run['rss']:.0f}"]
-        for (name, count), run in runs.items()
-    ])
+    print(
+        f"videolisa infer --save-overlay ({args.model}, {args.device}, chunk size {args.chunk_size}): wall s of "
+        "the process, segmentation frames/s, peak RSS"
+    )
+    print_table(
+        ["size", "frames", "wall s", "frames/s", "peak RSS MiB"],
+        [
+            [name, count, f"{run['wall']:.1f}", f"{run['fps']:.2f}", f"{run['rss']:.0f}"]
+            for (name, count), run in runs.items()
+        ],
+    )
     extra = runs["4k", short]["rss"] - runs["480p", short]["rss"]
-    print(ratio_line({
-        "peak_memory_4k_vs_480p": runs["4k", short]["rss"] / runs["480p", short]["rss"],
-        "peak_memory_4k_long_vs_short": runs["4k", long]["rss"] / runs["4k", short]["rss"],
-        # How many 4K frames' worth of memory the 4K run needs beyond the 480p run.
-        "extra_memory_in_4k_frames": extra / FRAME_MIB,
-    }))
+    print(
+        ratio_line(
+            {
+                "peak_memory_4k_vs_480p": runs["4k", short]["rss"] / runs["480p", short]["rss"],
+                "peak_memory_4k_long_vs_short": runs["4k", long]["rss"] / runs["4k", short]["rss"],
+                # How many 4K frames' worth of memory the 4K run needs beyond the 480p run.
+                "extra_memory_in_4k_frames": extra / FRAME_MIB,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,7 +31,11 @@ def run_measured(command: Sequence[str], env: dict[str, str] | None = None) -> C
     with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
         start = time.perf_counter()
         process = subprocess.Popen(
-            list(command), stdout=stdout, stderr=stderr, text=True, cwd=REPO_ROOT,
+            list(command),
+            stdout=stdout,
+            stderr=stderr,
+            text=True,
+            cwd=REPO_ROOT,
             env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})},
         )
         _, status, usage = os.wait4(process.pid, 0)

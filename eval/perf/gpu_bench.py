@@ -25,8 +25,8 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -72,17 +72,27 @@ def count_flops(config: VideoLisaConfig) -> dict[str, float]:
 
     return {
         "sam_encoder_per_frame": encoder_flops(config.sam.variant),
-        "sam_decoder_per_frame": flops(lambda: decode_low_res_logits(
-            model.sam, torch.empty(1, config.sam.prompt_embed_dim, grid, grid, device="meta"),
-            torch.empty(1, config.sam.prompt_embed_dim, device="meta"),
-        )),
-        "clip_sparse_frames": flops(lambda: model.encode_frames(torch.empty(
-            1, config.num_frames_sparse, 3, config.clip_image_size, config.clip_image_size, device="meta"
-        ))),
-        "llm_pass": flops(lambda: model.llm.get_decoder()(
-            inputs_embeds=torch.empty(1, tokens, config.llm_hidden_size, device="meta"),
-            attention_mask=torch.ones(1, tokens, dtype=torch.long, device="meta"), use_cache=False,
-        )),
+        "sam_decoder_per_frame": flops(
+            lambda: decode_low_res_logits(
+                model.sam,
+                torch.empty(1, config.sam.prompt_embed_dim, grid, grid, device="meta"),
+                torch.empty(1, config.sam.prompt_embed_dim, device="meta"),
+            )
+        ),
+        "clip_sparse_frames": flops(
+            lambda: model.encode_frames(
+                torch.empty(
+                    1, config.num_frames_sparse, 3, config.clip_image_size, config.clip_image_size, device="meta"
+                )
+            )
+        ),
+        "llm_pass": flops(
+            lambda: model.llm.get_decoder()(
+                inputs_embeds=torch.empty(1, tokens, config.llm_hidden_size, device="meta"),
+                attention_mask=torch.ones(1, tokens, dtype=torch.long, device="meta"),
+                use_cache=False,
+            )
+        ),
     }
 
 
@@ -96,17 +106,23 @@ def predict(config: VideoLisaConfig, peak_tflops: float, utilisations: list[floa
         ("SAM ViT-H encoder, 1 frame", counts["sam_encoder_per_frame"]),
         ("SAM mask decoder, 1 frame x 1 prompt", counts["sam_decoder_per_frame"]),
         (f"CLIP ViT-L/14-336, {config.num_frames_sparse} frames", counts["clip_sparse_frames"]),
-        (f"LLM pass, {config.num_video_tokens} visual + {len(conversation_ids(config)) - 1} text tokens",
-         counts["llm_pass"]),
+        (
+            f"LLM pass, {config.num_video_tokens} visual + {len(conversation_ids(config)) - 1} text tokens",
+            counts["llm_pass"],
+        ),
         (f"end to end, {VIDEO_FRAMES} frames", end_to_end),
     ]
-    rows = [[name, f"{value / 1e12:.4g}", *(f"{value / (peak_tflops * 1e12 * u) * 1e3:.3g}" for u in utilisations)]
-            for name, value in stages]
+    rows = [
+        [name, f"{value / 1e12:.4g}", *(f"{value / (peak_tflops * 1e12 * u) * 1e3:.3g}" for u in utilisations)]
+        for name, value in stages
+    ]
     print(f"FLOPs (torch.utils.flop_counter) and predicted milliseconds at {peak_tflops:.0f} TFLOP/s bf16 peak")
     print_table(["stage", "TFLOP", *(f"ms @ {u:.0%} MFU" for u in utilisations)], rows)
     seconds_per_frame = counts["sam_encoder_per_frame"] / (peak_tflops * 1e12 * utilisations[0])
-    return {"predicted_sam_fps_vit_h": 1 / seconds_per_frame,
-            "predicted_end_to_end_s": end_to_end / (peak_tflops * 1e12 * utilisations[0])}
+    return {
+        "predicted_sam_fps_vit_h": 1 / seconds_per_frame,
+        "predicted_end_to_end_s": end_to_end / (peak_tflops * 1e12 * utilisations[0]),
+    }
 
 
 def cuda_seconds(function: Callable[[], object], repeats: int) -> float:
@@ -144,8 +160,9 @@ def bench_prompt_stages(model: VideoLisaForSegmentation, device: torch.device, r
     }
 
 
-def bench_end_to_end(model: VideoLisaForSegmentation, device: torch.device, repeats: int,
-                     chunk_size: int) -> dict[str, float]:
+def bench_end_to_end(
+    model: VideoLisaForSegmentation, device: torch.device, repeats: int, chunk_size: int
+) -> dict[str, float]:
     """Seconds of ``VideoLisaPredictor.segment`` on a 100-frame 480p video file, fast and stock SAM."""
     from videolisa.predictor import VideoLisaPredictor
 
@@ -154,10 +171,11 @@ def bench_end_to_end(model: VideoLisaForSegmentation, device: torch.device, repe
     with tempfile.TemporaryDirectory(prefix="videolisa-gpu-") as tmp:
         video = write_video(Path(tmp) / "video.mp4", VIDEO_FRAMES)
         for fast_sam in (True, False):
-            predictor = VideoLisaPredictor(model, None, device=device, dtype="bf16", chunk_size=chunk_size,
-                                           fast_sam=fast_sam)
+            predictor = VideoLisaPredictor(
+                model, None, device=device, dtype="bf16", chunk_size=chunk_size, fast_sam=fast_sam
+            )
             key = "fast" if fast_sam else "stock_sam"
-            results[key] = cuda_seconds(lambda: predictor.segment(str(video), prompt_ids=ids), repeats)
+            results[key] = cuda_seconds(lambda: predictor.segment(str(video), prompt_ids=ids), repeats)  # noqa: B023 (called here)
     return results
 
 
@@ -165,8 +183,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--predict", action="store_true", help="only FLOP counts and predicted times (no GPU)")
     parser.add_argument("--peak-tflops", type=float, default=H100_BF16_PEAK_TFLOPS)
-    parser.add_argument("--mfu", type=float, nargs="+", default=[0.5, 0.35, 0.65],
-                        help="model-FLOP utilisations to predict at (the first goes into the RATIO line)")
+    parser.add_argument(
+        "--mfu",
+        type=float,
+        nargs="+",
+        default=[0.5, 0.35, 0.65],
+        help="model-FLOP utilisations to predict at (the first goes into the RATIO line)",
+    )
     parser.add_argument("--compile", action="store_true", help="also torch.compile the SAM encoder")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--chunk-size", type=int, default=16, help="SAM frames per batch end to end")
@@ -179,32 +202,51 @@ def main() -> None:
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device: run with --predict for FLOP-based predictions")
     device = torch.device("cuda")
-    print(f"device: {torch.cuda.get_device_name(device)}, torch {torch.__version__}, "
-          f"{time.strftime('%Y-%m-%d %H:%M %Z')}", flush=True)
-    sam = run_measured(python_command(
-        Path(__file__).with_name("sam_encoder.py"), "--device", "cuda", "--variants", "vit_b", "vit_h",
-        "--frames", "16", *(["--compile"] if args.compile else []),
-    ))
+    print(
+        f"device: {torch.cuda.get_device_name(device)}, torch {torch.__version__}, "
+        f"{time.strftime('%Y-%m-%d %H:%M %Z')}",
+        flush=True,
+    )
+    sam = run_measured(
+        python_command(
+            Path(__file__).with_name("sam_encoder.py"),
+            "--device",
+            "cuda",
+            "--variants",
+            "vit_b",
+            "vit_h",
+            "--frames",
+            "16",
+            *(["--compile"] if args.compile else []),
+        )
+    )
     print(sam.stdout, flush=True)
     ratios.update(parse_ratio_line(sam.stdout))
     model = build_release_model(config, device)
     stages = bench_prompt_stages(model, device, args.repeats)
     end_to_end = bench_end_to_end(model, device, args.repeats, args.chunk_size)
-    print(f"release shapes ({PRESET}, bf16, SDPA): CLIP over {config.num_frames_sparse} frames, one LLM pass over "
-          f"{config.num_video_tokens} visual + {len(conversation_ids(config)) - 1} text tokens, and segment() on a "
-          f"{VIDEO_FRAMES}-frame 480p video (chunks of {args.chunk_size})")
-    print_table(["stage", "milliseconds"], [
-        ["CLIP + projector + sparse-dense tokens", f"{stages['clip_ms']:.1f}"],
-        ["LLM pass -> [SEG] prompt", f"{stages['llm_ms']:.1f}"],
-        [f"end to end, {VIDEO_FRAMES} frames, fast SAM", f"{end_to_end['fast'] * 1e3:.0f}"],
-        [f"end to end, {VIDEO_FRAMES} frames, stock SAM", f"{end_to_end['stock_sam'] * 1e3:.0f}"],
-    ])
-    ratios.update({
-        "llm_pass_ms": stages["llm_ms"],
-        "clip_ms": stages["clip_ms"],
-        "end_to_end_100_frames_s": end_to_end["fast"],
-        "end_to_end_speedup": end_to_end["stock_sam"] / end_to_end["fast"],
-    })
+    print(
+        f"release shapes ({PRESET}, bf16, SDPA): CLIP over {config.num_frames_sparse} frames, one LLM pass over "
+        f"{config.num_video_tokens} visual + {len(conversation_ids(config)) - 1} text tokens, and segment() on a "
+        f"{VIDEO_FRAMES}-frame 480p video (chunks of {args.chunk_size})"
+    )
+    print_table(
+        ["stage", "milliseconds"],
+        [
+            ["CLIP + projector + sparse-dense tokens", f"{stages['clip_ms']:.1f}"],
+            ["LLM pass -> [SEG] prompt", f"{stages['llm_ms']:.1f}"],
+            [f"end to end, {VIDEO_FRAMES} frames, fast SAM", f"{end_to_end['fast'] * 1e3:.0f}"],
+            [f"end to end, {VIDEO_FRAMES} frames, stock SAM", f"{end_to_end['stock_sam'] * 1e3:.0f}"],
+        ],
+    )
+    ratios.update(
+        {
+            "llm_pass_ms": stages["llm_ms"],
+            "clip_ms": stages["clip_ms"],
+            "end_to_end_100_frames_s": end_to_end["fast"],
+            "end_to_end_speedup": end_to_end["stock_sam"] / end_to_end["fast"],
+        }
+    )
     print(ratio_line(ratios))
 
 

@@ -91,9 +91,22 @@ def end_to_end(root: Path, workers: int, repeats: int) -> dict[str, float]:
     seconds = dict.fromkeys(IMPLEMENTATIONS, math.inf)
     for _ in range(repeats):
         for name in IMPLEMENTATIONS:
-            command = [sys.executable, "-m", "videolisa.cli", "score", "--benchmark", "folders",
-                       "--gt", str(root / "gt"), "--pred", str(root / "pred"), "--workers", str(workers),
-                       "--out", str(root / f"{name}.json")]
+            command = [
+                sys.executable,
+                "-m",
+                "videolisa.cli",
+                "score",
+                "--benchmark",
+                "folders",
+                "--gt",
+                str(root / "gt"),
+                "--pred",
+                str(root / "pred"),
+                "--workers",
+                str(workers),
+                "--out",
+                str(root / f"{name}.json"),
+            ]
             seconds[name] = min(seconds[name], run_measured(command, env={"VIDEOLISA_KERNELS": name}).wall_seconds)
     reports = [json.loads((root / f"{name}.json").read_text()) for name in IMPLEMENTATIONS]
     assert reports[0]["sequences"] == reports[1]["sequences"], "the fallback's report differs"

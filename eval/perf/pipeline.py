@@ -25,8 +25,8 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -36,8 +36,14 @@ from common import print_table, python_command, ratio_line, run_measured  # noqa
 
 HEIGHT, WIDTH, FPS = 480, 854, 30
 INSTRUCTIONS = [
-    "the red ball", "the blue box", "the object moving to the left", "the object moving to the right",
-    "the largest object", "the smallest object", "the thing that bounces", "the background",
+    "the red ball",
+    "the blue box",
+    "the object moving to the left",
+    "the object moving to the right",
+    "the largest object",
+    "the smallest object",
+    "the thing that bounces",
+    "the background",
 ]
 
 
@@ -95,13 +101,34 @@ def models_to_measure(workdir: Path) -> dict[str, str]:
 
 def run_infer(model: str, video: Path, out: Path, device: str) -> dict[str, float]:
     """One ``videolisa infer`` process: wall seconds, segmentation frames/s, peak RSS MiB."""
-    run = run_measured([
-        sys.executable, "-m", "videolisa.cli", "infer", "--model", model, "--video", str(video),
-        "--prompt", INSTRUCTIONS[0], "--out", str(out), "--device", device, "--format", "png,rle",
-    ])
+    run = run_measured(
+        [
+            sys.executable,
+            "-m",
+            "videolisa.cli",
+            "infer",
+            "--model",
+            model,
+            "--video",
+            str(video),
+            "--prompt",
+            INSTRUCTIONS[0],
+            "--out",
+            str(out),
+            "--device",
+            device,
+            "--format",
+            "png,rle",
+        ]
+    )
     summary = json.loads((out / "summary.json").read_text())
-    return {"wall": run.wall_seconds, "fps": summary["frames_per_second"], "rss": run.peak_rss_mib,
-            "frames": summary["frames"], "load": summary["load_seconds"]}
+    return {
+        "wall": run.wall_seconds,
+        "fps": summary["frames_per_second"],
+        "rss": run.peak_rss_mib,
+        "frames": summary["frames"],
+        "load": summary["load_seconds"],
+    }
 
 
 def measure_segment_many(model: str, video: str, device: str, repeats: int) -> dict[str, float]:
@@ -139,10 +166,22 @@ def measure_model(
     shortest one."""
     short, long = min(videos), max(videos)
     infer = {n: run_infer(model, video, workdir / f"out-{name}-{n}", args.device) for n, video in videos.items()}
-    many = json.loads(run_measured(python_command(
-        Path(__file__), "--segment-many-worker", model, str(videos[short]), "--device", args.device,
-        "--repeats", str(args.repeats),
-    )).stdout.strip().splitlines()[-1])
+    many = json.loads(
+        run_measured(
+            python_command(
+                Path(__file__),
+                "--segment-many-worker",
+                model,
+                str(videos[short]),
+                "--device",
+                args.device,
+                "--repeats",
+                str(args.repeats),
+            )
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     rows: list[list[object]] = [
         [name, "infer", n, f"{r['wall']:.1f}", f"{r['load']:.1f}", f"{r['fps']:.1f}", f"{r['rss']:.0f}"]
         for n, r in infer.items()
@@ -177,9 +216,11 @@ def main() -> None:
             rows += model_rows
             ratios.update(model_ratios)
     clock = "CPU s (1 thread)" if args.device == "cpu" else "wall s"
-    print(f"videolisa pipeline on {args.device}, {HEIGHT}p videos ({WIDTH}x{HEIGHT}); infer: wall s of the process "
-          f"(start + load + segmentation), load s, segmentation frames/s, peak RSS; segment rows: {clock} on the "
-          "short video")
+    print(
+        f"videolisa pipeline on {args.device}, {HEIGHT}p videos ({WIDTH}x{HEIGHT}); infer: wall s of the process "
+        f"(start + load + segmentation), load s, segmentation frames/s, peak RSS; segment rows: {clock} on the "
+        "short video"
+    )
     print_table(["model", "run", "frames", "seconds", "load s", "frames/s", "peak RSS MiB"], rows)
     print(ratio_line(ratios))
 

@@ -48,21 +48,36 @@ def write_video(folder: Path, num_frames: int) -> Path:
 def build_sam2():
     """A small random SAM 2 in transformers (SAM 2.1's defaults for memory and decoder)."""
     import torch
-    from transformers import Sam2HieraDetConfig, Sam2VideoConfig, Sam2VideoModel, Sam2VideoPromptEncoderConfig
-    from transformers import Sam2VisionConfig
+    from transformers import (
+        Sam2HieraDetConfig,
+        Sam2VideoConfig,
+        Sam2VideoModel,
+        Sam2VideoPromptEncoderConfig,
+        Sam2VisionConfig,
+    )
 
     feature = SAM2_IMAGE_SIZE // 16
     backbone = Sam2HieraDetConfig(
-        hidden_size=8, image_size=[SAM2_IMAGE_SIZE] * 2, blocks_per_stage=[1, 1, 2, 1],
-        embed_dim_per_stage=[8, 16, 32, 64], num_attention_heads_per_stage=[1, 2, 4, 8],
-        window_size_per_stage=[8, 4, 4, 2], global_attention_blocks=[3],
+        hidden_size=8,
+        image_size=[SAM2_IMAGE_SIZE] * 2,
+        blocks_per_stage=[1, 1, 2, 1],
+        embed_dim_per_stage=[8, 16, 32, 64],
+        num_attention_heads_per_stage=[1, 2, 4, 8],
+        window_size_per_stage=[8, 4, 4, 2],
+        global_attention_blocks=[3],
         window_positional_embedding_background_size=[4, 4],
     )
-    vision = Sam2VisionConfig(backbone_config=backbone, backbone_channel_list=[64, 32, 16, 8],
-                              backbone_feature_sizes=[[feature * 4] * 2, [feature * 2] * 2, [feature] * 2])
-    config = Sam2VideoConfig(vision_config=vision, image_size=SAM2_IMAGE_SIZE,
-                             prompt_encoder_config=Sam2VideoPromptEncoderConfig(image_size=SAM2_IMAGE_SIZE),
-                             memory_attention_rope_feat_sizes=[feature, feature])
+    vision = Sam2VisionConfig(
+        backbone_config=backbone,
+        backbone_channel_list=[64, 32, 16, 8],
+        backbone_feature_sizes=[[feature * 4] * 2, [feature * 2] * 2, [feature] * 2],
+    )
+    config = Sam2VideoConfig(
+        vision_config=vision,
+        image_size=SAM2_IMAGE_SIZE,
+        prompt_encoder_config=Sam2VideoPromptEncoderConfig(image_size=SAM2_IMAGE_SIZE),
+        memory_attention_rope_feat_sizes=[feature, feature],
+    )
     torch.manual_seed(0)
     return Sam2VideoModel(config).eval()
 
@@ -106,8 +121,9 @@ def main() -> None:
             report = json.loads(run.stdout.strip().splitlines()[-1])
             assert report["frames"] == num_frames, report
             peaks[num_frames] = run.peak_rss_mib
-            rows.append([num_frames, run.wall_seconds, report["seconds"], num_frames / report["seconds"],
-                         run.peak_rss_mib])
+            rows.append(
+                [num_frames, run.wall_seconds, report["seconds"], num_frames / report["seconds"], run.peak_rss_mib]
+            )
     print_table(["frames", "process wall s", "segment+refine s", "frames/s", "peak RSS MiB"], rows)
     short, long = args.frames
     print(ratio_line({f"refine_peak_memory_{long}_vs_{short}": peaks[long] / peaks[short]}))

@@ -29,8 +29,8 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from segment_anything.modeling import ImageEncoderViT
@@ -105,8 +105,14 @@ def timed(function: Callable[[], object], device: torch.device, use_cpu_time: bo
     return clock() - start
 
 
-def run_path(encoder: ImageEncoderViT, path: str, x: torch.Tensor, module: Callable[[torch.Tensor], torch.Tensor],
-             device: torch.device, repeats: int) -> float:
+def run_path(
+    encoder: ImageEncoderViT,
+    path: str,
+    x: torch.Tensor,
+    module: Callable[[torch.Tensor], torch.Tensor],
+    device: torch.device,
+    repeats: int,
+) -> float:
     """Best-of-``repeats`` seconds for ``module`` over the frames of ``x`` (``[F, ...]``): one frame at a
     time for the stock path, one batch under the fast path's autocast for the fast path."""
     use_cpu_time = device.type == "cpu"
@@ -164,8 +170,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variants", nargs="+", default=["vit_b", "vit_h"], choices=["vit_b", "vit_l", "vit_h"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--mode", choices=["blocks", "full"], default=None,
-                        help="default: blocks on CPU, full on GPU")
+    parser.add_argument("--mode", choices=["blocks", "full"], default=None, help="default: blocks on CPU, full on GPU")
     parser.add_argument("--frames", type=int, default=None, help="frames per measurement (default: 1 CPU, 16 GPU)")
     parser.add_argument("--repeats", type=int, default=2, help="best of this many runs")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 on CPU, unset on GPU)")
@@ -186,30 +191,67 @@ def main() -> None:
         flops = encoder_flops(variant)
         per_frame = {}
         for path in PATHS:
-            run = run_measured(python_command(
-                Path(__file__), "--worker", variant, path, "--device", args.device, "--mode", args.mode,
-                "--frames", str(args.frames), "--repeats", str(args.repeats), "--threads", str(args.threads),
-                *(["--compile"] if args.compile else []),
-            ))
+            run = run_measured(
+                python_command(
+                    Path(__file__),
+                    "--worker",
+                    variant,
+                    path,
+                    "--device",
+                    args.device,
+                    "--mode",
+                    args.mode,
+                    "--frames",
+                    str(args.frames),
+                    "--repeats",
+                    str(args.repeats),
+                    "--threads",
+                    str(args.threads),
+                    *(["--compile"] if args.compile else []),
+                )
+            )
             result = json.loads(run.stdout.strip().splitlines()[-1])
             per_frame[path] = result["frame"]
             memory = result.get("peak_cuda_mib", run.peak_rss_mib)
-            rows.append([
-                variant, path, args.mode, args.frames, *(f"{result[k]:.3f}" if k in result else "-" for k in PARTS),
-                f"{result['frame']:.3f}", f"{1 / result['frame']:.3g}", f"{flops / result['frame'] / 1e12:.2f}",
-                f"{memory:.0f}",
-            ])
+            rows.append(
+                [
+                    variant,
+                    path,
+                    args.mode,
+                    args.frames,
+                    *(f"{result[k]:.3f}" if k in result else "-" for k in PARTS),
+                    f"{result['frame']:.3f}",
+                    f"{1 / result['frame']:.3g}",
+                    f"{flops / result['frame'] / 1e12:.2f}",
+                    f"{memory:.0f}",
+                ]
+            )
         ratios[f"sam_speedup_{variant}"] = per_frame["stock"] / per_frame["fast"]
         ratios[f"sam_fast_fps_{variant}"] = 1 / per_frame["fast"]
         print(f"# {variant}: {flops / 1e12:.2f} TFLOP per 1024x1024 frame (torch.utils.flop_counter)", flush=True)
     memory_name = "peak CUDA MiB" if on_gpu else "peak RSS MiB"
     clock = "CPU s/frame" if args.device == "cpu" and args.mode == "blocks" else "s/frame"
     threads = f", {args.threads} thread(s)" if args.threads else ""
-    print(f"SAM image encoder on {args.device}{threads}: stock = segment_anything one frame at a time in float32; "
-          f"fast = videolisa.modeling.sam_fast, {args.frames} frame(s) per batch"
-          + (", bf16 autocast" if on_gpu else ", float32") + (", torch.compile" if args.compile else ""))
-    print_table(["variant", "path", "mode", "frames", *(f"{part} s" for part in PARTS), clock, "frames/s", "TFLOP/s",
-                 memory_name], rows)
+    print(
+        f"SAM image encoder on {args.device}{threads}: stock = segment_anything one frame at a time in float32; "
+        f"fast = videolisa.modeling.sam_fast, {args.frames} frame(s) per batch"
+        + (", bf16 autocast" if on_gpu else ", float32")
+        + (", torch.compile" if args.compile else "")
+    )
+    print_table(
+        [
+            "variant",
+            "path",
+            "mode",
+            "frames",
+            *(f"{part} s" for part in PARTS),
+            clock,
+            "frames/s",
+            "TFLOP/s",
+            memory_name,
+        ],
+        rows,
+    )
     print(ratio_line(ratios))
 
 

@@ -108,9 +108,15 @@ def _baseline_sequence(folders: tuple[str, str]) -> tuple[float, float]:
 
 def run_baseline(gt_root: str, pred_root: str, workers: int, out: str) -> None:
     """The straightforward scorer of ``folders`` layouts: full-frame J and F, one task per object."""
-    keys = [f"{sequence}/{obj}" for sequence in sorted(os.listdir(gt_root)) for obj in sorted(os.listdir(os.path.join(gt_root, sequence)))]
+    keys = [
+        f"{sequence}/{obj}"
+        for sequence in sorted(os.listdir(gt_root))
+        for obj in sorted(os.listdir(os.path.join(gt_root, sequence)))
+    ]
     with Pool(workers) as pool:
-        scores = pool.map(_baseline_sequence, [(os.path.join(gt_root, key), os.path.join(pred_root, key)) for key in keys])
+        scores = pool.map(
+            _baseline_sequence, [(os.path.join(gt_root, key), os.path.join(pred_root, key)) for key in keys]
+        )
     sequences = {key: {"J": j, "F": f, "JF": (j + f) / 2} for key, (j, f) in zip(keys, scores)}
     region = float(np.mean([entry["J"] for entry in sequences.values()]))
     boundary = float(np.mean([entry["F"] for entry in sequences.values()]))
@@ -120,9 +126,14 @@ def run_baseline(gt_root: str, pred_root: str, workers: int, out: str) -> None:
 
 def timed_process(command: list[str]) -> float:
     """Wall time of a fresh Python process running ``command`` (which must succeed)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]),
+    }
     start = time.perf_counter()
-    subprocess.run([sys.executable, *command], check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, *command], check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     return time.perf_counter() - start
 
 
@@ -137,8 +148,21 @@ def end_to_end(root: Path, workers: int, repeats: int) -> tuple[float, float, bo
         ours = min(
             ours,
             timed_process(
-                ["-m", "videolisa.cli", "score", "--benchmark", "folders", "--gt", gt, "--pred", pred,
-                 "--workers", str(workers), "--out", str(ours_out)]
+                [
+                    "-m",
+                    "videolisa.cli",
+                    "score",
+                    "--benchmark",
+                    "folders",
+                    "--gt",
+                    gt,
+                    "--pred",
+                    pred,
+                    "--workers",
+                    str(workers),
+                    "--out",
+                    str(ours_out),
+                ]
             ),
         )
     expected = json.loads(baseline_out.read_text())["sequences"]
@@ -178,7 +202,9 @@ def metric_only(sequences: list[tuple[np.ndarray, np.ndarray]], repeats: int) ->
         actual = [compute_jf(pred, gt) for pred, gt in sequences]
         ours = min(ours, time.process_time() - start)
     identical = all(
-        np.array_equal(a, b) for pair_expected, pair_actual in zip(expected, actual) for a, b in zip(pair_expected, pair_actual)
+        np.array_equal(a, b)
+        for pair_expected, pair_actual in zip(expected, actual)
+        for a, b in zip(pair_expected, pair_actual)
     )
     return baseline, ours, identical
 
@@ -217,9 +243,12 @@ def main() -> None:
         del sequences  # ~1.7 GB: freed before the next resolution's masks are made
     print(f"{'case':<34} {'frames':>6} {'baseline fps':>13} {'videolisa fps':>14} {'ratio':>7}  identical")
     for case, total, baseline, ours, identical in rows:
-        print(f"{case:<34} {total:>6} {total / baseline:>13.1f} {total / ours:>14.1f} {baseline / ours:>7.1f}  {identical}")
-    print(f"process start (one 480p frame, {args.workers} workers): baseline {start_baseline:.2f} s, "
-          f"videolisa {start_ours:.2f} s")
+        speeds = f"{total / baseline:>13.1f} {total / ours:>14.1f} {baseline / ours:>7.1f}"
+        print(f"{case:<34} {total:>6} {speeds}  {identical}")
+    print(
+        f"process start (one 480p frame, {args.workers} workers): baseline {start_baseline:.2f} s, "
+        f"videolisa {start_ours:.2f} s"
+    )
     print("targets: e2e_480p >= 5, e2e_1080p >= 10, metric >= 20")
     print("RATIO " + " ".join(f"{key}={value:.2f}" for key, value in ratios.items()))
 

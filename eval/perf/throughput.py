@@ -88,8 +88,14 @@ def bound_writers(video: str, masks_json: str, out: str) -> float:
 
     masks = read_rle_json(masks_json).masks
     start = time.perf_counter()
-    with MaskWriter([f"{i:05d}" for i in range(len(masks))], masks.shape[1], masks.shape[2],
-                    png_dir=Path(out) / "masks", rle_path=Path(out) / "masks.json", instruction=PROMPT) as writer:
+    with MaskWriter(
+        [f"{i:05d}" for i in range(len(masks))],
+        masks.shape[1],
+        masks.shape[2],
+        png_dir=Path(out) / "masks",
+        rle_path=Path(out) / "masks.json",
+        instruction=PROMPT,
+    ) as writer:
         for first, frames in prefetched_chunks(video):
             writer.write(masks[first : first + len(frames)])
     return len(masks) / (time.perf_counter() - start)
@@ -149,10 +155,12 @@ def preset_quality(video: str, preset: str) -> dict[str, float]:
         container.close()
         fps = len(frames) / (time.perf_counter() - start)
         with av.open(path) as decoded:
-            error = np.mean([
-                np.mean((image.to_ndarray(format="rgb24").astype(np.float64) - frames[index]) ** 2)
-                for index, image in enumerate(decoded.decode(video=0))
-            ])
+            error = np.mean(
+                [
+                    np.mean((image.to_ndarray(format="rgb24").astype(np.float64) - frames[index]) ** 2)
+                    for index, image in enumerate(decoded.decode(video=0))
+                ]
+            )
         size = os.path.getsize(path) / len(frames) / 1000
     return {"fps": fps, "psnr": 10 * np.log10(255**2 / error), "kb_per_frame": size}
 
@@ -168,8 +176,18 @@ def child(kind: str, *args: str, cpus: str | None) -> float | dict[str, float]:
 def infer(video: Path, out: Path, overlay: bool, cpus: str | None) -> float:
     """Segmentation frames/s of ``videolisa infer`` (built-in model, CPU)."""
     shutil.rmtree(out, ignore_errors=True)
-    command = [str(Path(sys.executable).parent / "videolisa"), "infer", "--video", str(video), "--prompt", PROMPT,
-               "--out", str(out), "--device", "cpu"] + (["--save-overlay"] if overlay else [])
+    command = [
+        str(Path(sys.executable).parent / "videolisa"),
+        "infer",
+        "--video",
+        str(video),
+        "--prompt",
+        PROMPT,
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ] + (["--save-overlay"] if overlay else [])
     if cpus is not None:
         command = ["taskset", "-c", cpus, *command]
     run_measured(command, env={"HF_HUB_OFFLINE": "1"})
@@ -179,15 +197,20 @@ def infer(video: Path, out: Path, overlay: bool, cpus: str | None) -> float:
 def measure(name: str, video: Path, workdir: Path, repeats: int, cpus: str | None) -> dict[str, float]:
     """Best-of-``repeats`` frames/s of the four runs on one clip."""
     runs: dict[str, list[float]] = {
-        "infer": [], "infer+overlay": [], "bound writers": [], "bound encode": [], "segment alone": []
+        "infer": [],
+        "infer+overlay": [],
+        "bound writers": [],
+        "bound encode": [],
+        "segment alone": [],
     }
     masks_out = workdir / f"infer-{name}"
     for _ in range(repeats):
         runs["infer"].append(infer(video, masks_out, overlay=False, cpus=cpus))
         scratch = workdir / "scratch"
         shutil.rmtree(scratch, ignore_errors=True)
-        runs["bound writers"].append(child("writers", str(video), str(masks_out / "masks.json"), str(scratch),
-                                           cpus=cpus))
+        runs["bound writers"].append(
+            child("writers", str(video), str(masks_out / "masks.json"), str(scratch), cpus=cpus)
+        )
         runs["infer+overlay"].append(infer(video, workdir / f"overlay-{name}", overlay=True, cpus=cpus))
         shutil.rmtree(scratch, ignore_errors=True)
         runs["bound encode"].append(child("encode", str(video), str(scratch), cpus=cpus))
@@ -257,8 +280,9 @@ def main() -> None:
                 write_clip(video, *CLIPS["1080p"])
             for preset in ("ultrafast", "superfast", "veryfast", "faster"):
                 quality = child(preset, str(video), str(workdir / "scratch"), cpus=None)
-                preset_rows.append([preset, f"{quality['fps']:.1f}", f"{quality['psnr']:.2f}",
-                                    f"{quality['kb_per_frame']:.0f}"])
+                preset_rows.append(
+                    [preset, f"{quality['fps']:.1f}", f"{quality['psnr']:.2f}", f"{quality['kb_per_frame']:.0f}"]
+                )
     print(f"frames/s, best of {args.repeats}; threads: CPUs the processes may use")
     print_table(["clip", "frames", "CPUs", "run", "frames/s"], rows)
     if preset_rows:

@@ -22,8 +22,8 @@ from typing import Any
 from videolisa.benchmarks.base import ExpressionDictBenchmark, VideoEntry
 from videolisa.benchmarks.layout import image_size, read_json, require_field, require_flag, require_id_list
 from videolisa.constants import VIDEO_PLACEHOLDER
-from videolisa.processing.conversation import LONG_QUESTION_TEMPLATES
 from videolisa.errors import InvalidInputError
+from videolisa.processing.conversation import LONG_QUESTION_TEMPLATES
 
 # The split scored on the online server only: no mask_dict.json.
 ONLINE_SPLIT = "valid"

@@ -65,9 +65,7 @@ def rasterise_labelme_shapes(shapes: tuple[LabelmeShape, ...], height: int, widt
     """
     import cv2
 
-    polygons = [
-        (label, np.array([points], dtype=np.int32)) for label, points in shapes if label.lower() != "flag"
-    ]
+    polygons = [(label, np.array([points], dtype=np.int32)) for label, points in shapes if label.lower() != "flag"]
     areas = []
     for _, polygon in polygons:
         canvas = np.zeros((height, width), dtype=np.uint8)

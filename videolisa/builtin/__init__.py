@@ -22,7 +22,6 @@ def builtin_model_dir(name: str) -> Path:
     """Directory of the shipped model ``name``; raises naming the available ones if unknown."""
     directory = BUILTIN_ROOT / name
     if not (directory / "config.json").is_file():
-        raise MissingFilesError(
-            f"no built-in model {name!r}; available: {', '.join(f'builtin:{n}' for n in available_builtin_models()) or 'none'}"
-        )
+        available = ", ".join(f"builtin:{n}" for n in available_builtin_models()) or "none"
+        raise MissingFilesError(f"no built-in model {name!r}; available: {available}")
     return directory

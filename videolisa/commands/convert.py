@@ -17,17 +17,27 @@ DTYPES = ("keep", "fp32")
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``videolisa convert``."""
-    parser.add_argument("original", metavar="ORIGINAL_DIR",
-                        help="original checkpoint: a directory or a Hugging Face id (config.json of model_type "
-                             "llava_phi)")
+    parser.add_argument(
+        "original",
+        metavar="ORIGINAL_DIR",
+        help="original checkpoint: a directory or a Hugging Face id (config.json of model_type llava_phi)",
+    )
     parser.add_argument("out", metavar="OUT_DIR", type=Path, help="where to write the converted model")
-    parser.add_argument("--vision-tower", default=None, metavar="ID_OR_DIR",
-                        help="CLIP vision tower (HF id or directory); default: the one the original config names")
-    parser.add_argument("--dtype", default="keep", choices=DTYPES,
-                        help="storage dtype of the converted weights. The conversion is lossless: 'keep' (default) "
-                             "stores each tensor in its source dtype (the release's bf16 LLM, SAM and projector as "
-                             "bf16, the float32 CLIP tower as float32); 'fp32' stores everything in float32 (twice "
-                             "the size, same values)")
+    parser.add_argument(
+        "--vision-tower",
+        default=None,
+        metavar="ID_OR_DIR",
+        help="CLIP vision tower (HF id or directory); default: the one the original config names",
+    )
+    parser.add_argument(
+        "--dtype",
+        default="keep",
+        choices=DTYPES,
+        help="storage dtype of the converted weights. The conversion is lossless: 'keep' (default) "
+        "stores each tensor in its source dtype (the release's bf16 LLM, SAM and projector as "
+        "bf16, the float32 CLIP tower as float32); 'fp32' stores everything in float32 (twice "
+        "the size, same values)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -28,35 +28,58 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N items")
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto (each rank uses cuda:LOCAL_RANK)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
-    parser.add_argument("--score", action=argparse.BooleanOptionalAction, default=True,
-                        help="score the predictions where ground truth exists (default); --no-score: predictions only")
+    parser.add_argument(
+        "--score",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="score the predictions where ground truth exists (default); --no-score: predictions only",
+    )
     parser.add_argument("--chunk-size", type=int, default=8, help="frames per SAM batch")
     parser.add_argument("--frames-sparse", type=int, default=None, help="sparse frames (default: model config)")
     parser.add_argument("--frames-dense", type=int, default=None, help="dense frames (default: model config)")
     parser.add_argument("--workers", type=int, default=None, help="scoring processes (default: all cores)")
-    parser.add_argument("--davis-root", type=Path, default=None,
-                        help="DAVIS-2017 root with Annotations_unsupervised (to score refdavis)")
+    parser.add_argument(
+        "--davis-root",
+        type=Path,
+        default=None,
+        help="DAVIS-2017 root with Annotations_unsupervised (to score refdavis)",
+    )
     parser.add_argument("--vision-tower", default=None, help="CLIP id or directory for checkpoints without CLIP")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="remove what an earlier evaluation wrote to --out (predictions, ground truth, results, "
-                             "scores, submission zip) and start over. Without it a rerun resumes, skipping finished "
-                             "items, and is refused if --out's fingerprint.json shows other settings (model and its "
-                             "files, dtype, frame counts, threshold, prompt template, package version, ...)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="remove what an earlier evaluation wrote to --out (predictions, ground truth, results, "
+        "scores, submission zip) and start over. Without it a rerun resumes, skipping finished "
+        "items, and is refused if --out's fingerprint.json shows other settings (model and its "
+        "files, dtype, frame counts, threshold, prompt template, package version, ...)",
+    )
     # The deepspeed launcher appends --local_rank=N to the script's arguments; the rank is read from the
     # LOCAL_RANK variable that every launcher sets, so the argument is accepted and not used.
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     add_refine_arguments(parser)
 
 
-def settings_from_args(args: argparse.Namespace) -> "EvaluationConfig":
+def settings_from_args(args: argparse.Namespace) -> EvaluationConfig:
     """The parsed arguments as :class:`videolisa.evaluation.EvaluationConfig`."""
     from videolisa.evaluation import EvaluationConfig
 
     return EvaluationConfig(
-        benchmark=args.benchmark, data_root=args.data_root, model=args.model, out=args.out, split=args.split,
-        limit=args.limit, device=args.device, dtype=args.dtype, score=args.score, chunk_size=args.chunk_size,
-        frames_sparse=args.frames_sparse, frames_dense=args.frames_dense, workers=args.workers,
-        davis_root=args.davis_root, vision_tower=args.vision_tower, overwrite=args.overwrite,
+        benchmark=args.benchmark,
+        data_root=args.data_root,
+        model=args.model,
+        out=args.out,
+        split=args.split,
+        limit=args.limit,
+        device=args.device,
+        dtype=args.dtype,
+        score=args.score,
+        chunk_size=args.chunk_size,
+        frames_sparse=args.frames_sparse,
+        frames_dense=args.frames_dense,
+        workers=args.workers,
+        davis_root=args.davis_root,
+        vision_tower=args.vision_tower,
+        overwrite=args.overwrite,
         refine=refine_settings_from_args(args),
     )
 

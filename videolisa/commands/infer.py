@@ -9,9 +9,10 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -34,43 +35,70 @@ T = TypeVar("T")
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``videolisa infer``."""
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help="model directory, Hugging Face id (e.g. ZechenBai/VideoLISA-3.8B) or builtin:NAME "
-                             f"(default {DEFAULT_MODEL}: a toy trained on synthetic shapes)")
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="model directory, Hugging Face id (e.g. ZechenBai/VideoLISA-3.8B) or builtin:NAME "
+        f"(default {DEFAULT_MODEL}: a toy trained on synthetic shapes)",
+    )
     parser.add_argument("--video", required=True, help="video file, folder of frames, or a single image")
     parser.add_argument("--prompt", required=True, help="the instruction, e.g. 'the dog that jumps'")
-    parser.add_argument("--out", required=True, type=Path,
-                        help="output directory: new or empty, or holding an earlier run's results (see --overwrite)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace the results of an earlier videolisa infer in --out: the files it listed in "
-                             f"{MANIFEST} are deleted first, nothing else (other non-empty folders are refused)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="output directory: new or empty, or holding an earlier run's results (see --overwrite)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the results of an earlier videolisa infer in --out: the files it listed in "
+        f"{MANIFEST} are deleted first, nothing else (other non-empty folders are refused)",
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto (default)")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
-                        help="auto: bf16 on CUDA, fp32 on CPU")
+    parser.add_argument(
+        "--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"], help="auto: bf16 on CUDA, fp32 on CPU"
+    )
     parser.add_argument("--chunk-size", type=int, default=8, help="frames per SAM batch (memory vs speed)")
-    parser.add_argument("--no-fast-sam", dest="fast_sam", action="store_false",
-                        help="run the stock SAM modules (per-frame decoding, no fused attention or autocast)")
+    parser.add_argument(
+        "--no-fast-sam",
+        dest="fast_sam",
+        action="store_false",
+        help="run the stock SAM modules (per-frame decoding, no fused attention or autocast)",
+    )
     parser.add_argument("--frames-sparse", type=int, default=None, help="sparse frames (default: model config)")
     parser.add_argument("--frames-dense", type=int, default=None, help="dense frames (default: model config)")
     parser.add_argument("--vision-tower", default=None, help="CLIP id or directory for checkpoints without CLIP")
     parser.add_argument("--format", default="png,rle", help=f"comma-separated mask formats from {list(FORMATS)}")
     parser.add_argument("--save-overlay", action="store_true", help="also write overlay.mp4 (mask tinted over frames)")
-    parser.add_argument("--overlay-max-side", type=int, default=None, metavar="PIXELS",
-                        help="scale overlay.mp4 down so that its longer side is at most PIXELS, a lighter preview "
-                             "(default: the video's size); the masks keep the video's size")
+    parser.add_argument(
+        "--overlay-max-side",
+        type=int,
+        default=None,
+        metavar="PIXELS",
+        help="scale overlay.mp4 down so that its longer side is at most PIXELS, a lighter preview "
+        "(default: the video's size); the masks keep the video's size",
+    )
     parser.add_argument("--threshold", type=float, default=0.0, help="mask logit threshold (default 0, the original)")
     add_refine_arguments(parser)
     group = parser.add_argument_group("answers, several objects and absent targets")
-    group.add_argument("--generate", action="store_true",
-                       help="let the model write its answer (default: the original's teacher-forced 'Sure, [SEG].'); "
-                            "every [SEG] in it becomes one track: tracks/<id>/ PNGs, palette/ PNGs, masks.json "
-                            "with one RLE list per track")
+    group.add_argument(
+        "--generate",
+        action="store_true",
+        help="let the model write its answer (default: the original's teacher-forced 'Sure, [SEG].'); "
+        "every [SEG] in it becomes one track: tracks/<id>/ PNGs, palette/ PNGs, masks.json "
+        "with one RLE list per track",
+    )
     group.add_argument("--max-new-tokens", type=int, default=64, help="longest generated answer (default 64)")
     group.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy; above 0: sampling")
     group.add_argument("--seed", type=int, default=None, help="seed of the sampling (with --temperature)")
-    group.add_argument("--presence-threshold", type=float, default=None,
-                       help="empty a frame's mask when its presence score (0..1) is below this; default: off, "
-                            "or the calibrated default with --generate")
+    group.add_argument(
+        "--presence-threshold",
+        type=float,
+        default=None,
+        help="empty a frame's mask when its presence score (0..1) is below this; default: off, "
+        "or the calibrated default with --generate",
+    )
 
 
 def parse_formats(text: str) -> list[str]:
@@ -106,8 +134,13 @@ def _read_manifest(out: Path) -> list[str]:
     root = out.resolve()
     for name in files:
         relative = Path(name)
-        if (not name or "\0" in name or relative.is_absolute() or ".." in relative.parts
-                or not (out / relative).resolve().is_relative_to(root)):  # e.g. through a link to elsewhere
+        if (
+            not name
+            or "\0" in name
+            or relative.is_absolute()
+            or ".." in relative.parts
+            or not (out / relative).resolve().is_relative_to(root)
+        ):  # e.g. through a link to elsewhere
             raise InvalidInputError(f"{path} lists {name!r}, which is not a path inside {out}; refusing to delete it")
     return files
 
@@ -125,11 +158,14 @@ def prepare_output_dir(out: Path, overwrite: bool) -> Path:
         return out
     if MANIFEST not in contents:
         shown = ", ".join(contents[:5]) + (", ..." if len(contents) > 5 else "")
-        raise InvalidInputError(f"--out {out} is not empty ({shown}) and holds no results of videolisa infer; "
-                                "choose a new or empty folder")
+        raise InvalidInputError(
+            f"--out {out} is not empty ({shown}) and holds no results of videolisa infer; choose a new or empty folder"
+        )
     if not overwrite:
-        raise InvalidInputError(f"--out {out} holds the results of an earlier videolisa infer; pass --overwrite to "
-                                "replace them, or choose a new or empty folder")
+        raise InvalidInputError(
+            f"--out {out} holds the results of an earlier videolisa infer; pass --overwrite to "
+            "replace them, or choose a new or empty folder"
+        )
     files = _read_manifest(out)
     for name in files:
         path = out / name
@@ -245,14 +281,23 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     predictor = VideoLisaPredictor.from_pretrained(
-        args.model, device=args.device, dtype=args.dtype, vision_tower=args.vision_tower, chunk_size=args.chunk_size,
-        fast_sam=args.fast_sam, refine=refine_settings_from_args(args),
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        vision_tower=args.vision_tower,
+        chunk_size=args.chunk_size,
+        fast_sam=args.fast_sam,
+        refine=refine_settings_from_args(args),
     )
     load_seconds = time.perf_counter() - start
     start = time.perf_counter()
     answered = predictor.answer_tracks(
-        reader, [args.prompt], answer=GENERATE if args.generate else DEFAULT_ANSWER, frames_sparse=args.frames_sparse,
-        frames_dense=args.frames_dense, generation=_generation_settings(args),
+        reader,
+        [args.prompt],
+        answer=GENERATE if args.generate else DEFAULT_ANSWER,
+        frames_sparse=args.frames_sparse,
+        frames_dense=args.frames_dense,
+        generation=_generation_settings(args),
         presence_threshold=args.presence_threshold,
     )
     tracks = answered.tracks[0]
@@ -270,16 +315,36 @@ def run(args: argparse.Namespace) -> int:
         answered.frames(args.threshold, return_frames=args.save_overlay, progress=sys.stderr.isatty()), present
     )
     if args.generate:
-        with TrackWriter(reader.frame_names, reader.height, reader.width, tracks, instruction=args.prompt,
-                         answer=answered.answers[0], fps=reader.fps, presence_threshold=_presence_threshold(args),
-                         **paths) as track_writer:
-            write_in_background(items, lambda item: track_writer.write(
-                item.track_masks[None], None if item.scores is None else item.scores[None],
-                None if item.frame is None else item.frame[None],
-            ), max_pending=2 * args.chunk_size)
+        with TrackWriter(
+            reader.frame_names,
+            reader.height,
+            reader.width,
+            tracks,
+            instruction=args.prompt,
+            answer=answered.answers[0],
+            fps=reader.fps,
+            presence_threshold=_presence_threshold(args),
+            **paths,
+        ) as track_writer:
+            write_in_background(
+                items,
+                lambda item: track_writer.write(
+                    item.track_masks[None],
+                    None if item.scores is None else item.scores[None],
+                    None if item.frame is None else item.frame[None],
+                ),
+                max_pending=2 * args.chunk_size,
+            )
     else:
-        with MaskWriter(reader.frame_names, reader.height, reader.width, instruction=args.prompt, fps=reader.fps,
-                        overlay_max_side=args.overlay_max_side, **paths) as writer:
+        with MaskWriter(
+            reader.frame_names,
+            reader.height,
+            reader.width,
+            instruction=args.prompt,
+            fps=reader.fps,
+            overlay_max_side=args.overlay_max_side,
+            **paths,
+        ) as writer:
             write_masks_in_chunks(writer, items, args.chunk_size)
     seconds = time.perf_counter() - start
     sparse, dense = predictor.sample_frames(reader.num_frames, args.frames_sparse, args.frames_dense)
@@ -300,21 +365,27 @@ def run(args: argparse.Namespace) -> int:
         "answer": answered.answers[0],
         "presence_threshold": _presence_threshold(args),
         "present_frames": sorted(set().union(*present)),
-        "tracks": [{"id": track_id, "phrase": phrase, "present_frames": frames}
-                   for (track_id, phrase), frames in zip(tracks, present)],
+        "tracks": [
+            {"id": track_id, "phrase": phrase, "present_frames": frames}
+            for (track_id, phrase), frames in zip(tracks, present)
+        ],
     }
     summary_path = out / "summary.json"
     with atomic_path(summary_path) as temp_path:
         temp_path.write_text(json.dumps(summary, indent=2))
-    print(f"segmented {reader.num_frames} frames in {seconds:.1f} s ({summary['frames_per_second']} frames/s) "
-          f"on {summary['device']}")
+    print(
+        f"segmented {reader.num_frames} frames in {seconds:.1f} s ({summary['frames_per_second']} frames/s) "
+        f"on {summary['device']}"
+    )
     for key, value in summary["outputs"].items():
         print(f"  {key.replace('_', ' ')}: {value}")
     if args.generate:
         print(f"  answer: {answered.answers[0]}")
         for entry in summary["tracks"]:
-            print(f"  track {entry['id']} ({entry['phrase'] or 'no phrase'}): present in "
-                  f"{len(entry['present_frames'])} of {reader.num_frames} frames")
+            print(
+                f"  track {entry['id']} ({entry['phrase'] or 'no phrase'}): present in "
+                f"{len(entry['present_frames'])} of {reader.num_frames} frames"
+            )
     print(f"  summary: {summary_path}")
     return 0
 
@@ -336,7 +407,7 @@ def _check_generation_arguments(args: argparse.Namespace) -> None:
         raise InvalidInputError(f"--presence-threshold must be in [0, 1] (0: off), got {args.presence_threshold}")
 
 
-def _generation_settings(args: argparse.Namespace) -> "GenerationConfig | None":
+def _generation_settings(args: argparse.Namespace) -> GenerationConfig | None:
     from videolisa.generation import GenerationConfig
 
     if not args.generate:

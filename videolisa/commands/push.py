@@ -20,9 +20,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_dir", metavar="MODEL_DIR", type=Path, help="the model folder (config.json, weights)")
     parser.add_argument("repo", metavar="REPO", help="Hub model repository, e.g. my-name/videolisa-ft")
     parser.add_argument("--private", action="store_true", help="create the repository private")
-    parser.add_argument("--eval-report", action="append", default=[], type=Path, metavar="JSON",
-                        help="results.json of videolisa eval (or a videolisa score report) for the card's results; "
-                             "repeatable; only for a folder without a README.md")
+    parser.add_argument(
+        "--eval-report",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="JSON",
+        help="results.json of videolisa eval (or a videolisa score report) for the card's results; "
+        "repeatable; only for a folder without a README.md",
+    )
     parser.add_argument("--license", default=DEFAULT_LICENSE, help=f"license of a new card (default {DEFAULT_LICENSE})")
     parser.add_argument("--base-model", default=None, metavar="HUB_ID", help="base model of a new card")
 

@@ -38,9 +38,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--benchmark", required=True, choices=BENCHMARKS, help="benchmark layout and rules")
     parser.add_argument("--gt", required=True, type=Path, help="ground-truth root (see below)")
     parser.add_argument("--pred", required=True, type=Path, help="prediction root (see below)")
-    parser.add_argument(
-        "--workers", type=int, default=default_workers(), help="worker processes (default: all cores)"
-    )
+    parser.add_argument("--workers", type=int, default=default_workers(), help="worker processes (default: all cores)")
     parser.add_argument(
         "--out",
         type=Path,
@@ -59,7 +57,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Score, print the table, write the report files; returns the exit status."""
-    start_pool_server(check_workers(args.workers, "--workers"))  # it imports the scoring code while this process lists files
+    start_pool_server(
+        check_workers(args.workers, "--workers")
+    )  # it imports the scoring code while this process lists files
     importlib.import_module("cv2")  # for the report's plot: loaded now, while this process has a core to itself
 
     from videolisa.metrics.benchmarks import score_benchmark

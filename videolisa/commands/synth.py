@@ -51,13 +51,20 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layout", choices=LAYOUTS, default="mevis", help="dataset layout (default: mevis)")
     parser.add_argument("--videos", type=int, default=8, help="number of videos (default: 8)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--split", default=None,
-                        help="split folder of the mevis layout (default: valid_u), or the split in the name of the "
-                             "revos layout's meta_expressions_<split>_.json (default: valid)")
-    parser.add_argument("--extra-kinds", type=parse_extra_kinds, default=None,
-                        help="also write instructions that name several objects (multi: 'all the red shapes') and/or "
-                             "none of the video's (absent: 'green circle' without one), e.g. multi,absent; "
-                             "default: multi,absent for --layout revos, none for the others")
+    parser.add_argument(
+        "--split",
+        default=None,
+        help="split folder of the mevis layout (default: valid_u), or the split in the name of the "
+        "revos layout's meta_expressions_<split>_.json (default: valid)",
+    )
+    parser.add_argument(
+        "--extra-kinds",
+        type=parse_extra_kinds,
+        default=None,
+        help="also write instructions that name several objects (multi: 'all the red shapes') and/or "
+        "none of the video's (absent: 'green circle' without one), e.g. multi,absent; "
+        "default: multi,absent for --layout revos, none for the others",
+    )
     parser.add_argument("--min-frames", type=int, default=16, help="fewest frames per video (default: 16)")
     parser.add_argument("--max-frames", type=int, default=48, help="most frames per video (default: 48)")
     parser.add_argument("--min-objects", type=int, default=2, help="fewest objects per video (default: 2)")
@@ -66,9 +73,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--sizes", type=parse_sizes, default=DEFAULT_SIZES, help=f"HEIGHTxWIDTH frame sizes (default: {default_sizes})"
     )
     parser.add_argument("--fps", type=float, default=10.0, help="frame rate of the mp4 layout (default: 10)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an output folder that an earlier videolisa synth wrote (it holds a "
-                             f"{SYNTH_MARKER} file); any other non-empty folder is refused")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an output folder that an earlier videolisa synth wrote (it holds a "
+        f"{SYNTH_MARKER} file); any other non-empty folder is refused",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -38,7 +38,9 @@ from videolisa.metrics.revos import revos_report, revos_tasks, score_revos_task
 from videolisa.metrics.sequences import BinaryItem, BinaryTask, ItemScores, score_binary_task
 
 
-def mevis_tasks(gt_root: Path, pred_root: Path, meta_path: Path | None, missing: MissingPredictions) -> list[BinaryTask]:
+def mevis_tasks(
+    gt_root: Path, pred_root: Path, meta_path: Path | None, missing: MissingPredictions
+) -> list[BinaryTask]:
     """One task per MeViS video: ``<gt>/meta_expressions.json`` + ``<gt>/mask_dict.json``."""
     videos = load_json(meta_path or gt_root / "meta_expressions.json", "MeViS meta_expressions.json")["videos"]
     mask_dict = load_json(gt_root / "mask_dict.json", "MeViS mask_dict.json (valid_u or train split)")
@@ -51,7 +53,9 @@ def mevis_tasks(gt_root: Path, pred_root: Path, meta_path: Path | None, missing:
             annotations = tuple(str(annotation) for annotation in expression["anno_id"])
             for annotation in annotations:
                 if annotation not in mask_dict:
-                    raise InvalidInputError(f"video {video} expression {expression_id}: anno_id {annotation} not in mask_dict.json")
+                    raise InvalidInputError(
+                        f"video {video} expression {expression_id}: anno_id {annotation} not in mask_dict.json"
+                    )
                 if len(mask_dict[annotation]) != len(names):
                     raise InvalidInputError(
                         f"anno_id {annotation} has {len(mask_dict[annotation])} frames, video {video} has {len(names)}"
@@ -64,7 +68,9 @@ def mevis_tasks(gt_root: Path, pred_root: Path, meta_path: Path | None, missing:
     return tasks
 
 
-def reasonvos_tasks(gt_root: Path, pred_root: Path, meta_path: Path | None, missing: MissingPredictions) -> list[BinaryTask]:
+def reasonvos_tasks(
+    gt_root: Path, pred_root: Path, meta_path: Path | None, missing: MissingPredictions
+) -> list[BinaryTask]:
     """One task per ReasonVOS object ``<source>_<video>_<obj_id>``, holding all its expressions."""
     videos = load_json(meta_path or gt_root / "meta_expressions.json", "ReasonVOS meta_expressions.json")["videos"]
     expressions_of: dict[str, list[str]] = defaultdict(list)
@@ -77,7 +83,11 @@ def reasonvos_tasks(gt_root: Path, pred_root: Path, meta_path: Path | None, miss
         names = ground_truth_pngs(gt_folder)
         gt_frames = tuple(str(gt_folder / name) for name in names)
         items = tuple(
-            BinaryItem(f"{object_key}/{expression_id}", missing.frames(pred_root / object_key / expression_id, names), gt_frames)
+            BinaryItem(
+                f"{object_key}/{expression_id}",
+                missing.frames(pred_root / object_key / expression_id, names),
+                gt_frames,
+            )
             for expression_id in expression_ids
         )
         tasks.append(BinaryTask(items))
@@ -87,7 +97,9 @@ def reasonvos_tasks(gt_root: Path, pred_root: Path, meta_path: Path | None, miss
 def folder_tasks(gt_root: Path, pred_root: Path, missing: MissingPredictions) -> list[BinaryTask]:
     """One task per sequence of ``<root>/<sequence>/<object>/<frame>.png``."""
     tasks = []
-    for sequence in sorted(entry.name for entry in os.scandir(require_dir(gt_root, "ground-truth root")) if entry.is_dir()):
+    for sequence in sorted(
+        entry.name for entry in os.scandir(require_dir(gt_root, "ground-truth root")) if entry.is_dir()
+    ):
         items = []
         for obj in sorted(entry.name for entry in os.scandir(gt_root / sequence) if entry.is_dir()):
             gt_folder = gt_root / sequence / obj
@@ -150,8 +162,9 @@ def score_benchmark(
         benchmark: one of :data:`BENCHMARKS`.
         gt_root: MeViS split folder (``meta_expressions.json``, ``mask_dict.json``); ReasonVOS root
             (``meta_expressions.json``, ``Annotations/``); ReVOS root (``mask_dict.json``,
-            ``mask_dict_foreground.json``, ``meta_expressions_valid_.json``); DAVIS root (``Annotations[_unsupervised]/480p``,
-            ``ImageSets/2017``) for ``davis-*`` and ``refdavis``; or a mask folder (``folders``, ``refseg``).
+            ``mask_dict_foreground.json``, ``meta_expressions_valid_.json``); DAVIS root
+            (``Annotations[_unsupervised]/480p``, ``ImageSets/2017``) for ``davis-*`` and ``refdavis``; or a mask
+            folder (``folders``, ``refseg``).
         pred_root: folder of predicted PNGs in the benchmark's layout.
         workers: worker processes (default: all cores; 1 scores in this process).
         missing: ``"error"`` (default) or ``"zero"`` for missing predictions.
@@ -185,7 +198,9 @@ def score_benchmark(
         else:
             raise InvalidInputError(f"unknown benchmark {benchmark!r}; expected one of {', '.join(BENCHMARKS)}")
     except (KeyError, TypeError) as error:
-        raise InvalidInputError(f"{benchmark}: meta_expressions.json is not in the expected layout ({error!r})") from error
+        raise InvalidInputError(
+            f"{benchmark}: meta_expressions.json is not in the expected layout ({error!r})"
+        ) from error
     if not tasks:
         raise InvalidInputError(f"{benchmark}: the meta_expressions.json under {gt_root} lists no expressions")
     notes = tracker.check()

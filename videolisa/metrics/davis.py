@@ -7,8 +7,9 @@ Layout: ``<root>/Annotations/480p`` (semi-supervised) or ``<root>/Annotations_un
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +59,9 @@ def davis_report(benchmark: str, objects: Sequence[DavisObjectScores], notes: li
         entry: dict[str, float] = {}
         for name, values in (("J", obj.region), ("F", obj.boundary)):
             statistics = davis_statistics(values)
-            entry.update({name: statistics.mean, f"{name}_recall": statistics.recall, f"{name}_decay": statistics.decay})
+            entry.update(
+                {name: statistics.mean, f"{name}_recall": statistics.recall, f"{name}_decay": statistics.decay}
+            )
             official_decay[name].append(statistics.official_decay)
         entry["JF"] = (entry["J"] + entry["F"]) / 2
         sequences[f"{obj.sequence}/{obj.object_id}"] = entry

@@ -151,9 +151,7 @@ def remove_void(mask: np.ndarray, void: np.ndarray | None) -> np.ndarray:
     return np.bitwise_and(mask, np.bitwise_xor(void, 1))
 
 
-def compute_jf(
-    pred: np.ndarray, gt: np.ndarray, void: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+def compute_jf(pred: np.ndarray, gt: np.ndarray, void: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-frame J and F of a sequence (``db_eval_iou`` and ``db_eval_boundary``, bit-identical).
 
     Args:

@@ -15,9 +15,9 @@ value foreground) and predictions at the same relative paths (non-zero is foregr
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 

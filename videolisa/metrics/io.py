@@ -15,9 +15,10 @@ import io
 import json
 import os
 import struct
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import deflate
 import numpy as np

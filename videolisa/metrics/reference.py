@@ -61,9 +61,7 @@ def boundary_measure(
     )
 
 
-def reference_jf(
-    pred: np.ndarray, gt: np.ndarray, void: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+def reference_jf(pred: np.ndarray, gt: np.ndarray, void: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-frame J and F of a ``[T, H, W]`` sequence, full frame (``db_eval_iou`` / ``db_eval_boundary``).
 
     Returns ``(J [T] float64, F [T] float64)``.

@@ -108,6 +108,7 @@ def _plot_bytes(report: ScoreReport) -> bytes | None:
     Drawn with OpenCV: importing matplotlib would cost more than scoring a small benchmark.
     """
     import cv2  # here: the scoring itself does not need OpenCV
+
     metric = next(
         (name for name in _PLOT_METRICS if report.sequences and all(name in s for s in report.sequences.values())),
         None,

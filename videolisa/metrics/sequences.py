@@ -14,8 +14,8 @@ Missing prediction frames (``None``) score J = F = 0 on that frame.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import numpy as np
 

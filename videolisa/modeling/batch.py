@@ -35,7 +35,7 @@ class VideoLisaBatch:
     original_sizes: list[tuple[int, int]]
     metadata: list[dict] = field(default_factory=list)
 
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "VideoLisaBatch":
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> VideoLisaBatch:
         """Move tensors to ``device``; floating-point pixel tensors are cast to ``dtype`` when given."""
         moved = {}
         for item in fields(self):

@@ -23,8 +23,8 @@ untouched: the modules only change class to subclasses of the stock ones.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F

@@ -95,12 +95,12 @@ def splice_video_tokens(
     num_video = video_tokens.shape[1]
     embeds, masks, new_labels = [], [], []
     for row, pos in enumerate(positions):
-        embeds.append(torch.cat([text_embeddings[row, :pos], video_tokens[row], text_embeddings[row, pos + 1:]]))
+        embeds.append(torch.cat([text_embeddings[row, :pos], video_tokens[row], text_embeddings[row, pos + 1 :]]))
         video_mask = attention_mask.new_ones(num_video)
-        masks.append(torch.cat([attention_mask[row, :pos], video_mask, attention_mask[row, pos + 1:]]))
+        masks.append(torch.cat([attention_mask[row, :pos], video_mask, attention_mask[row, pos + 1 :]]))
         if labels is not None:
             ignore = labels.new_full((num_video,), IGNORE_INDEX)
-            new_labels.append(torch.cat([labels[row, :pos], ignore, labels[row, pos + 1:]]))
+            new_labels.append(torch.cat([labels[row, :pos], ignore, labels[row, pos + 1 :]]))
     return SplicedInputs(
         inputs_embeds=torch.stack(embeds),
         attention_mask=torch.stack(masks),

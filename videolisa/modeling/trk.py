@@ -37,7 +37,9 @@ def find_seg_read_positions(
     expanded = token_position + after_video.long() * (num_video_tokens - 1)
     read = expanded + offset
     if (read < 0).any():
-        raise ValueError(f"a [SEG] token at position {token_position[read < 0].tolist()} has no position {offset} before it")
+        raise ValueError(
+            f"a [SEG] token at position {token_position[read < 0].tolist()} has no position {offset} before it"
+        )
     return batch_index, read
 
 

@@ -104,14 +104,22 @@ class VideoLisaForSegmentation(PreTrainedModel):
         embedding = self.llm.get_input_embeddings()
         text_ids = input_ids.masked_fill(input_ids == config.image_token_index, 0)
         spliced = splice_video_tokens(
-            input_ids, embedding(text_ids), video_tokens.to(embedding.weight.dtype), config.image_token_index,
-            attention_mask, labels,
+            input_ids,
+            embedding(text_ids),
+            video_tokens.to(embedding.weight.dtype),
+            config.image_token_index,
+            attention_mask,
+            labels,
         )
         hidden = self.llm.get_decoder()(
             inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask, use_cache=False
         ).last_hidden_state
         batch_index, positions = find_seg_read_positions(
-            input_ids, config.seg_token_id, config.image_token_index, video_tokens.shape[1], config.seg_hidden_offset,
+            input_ids,
+            config.seg_token_id,
+            config.image_token_index,
+            video_tokens.shape[1],
+            config.seg_hidden_offset,
         )
         seg_hidden = extract_trk_embeddings(hidden, batch_index, positions)
         logits = self.llm.get_output_embeddings()(hidden) if return_logits else None
@@ -229,7 +237,7 @@ class VideoLisaForSegmentation(PreTrainedModel):
         save_model(self, Path(save_directory), tokenizer=tokenizer, **kwargs)
 
     @classmethod
-    def from_pretrained(cls, model_id_or_path: str | Path, *args: Any, **kwargs: Any) -> "VideoLisaForSegmentation":
+    def from_pretrained(cls, model_id_or_path: str | Path, *args: Any, **kwargs: Any) -> VideoLisaForSegmentation:
         """Load this package's format or the original VideoLISA release (detected from ``config.json``) from a
         directory, a Hugging Face repository id or ``builtin:<name>``.
 

@@ -1,12 +1,13 @@
 """Chat templates and the question/answer templates of the original VideoLISA (docs/original.md §3.3, §4.6).
 
 The released model was trained with the Phi-3 chat format (``phi3_instruct`` in the original
-``model/llava/conversation.py``, MPT separator style)::
+``model/llava/conversation.py``, MPT separator style; shown here on two lines, ``\\n`` is a newline)::
 
-    <|system|>\\nYou are a helpful AI assistant.<|end|>\\n<|user|>\\n<image>\\n{query}<|end|>\\n<|assistant|>\\n{answer}<|end|>
+    <|system|>\\nYou are a helpful AI assistant.<|end|>\\n
+    <|user|>\\n<image>\\n{query}<|end|>\\n<|assistant|>\\n{answer}<|end|>
 
 The answer containing the segmentation token is written into the prompt (teacher forcing): inference
-is a single forward pass, no text is generated.
+is a single forward pass, no text is generated (the default; ``videolisa.generation`` generates the answer).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ class VideoLisaProcessor:
         config: the model config (sampling sizes, image sizes, chat template, token ids).
     """
 
-    def __init__(self, tokenizer: "PreTrainedTokenizerBase | None", config: VideoLisaConfig) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase | None, config: VideoLisaConfig) -> None:
         vocab = tokenizer.get_vocab() if tokenizer is not None else {config.seg_token: config.seg_token_id}
         if vocab.get(config.seg_token) != config.seg_token_id:
             raise InvalidInputError(
@@ -127,7 +128,9 @@ class VideoLisaProcessor:
         """CLIP inputs ``[T, 3, S, S]`` of ``[T, H, W, 3] uint8`` RGB frames."""
         return preprocess_clip(frames, self.config.clip_image_size)
 
-    def sam_pixels(self, frames: np.ndarray, device: torch.device | str | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+    def sam_pixels(
+        self, frames: np.ndarray, device: torch.device | str | None = None
+    ) -> tuple[torch.Tensor, tuple[int, int]]:
         """SAM inputs ``[T, 3, S, S]`` and the resized ``(h, w)`` of ``[T, H, W, 3] uint8`` RGB frames."""
         sam = self.config.sam
         return preprocess_sam(frames, sam.image_size, sam.pixel_mean, sam.pixel_std, device=device)

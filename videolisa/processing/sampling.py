@@ -94,9 +94,7 @@ def dense_frame_indices(sparse_indices: list[int], dense_positions: list[int]) -
     """
     for position in dense_positions:
         if not 0 <= position < len(sparse_indices):
-            raise ValueError(
-                f"dense_positions contains {position}; expected positions in [0, {len(sparse_indices)})"
-            )
+            raise ValueError(f"dense_positions contains {position}; expected positions in [0, {len(sparse_indices)})")
     return [sparse_indices[position] for position in dense_positions]
 
 

@@ -46,7 +46,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Literal, Union
+from typing import Literal
 
 import numpy as np
 from PIL import ExifTags, Image
@@ -57,8 +57,21 @@ logger = logging.getLogger(__name__)
 
 # Every one is read by PyAV (tests/test_video_corpus.py writes and reads a file of each); decord is optional.
 VIDEO_EXTENSIONS = (
-    ".mp4", ".avi", ".mov", ".webm", ".mkv", ".m4v", ".gif", ".3gp", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
-    ".wmv", ".flv",
+    ".mp4",
+    ".avi",
+    ".mov",
+    ".webm",
+    ".mkv",
+    ".m4v",
+    ".gif",
+    ".3gp",
+    ".mpg",
+    ".mpeg",
+    ".ts",
+    ".mts",
+    ".m2ts",
+    ".wmv",
+    ".flv",
 )
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # Frame rate reported for frame folders, single images and arrays, which carry none.
@@ -161,7 +174,7 @@ class VideoReader(ABC):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (an optional hook: most readers hold nothing)
         """Release decoder resources; the default reader holds none between calls."""
 
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
@@ -237,7 +250,7 @@ class VideoReader(ABC):
 
 
 def open_video(
-    source: Union[str, os.PathLike[str], np.ndarray, VideoReader],
+    source: str | os.PathLike[str] | np.ndarray | VideoReader,
     *,
     default_fps: float = DEFAULT_FPS,
     backend: VideoBackend = "auto",
@@ -489,8 +502,9 @@ def _orientation_from_display_matrix(matrix: np.ndarray, path: Path) -> _Orienta
         orientation, exact = _Orientation(False, flip_rows=d < 0, flip_columns=a < 0), b == 0 and c == 0
     if not exact:
         degrees = math.degrees(math.atan2(b, a))
-        logger.warning("%s: the display matrix rotates by %.1f degrees; showing it at the nearest quarter turn",
-                       path, degrees)
+        logger.warning(
+            "%s: the display matrix rotates by %.1f degrees; showing it at the nearest quarter turn", path, degrees
+        )
     return orientation
 
 
@@ -638,8 +652,13 @@ def _warn_about_hidden_frames(
     """One warning line when the header, the stored packets and the shown frames disagree on the count."""
     if num_shown == len(packets):
         if header_frames and header_frames != len(packets):
-            logger.warning("%s: the container header declares %d frames but %d are stored; using %d",
-                           path, header_frames, len(packets), len(packets))
+            logger.warning(
+                "%s: the container header declares %d frames but %d are stored; using %d",
+                path,
+                header_frames,
+                len(packets),
+                len(packets),
+            )
         return
     hidden = [pts for pts, is_hidden in packets if is_hidden]
     reasons = []
@@ -653,8 +672,15 @@ def _warn_about_hidden_frames(
     if dropped:
         reasons.append(f"the decoder drops {dropped} before the first decodable frame")
     header = f"the header declares {header_frames} frames, " if header_frames and header_frames != len(packets) else ""
-    logger.warning("%s: %s%d packets, %d frames shown (%s); using the %d frames shown",
-                   path, header, len(packets), num_shown, "; ".join(reasons), num_shown)
+    logger.warning(
+        "%s: %s%d packets, %d frames shown (%s); using the %d frames shown",
+        path,
+        header,
+        len(packets),
+        num_shown,
+        "; ".join(reasons),
+        num_shown,
+    )
 
 
 def _import_decord() -> ModuleType | None:
@@ -723,9 +749,7 @@ class _DecordVideo(VideoReader):
         super().__init__(str(path), **_video_file_kwargs(probe, fps))  # type: ignore[arg-type]
 
     @classmethod
-    def open_if_consistent(
-        cls, decord: ModuleType, path: Path, probe: _StreamProbe, fps: float
-    ) -> _DecordVideo | None:
+    def open_if_consistent(cls, decord: ModuleType, path: Path, probe: _StreamProbe, fps: float) -> _DecordVideo | None:
         """A decord reader for ``path``, or None (with a logged reason) when decord disagrees with PyAV on it.
 
         The rule: decord is used only when it counts the frames shown (it counts packets, including those an
@@ -736,8 +760,11 @@ class _DecordVideo(VideoReader):
         known decord limitations are logged at INFO level, surprises as warnings.
         """
         if probe.orientation.mirrors or probe.bits_per_component > 8:
-            logger.info("%s is %s; decord does not decode it as PyAV does, so PyAV decodes it", path,
-                        "mirrored" if probe.orientation.mirrors else f"{probe.bits_per_component}-bit")
+            logger.info(
+                "%s is %s; decord does not decode it as PyAV does, so PyAV decodes it",
+                path,
+                "mirrored" if probe.orientation.mirrors else f"{probe.bits_per_component}-bit",
+            )
             return None
         try:
             reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
@@ -747,8 +774,12 @@ class _DecordVideo(VideoReader):
         if len(reader) != probe.num_frames:
             # Counting the hidden packets is decord's known limitation (the probe has warned about them).
             log = logger.info if len(reader) == probe.num_packets else logger.warning
-            log("decord counts %d frames in %s but %d are shown; decoding it with PyAV",
-                len(reader), path, probe.num_frames)
+            log(
+                "decord counts %d frames in %s but %d are shown; decoding it with PyAV",
+                len(reader),
+                path,
+                probe.num_frames,
+            )
             return None
         try:
             first = reader.get_batch([0]).asnumpy()[0]
@@ -757,13 +788,23 @@ class _DecordVideo(VideoReader):
             logger.info("decord cannot decode frame 0 of %s (%s); decoding it with PyAV", path, _decord_message(err))
             return None
         if first.shape != probe.first_frame.shape:
-            logger.info("decord shows %s as %dx%d (HxW), players as %dx%d; decoding it with PyAV",
-                        path, first.shape[0], first.shape[1], probe.height, probe.width)
+            logger.info(
+                "decord shows %s as %dx%d (HxW), players as %dx%d; decoding it with PyAV",
+                path,
+                first.shape[0],
+                first.shape[1],
+                probe.height,
+                probe.width,
+            )
             return None
         difference = int(np.abs(first.astype(np.int16) - probe.first_frame).max())
         if difference > DECORD_PIXEL_TOLERANCE:
-            logger.warning("decord's frame 0 of %s differs from PyAV's by up to %d levels (more than %d); decoding "
-                           "it with PyAV", path, difference, DECORD_PIXEL_TOLERANCE)
+            logger.warning(
+                "decord's frame 0 of %s differs from PyAV's by up to %d levels (more than %d); decoding it with PyAV",
+                path,
+                difference,
+                DECORD_PIXEL_TOLERANCE,
+            )
             return None
         return cls(decord, reader, path, probe, fps)
 

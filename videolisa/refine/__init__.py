@@ -12,6 +12,14 @@ from videolisa.refine.settings import (
 )
 
 __all__ = [
-    "ANCHOR_MODES", "DEFAULT_SAM2_MODEL", "SUPPORTED_SAM2_MODELS", "Anchor", "AnchorCollector", "RefineConfig",
-    "Sam2Refiner", "build_sam2_processor", "load_sam2", "presence_scores",
+    "ANCHOR_MODES",
+    "DEFAULT_SAM2_MODEL",
+    "SUPPORTED_SAM2_MODELS",
+    "Anchor",
+    "AnchorCollector",
+    "RefineConfig",
+    "Sam2Refiner",
+    "build_sam2_processor",
+    "load_sam2",
+    "presence_scores",
 ]

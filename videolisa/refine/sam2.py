@@ -17,9 +17,9 @@ dense anchors) are held as low-resolution logits until then.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -36,9 +36,7 @@ logger = logging.getLogger(__name__)
 _SAM2_FILES = ("config.json", "*.safetensors", "*.json")
 
 
-def load_sam2(
-    model: str | Path, device: torch.device, dtype: torch.dtype
-) -> "tuple[Sam2VideoModel, Sam2VideoProcessor]":
+def load_sam2(model: str | Path, device: torch.device, dtype: torch.dtype) -> tuple[Sam2VideoModel, Sam2VideoProcessor]:
     """Load a SAM 2 checkpoint (Hub id or directory in transformers' format) and its processor.
 
     Offline without the files, raises :class:`MissingFilesError` whose one-line message says what to download.
@@ -54,15 +52,16 @@ def load_sam2(
     return sam2, build_sam2_processor(sam2)
 
 
-def build_sam2_processor(model: "Sam2VideoModel") -> "Sam2VideoProcessor":
+def build_sam2_processor(model: Sam2VideoModel) -> Sam2VideoProcessor:
     """The ``Sam2VideoProcessor`` for ``model``'s input size (SAM 2's published preprocessing: resize to a
     square, ImageNet mean/std)."""
     from transformers import Sam2ImageProcessor, Sam2VideoProcessor, Sam2VideoVideoProcessor
 
     size = {"height": model.config.image_size, "width": model.config.image_size}
     return Sam2VideoProcessor(
-        image_processor=Sam2ImageProcessor(size=size, mask_size={"height": size["height"] // 4,
-                                                                     "width": size["width"] // 4}),
+        image_processor=Sam2ImageProcessor(
+            size=size, mask_size={"height": size["height"] // 4, "width": size["width"] // 4}
+        ),
         video_processor=Sam2VideoVideoProcessor(size=size),
         target_size=model.config.image_size,
     )
@@ -72,7 +71,7 @@ class _LazyFrames(Mapping):
     """``frame index -> [3, S, S]`` SAM 2 pixels, decoded ``chunk`` frames at a time when the session asks;
     only the current chunk is held (the session caches one frame's features itself)."""
 
-    def __init__(self, reader: VideoReader, processor: "Sam2VideoProcessor", chunk: int, dtype: torch.dtype) -> None:
+    def __init__(self, reader: VideoReader, processor: Sam2VideoProcessor, chunk: int, dtype: torch.dtype) -> None:
         self._reader, self._processor, self._chunk, self._dtype = reader, processor, chunk, dtype
         self._start, self._pixels = -1, None
 
@@ -106,7 +105,10 @@ class Sam2Refiner:
     """
 
     def __init__(
-        self, model: "Sam2VideoModel", processor: "Sam2VideoProcessor", settings: RefineConfig,
+        self,
+        model: Sam2VideoModel,
+        processor: Sam2VideoProcessor,
+        settings: RefineConfig,
         device: torch.device | str = "cpu",
     ) -> None:
         self.model, self.processor, self.settings = model.eval(), processor, settings
@@ -117,7 +119,7 @@ class Sam2Refiner:
         self.memory_window = max(config.num_maskmem - 1, config.max_object_pointers_in_encoder - 1, 1)
 
     @classmethod
-    def from_settings(cls, settings: RefineConfig, device: torch.device, dtype: torch.dtype) -> "Sam2Refiner":
+    def from_settings(cls, settings: RefineConfig, device: torch.device, dtype: torch.dtype) -> Sam2Refiner:
         """Load ``settings.model`` (Hub id or directory) to ``device``/``dtype``."""
         model, processor = load_sam2(settings.model, device, dtype)
         return cls(model, processor, settings, device)
@@ -149,17 +151,21 @@ class Sam2Refiner:
             yield frame, self._upscale(low_res, reader, session, order)
 
     # ------------------------------------------------------------------ internals
-    def _session(self, reader: VideoReader) -> "Sam2VideoInferenceSession":
+    def _session(self, reader: VideoReader) -> Sam2VideoInferenceSession:
         from transformers import Sam2VideoInferenceSession
 
         session = Sam2VideoInferenceSession(
-            video_height=reader.height, video_width=reader.width, inference_device=self.device,
-            inference_state_device="cpu", video_storage_device="cpu", dtype=self.dtype,
+            video_height=reader.height,
+            video_width=reader.width,
+            inference_device=self.device,
+            inference_state_device="cpu",
+            video_storage_device="cpu",
+            dtype=self.dtype,
         )
         session.processed_frames = _LazyFrames(reader, self.processor, self.settings.frames_per_chunk, self.dtype)
         return session
 
-    def _add_anchors(self, session: "Sam2VideoInferenceSession", anchors: dict[int, dict[int, np.ndarray]]) -> int:
+    def _add_anchors(self, session: Sam2VideoInferenceSession, anchors: dict[int, dict[int, np.ndarray]]) -> int:
         """Mask prompts on every anchor frame, in frame order; returns the first anchor frame.
 
         transformers runs every registered object on the frame it is given; an object without a prompt on an
@@ -170,7 +176,9 @@ class Sam2Refiner:
         for frame in frames:
             tracks = [track for track, per_track in anchors.items() if frame in per_track]
             self.processor.add_inputs_to_inference_session(
-                session, frame_idx=frame, obj_ids=tracks,
+                session,
+                frame_idx=frame,
+                obj_ids=tracks,
                 input_masks=[torch.from_numpy(np.ascontiguousarray(anchors[t][frame])) for t in tracks],
             )
             self.model(inference_session=session, frame_idx=frame)
@@ -182,7 +190,7 @@ class Sam2Refiner:
         return frames[0]
 
     def _propagate(
-        self, session: "Sam2VideoInferenceSession", start: int, reverse: bool
+        self, session: Sam2VideoInferenceSession, start: int, reverse: bool
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """``(frame, low-res logits [K, 1, h, w] on CPU)`` of one pass; outputs that no later step reads are
         dropped as it goes. The first (backward) pass keeps the window next to ``start``, which the forward pass
@@ -200,11 +208,12 @@ class Sam2Refiner:
             yield frame, output.pred_masks.float().cpu()
 
     def _upscale(
-        self, low_res: torch.Tensor, reader: VideoReader, session: "Sam2VideoInferenceSession", order: list[int]
+        self, low_res: torch.Tensor, reader: VideoReader, session: Sam2VideoInferenceSession, order: list[int]
     ) -> torch.Tensor:
         """``[K, 1, h, w]`` -> ``[K, H, W]`` float32 logits at the video's size (the objects' session order is
         their first anchor's order; rows are put back in the order of the caller's tracks)."""
-        logits = self.processor.post_process_masks([low_res], original_sizes=[(reader.height, reader.width)],
-                                                   binarize=False)[0][:, 0]
+        logits = self.processor.post_process_masks(
+            [low_res], original_sizes=[(reader.height, reader.width)], binarize=False
+        )[0][:, 0]
         rows = [session.obj_ids.index(track) for track in order]
         return logits[rows]

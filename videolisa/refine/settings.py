@@ -10,9 +10,7 @@ from videolisa.errors import InvalidInputError
 DEFAULT_SAM2_MODEL = "facebook/sam2.1-hiera-large"
 # The SAM 2 checkpoints on the Hub in transformers' format (every size of SAM 2 and SAM 2.1).
 SUPPORTED_SAM2_MODELS = tuple(
-    f"facebook/sam2{version}-hiera-{size}"
-    for version in (".1", "")
-    for size in ("tiny", "small", "base-plus", "large")
+    f"facebook/sam2{version}-hiera-{size}" for version in (".1", "") for size in ("tiny", "small", "base-plus", "large")
 )
 ANCHOR_MODES = ("dense", "top-k")
 

@@ -336,7 +336,7 @@ def choose_expressions(
 
 
 def _plural(shape: str) -> str:
-    """"circle" -> "circles" (every shape name takes an -s)."""
+    """ "circle" -> "circles" (every shape name takes an -s)."""
     return f"{shape}s"
 
 

@@ -235,9 +235,7 @@ def render_object_masks(obj: SyntheticObject, num_frames: int, height: int, widt
     This is the rasteriser that paints the frames, so an object drawn alone on a uniform background covers
     exactly these pixels.
     """
-    return np.stack(
-        [_rasterise(obj.shape, center, obj.radius, height, width) for center in obj.centers(num_frames)]
-    )
+    return np.stack([_rasterise(obj.shape, center, obj.radius, height, width) for center in obj.centers(num_frames)])
 
 
 def paint_frames(background: np.ndarray, objects: Sequence[SyntheticObject], coverage: np.ndarray) -> np.ndarray:

@@ -400,8 +400,10 @@ def write_synthetic_dataset(
         disable=not progress,
     )
     with _staged_directory(out_dir) as staging:
-        _write_json({"written_by": "videolisa synth", "layout": layout, "seed": seed, "videos": num_videos},
-                    staging / SYNTH_MARKER)
+        _write_json(
+            {"written_by": "videolisa synth", "layout": layout, "seed": seed, "videos": num_videos},
+            staging / SYNTH_MARKER,
+        )
         if layout == "mevis":
             write_mevis_layout(videos, staging, split)
         elif layout == "reasonvos":

@@ -6,9 +6,10 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Union
 
 from videolisa.data.mixture import DataConfig
 from videolisa.errors import InvalidInputError, MissingFilesError
@@ -17,8 +18,15 @@ MODEL_SOURCES = ("llava_phi3", "pretrained", "scratch")
 TRAINABLE_SETS = ("original", "all")
 PRECISIONS = ("auto", "bf16", "fp32")
 # Config sections a resumed run may change; anything else would change the data order or the model.
-RESUMABLE_KEYS = ("train.num_workers", "train.log_every", "train.save_every", "train.keep_last",
-                  "train.micro_batch_size", "train.report_to", "validation.")
+RESUMABLE_KEYS = (
+    "train.num_workers",
+    "train.log_every",
+    "train.save_every",
+    "train.keep_last",
+    "train.micro_batch_size",
+    "train.report_to",
+    "validation.",
+)
 # Experiment trackers train.report_to may name (videolisa.training.tracking).
 TRACKERS = ("tensorboard", "wandb", "mlflow")
 
@@ -316,7 +324,8 @@ def check_resume_changes(saved: TrainingConfig, requested: TrainingConfig) -> No
     """A resumed run may only change logging, checkpointing, workers, micro-batch and validation keys."""
     before, after = flatten_config(asdict(saved)), flatten_config(asdict(requested))
     changed = sorted(
-        key for key in set(before) | set(after)
+        key
+        for key in set(before) | set(after)
         if before.get(key) != after.get(key) and not key.startswith(RESUMABLE_KEYS)
     )
     if changed:

@@ -73,7 +73,7 @@ def build_deepspeed_config(
             node = node.get(key) if isinstance(node, dict) else None
         if not isinstance(node, dict) or node.get(path[-1]) != "auto":
             raise InvalidInputError(
-                f"{template_path}: {'.'.join(path)} must be \"auto\" (its value comes from the training YAML)"
+                f'{template_path}: {".".join(path)} must be "auto" (its value comes from the training YAML)'
             )
         node[path[-1]] = value
     return filled

@@ -48,8 +48,9 @@ def export_checkpoint(
     config = load_training_config(run_dir / RUN_CONFIG_FILE)
     tag = resolve_export_tag(run_dir, tag)
     state_dict = get_fp32_state_dict_from_zero_checkpoint(str(run_dir / CHECKPOINT_DIR), tag=tag)
-    model = apply_freezing_and_lora(build_empty_model(VideoLisaConfig.from_pretrained(run_dir / RUN_MODEL_DIR)),
-                                    config.lora, config.model.trainable)
+    model = apply_freezing_and_lora(
+        build_empty_model(VideoLisaConfig.from_pretrained(run_dir / RUN_MODEL_DIR)), config.lora, config.model.trainable
+    )
     # The trainable weights are views into ZeRO's flat buffers: give each its own storage (safetensors needs it).
     state_dict = {name: tensor.clone() for name, tensor in state_dict.items()}
     try:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -109,7 +110,7 @@ class Trainer:
         self.lr_scale_of_first_group = 1.0
 
     # ------------------------------------------------------------------ setup
-    def _build_model(self) -> tuple[torch.nn.Module, "PreTrainedTokenizerBase"]:
+    def _build_model(self) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
         seed_everything(self.config.train.seed)
         if self.run.resume:
             from videolisa.checkpoint import load_tokenizer
@@ -123,7 +124,7 @@ class Trainer:
             model.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         return apply_freezing_and_lora(model, self.config.lora, self.config.model.trainable), tokenizer
 
-    def _build_data(self, model_config: "VideoLisaConfig") -> None:
+    def _build_data(self, model_config: VideoLisaConfig) -> None:
         from videolisa.data import MixtureDataset, SampleConfig, VideoLisaCollator, build_dataset_groups
 
         train, data = self.config.train, self.config.data
@@ -135,10 +136,14 @@ class Trainer:
         from videolisa.data import StepSampler
 
         train = self.config.train
-        sampler = StepSampler(self.step, train.total_steps, train.micro_batch_size, self.accumulation,
-                              self.world_size, self.rank)
+        sampler = StepSampler(
+            self.step, train.total_steps, train.micro_batch_size, self.accumulation, self.world_size, self.rank
+        )
         return torch.utils.data.DataLoader(
-            self.dataset, batch_size=train.micro_batch_size, sampler=sampler, collate_fn=self.collator,
+            self.dataset,
+            batch_size=train.micro_batch_size,
+            sampler=sampler,
+            collate_fn=self.collator,
             num_workers=train.num_workers,
         )
 
@@ -161,14 +166,24 @@ class Trainer:
         if self.run.resume:
             check_resumed_deepspeed_config(self.run_dir, ds_config, self.world_size)
         trainable, total = trainable_parameter_count(model)
-        logger.info("parameters: %d trainable of %d; precision %s; %d processes x %d micro-batch x %d accumulation",
-                    trainable, total, self.precision, self.world_size, config.train.micro_batch_size, self.accumulation)
+        logger.info(
+            "parameters: %d trainable of %d; precision %s; %d processes x %d micro-batch x %d accumulation",
+            trainable,
+            total,
+            self.precision,
+            self.world_size,
+            config.train.micro_batch_size,
+            self.accumulation,
+        )
         for group in groups:
             if group.prefix is not None:
-                logger.info("lr x%g for %s (%d parameters)", group.scale, group.prefix,
-                            sum(p.numel() for p in group.parameters))
+                logger.info(
+                    "lr x%g for %s (%d parameters)", group.scale, group.prefix, sum(p.numel() for p in group.parameters)
+                )
         self.engine, _, _, self.scheduler = deepspeed.initialize(
-            model=model, model_parameters=optimizer_parameter_groups(groups, config.optim.lr), config=ds_config,
+            model=model,
+            model_parameters=optimizer_parameter_groups(groups, config.optim.lr),
+            config=ds_config,
         )
         if self.run.resume:
             self._load_checkpoint()
@@ -188,7 +203,7 @@ class Trainer:
         logger.info("resumed from %s at step %d", load_path, self.step)
 
     # ------------------------------------------------------------------ steps
-    def _train_step(self, batches: Iterator["VideoLisaBatch"]) -> StepMetrics:
+    def _train_step(self, batches: Iterator[VideoLisaBatch]) -> StepMetrics:
         start = time.perf_counter()
         totals = torch.zeros(4, dtype=torch.float64)
         for micro_step in range(self.accumulation):
@@ -206,8 +221,13 @@ class Trainer:
         seconds = time.perf_counter() - start
         # The logged lr is the recipe's schedule (optim.lr's), whatever the scale of the first group.
         lr = float(self.scheduler.get_last_lr()[0]) / self.lr_scale_of_first_group
-        return StepMetrics(self.step, *losses.tolist(), lr=lr,
-                           samples_per_second=self.config.train.global_batch_size / seconds, seconds_per_step=seconds)
+        return StepMetrics(
+            self.step,
+            *losses.tolist(),
+            lr=lr,
+            samples_per_second=self.config.train.global_batch_size / seconds,
+            seconds_per_step=seconds,
+        )
 
     def _average_over_processes(self, values: torch.Tensor) -> torch.Tensor:
         import torch.distributed as dist
@@ -228,9 +248,17 @@ class Trainer:
         progress.set_postfix(loss=f"{metrics.loss:.4f}", lr=f"{metrics.lr:.2e}", refresh=False)
         progress.update(1)
         if metrics.step % self.config.train.log_every == 0 or metrics.step == self.config.train.total_steps:
-            logger.info("step %d/%d loss %.4f (ce %.4f bce %.4f dice %.4f) lr %.3e %.2f samples/s",
-                        metrics.step, self.config.train.total_steps, metrics.loss, metrics.ce_loss, metrics.bce_loss,
-                        metrics.dice_loss, metrics.lr, metrics.samples_per_second)
+            logger.info(
+                "step %d/%d loss %.4f (ce %.4f bce %.4f dice %.4f) lr %.3e %.2f samples/s",
+                metrics.step,
+                self.config.train.total_steps,
+                metrics.loss,
+                metrics.ce_loss,
+                metrics.bce_loss,
+                metrics.dice_loss,
+                metrics.lr,
+                metrics.samples_per_second,
+            )
 
     # ------------------------------------------------------------------ checkpoints and validation
     def save_checkpoint(self) -> None:

@@ -61,7 +61,10 @@ def apply_freezing_and_lora(
     if lora.r == 0:
         return model
     lora_config = PeftLoraConfig(
-        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        bias="none",
         target_modules=lora_target_pattern(lora.target_modules),
     )
     try:

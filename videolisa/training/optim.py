@@ -45,15 +45,21 @@ def build_parameter_groups(model: torch.nn.Module, lr_scales: dict[str, float]) 
         by_prefix[max(matches, key=len) if matches else None].append(parameter)
     unmatched = [prefix for prefix in lr_scales if not by_prefix[prefix]]
     if unmatched:
-        frozen = [prefix for prefix in unmatched
-                  if any(_matches_prefix(name, prefix) for name, _ in unwrap_model(model).named_parameters())]
+        frozen = [
+            prefix
+            for prefix in unmatched
+            if any(_matches_prefix(name, prefix) for name, _ in unwrap_model(model).named_parameters())
+        ]
         detail = f" ({frozen} name only frozen parameters)" if frozen else ""
         raise InvalidInputError(
             f"optim.lr_scales: {unmatched} match no trainable parameter{detail}; prefixes are module paths such "
             f"as {sorted({name.split('.')[0] for name, _ in named})[:6]} or sam.image_encoder"
         )
-    return [ParameterGroup(prefix, 1.0 if prefix is None else lr_scales[prefix], parameters)
-            for prefix, parameters in by_prefix.items() if parameters]
+    return [
+        ParameterGroup(prefix, 1.0 if prefix is None else lr_scales[prefix], parameters)
+        for prefix, parameters in by_prefix.items()
+        if parameters
+    ]
 
 
 def optimizer_parameter_groups(groups: Sequence[ParameterGroup], lr: float) -> list[dict[str, Any]]:

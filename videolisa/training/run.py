@@ -96,8 +96,11 @@ def check_resumed_deepspeed_config(run_dir: Path, ds_config: dict[str, Any], wor
             f"ZeRO's optimizer state is split per process, so resume with {saved_processes} processes"
         )
     before, after = flatten_config(saved), flatten_config(ds_config)
-    changed = sorted(key for key in set(before) | set(after)
-                     if before.get(key) != after.get(key) and key not in RESUMABLE_DEEPSPEED_KEYS)
+    changed = sorted(
+        key
+        for key in set(before) | set(after)
+        if before.get(key) != after.get(key) and key not in RESUMABLE_DEEPSPEED_KEYS
+    )
     if changed:
         details = "; ".join(f"{key}: {before.get(key)!r} then, {after.get(key)!r} now" for key in changed)
         raise InvalidInputError(
@@ -149,8 +152,13 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_run_files(run_dir: Path, config: TrainingConfig, ds_config: dict[str, Any], model: VideoLisaForSegmentation,
-                   tokenizer: PreTrainedTokenizerBase) -> None:
+def save_run_files(
+    run_dir: Path,
+    config: TrainingConfig,
+    ds_config: dict[str, Any],
+    model: VideoLisaForSegmentation,
+    tokenizer: PreTrainedTokenizerBase,
+) -> None:
     """``train_config.yaml``, ``deepspeed_config.json`` and ``model/`` (config + tokenizer, no weights)."""
     import yaml
 

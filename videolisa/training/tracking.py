@@ -4,8 +4,9 @@ names, next to ``metrics.jsonl``.
 * ``tensorboard`` (default): ``<run>/tensorboard/``; the config (YAML) and the commit as text.
 * ``wandb``: ``wandb.init(dir=<run>, config=<resolved config>)``, resumed under the same id; the project, entity
   and mode come from wandb's environment (``WANDB_PROJECT``, ``WANDB_MODE=offline``...).
-* ``mlflow``: a run in ``MLFLOW_TRACKING_URI`` (default the SQLite store ``<run>/mlflow.db``, artifacts in ``<run>/mlartifacts``), the flattened config
-  as parameters, the commit as tag ``git_commit`` and the config file as an artifact; resumed under the same run id.
+* ``mlflow``: a run in ``MLFLOW_TRACKING_URI`` (default the SQLite store ``<run>/mlflow.db``, artifacts in
+  ``<run>/mlartifacts``), the flattened config as parameters, the commit as tag ``git_commit`` and the config file
+  as an artifact; resumed under the same run id.
 
 Only the main process (rank 0) tracks. Each tracker is imported only when named.
 """
@@ -49,8 +50,13 @@ def git_commit(path: Path | None = None) -> str | None:
     folder = path or Path(__file__).resolve().parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, check=True)
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
-                                capture_output=True, text=True, check=True)
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     except (OSError, subprocess.CalledProcessError):
         return None
     return commit.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
@@ -95,8 +101,13 @@ class _WandB:
     def __init__(self, run_dir: Path, config: dict[str, Any], commit: str | None, run_id: str | None) -> None:
         import wandb
 
-        self.run = wandb.init(dir=str(run_dir), name=run_dir.name, config={**config, "git_commit": commit},
-                              id=run_id, resume="allow" if run_id else None)
+        self.run = wandb.init(
+            dir=str(run_dir),
+            name=run_dir.name,
+            config={**config, "git_commit": commit},
+            id=run_id,
+            resume="allow" if run_id else None,
+        )
         self.id = self.run.id
 
     def log_scalars(self, values: dict[str, float], step: int) -> None:
@@ -115,8 +126,12 @@ class _MLflow:
             mlflow.set_tracking_uri(f"sqlite:///{run_dir / MLFLOW_DATABASE}")
             # The default experiment keeps artifacts in ./mlruns of the working directory: keep them in the run.
             experiment = mlflow.get_experiment_by_name(MLFLOW_EXPERIMENT)
-            experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment(
-                MLFLOW_EXPERIMENT, artifact_location=(run_dir / MLFLOW_ARTIFACTS).resolve().as_uri()
+            experiment_id = (
+                experiment.experiment_id
+                if experiment
+                else mlflow.create_experiment(
+                    MLFLOW_EXPERIMENT, artifact_location=(run_dir / MLFLOW_ARTIFACTS).resolve().as_uri()
+                )
             )
         self.mlflow = mlflow
         self.run = mlflow.start_run(

@@ -58,19 +58,26 @@ def validate(
     storage = {name: (parameter.data_ptr(), parameter.dtype) for name, parameter in model.named_parameters()}
     was_training = model.training
     try:
-        predictor = VideoLisaPredictor(model, tokenizer, device=device, dtype=dtype, chunk_size=section.chunk_size,
-                                       fast_sam=False)
+        predictor = VideoLisaPredictor(
+            model, tokenizer, device=device, dtype=dtype, chunk_size=section.chunk_size, fast_sam=False
+        )
         settings = EvaluationConfig(
-            benchmark=section.benchmark, data_root=Path(section.root).expanduser(), model="in-training model",
-            out=out_dir, split=section.split, limit=section.limit, chunk_size=section.chunk_size,
+            benchmark=section.benchmark,
+            data_root=Path(section.root).expanduser(),
+            model="in-training model",
+            out=out_dir,
+            split=section.split,
+            limit=section.limit,
+            chunk_size=section.chunk_size,
         )
         result = run_evaluation(settings, predictor)
     finally:
         for (module, name), buffer in buffers.items():
             module._buffers[name] = buffer
         model.train(was_training)
-    moved = [name for name, parameter in model.named_parameters()
-             if (parameter.data_ptr(), parameter.dtype) != storage[name]]
+    moved = [
+        name for name, parameter in model.named_parameters() if (parameter.data_ptr(), parameter.dtype) != storage[name]
+    ]
     if moved:
         raise RuntimeError(f"validation replaced the storage of trained parameters {moved[:5]}")
     if not result:
