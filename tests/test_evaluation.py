@@ -366,6 +366,7 @@ def test_a_rerun_with_other_settings_is_refused_unless_overwrite(tmp_path: Path,
 
     class Bfloat16Predictor:  # only what the fingerprint reads: the run is refused before predicting
         model, device, dtype = predictor.model, predictor.device, torch.bfloat16
+        refiner = None
 
     with pytest.raises(InvalidInputError, match='dtype "float32" then, "bfloat16" now'):
         run_evaluation(settings, predictor=Bfloat16Predictor())
@@ -417,6 +418,7 @@ def test_a_video_interrupted_mid_way_leaves_no_item_that_counts_as_done(tmp_path
         """Stops (like Ctrl-C) after the first frame of the second video."""
 
         model, device, dtype, chunk_size = predictor.model, predictor.device, predictor.dtype, predictor.chunk_size
+        refiner = predictor.refiner
         videos = 0
 
         def iter_segment(self, video: Any, instructions: list[str], **kwargs: Any) -> Iterator:

@@ -67,15 +67,21 @@ class _ThenRegister(importlib.abc.Loader):
 
 
 class _AutoClassHook(importlib.abc.MetaPathFinder):
-    """Finds transformers' and videolisa's modules as usual and wraps their loaders in :class:`_ThenRegister`."""
+    """Finds transformers' and videolisa's modules with the finders after it (so that an editable install's finder,
+    or one that hides a module, keeps its say) and wraps their loaders in :class:`_ThenRegister`."""
 
     def find_spec(self, fullname: str, path=None, target=None) -> importlib.machinery.ModuleSpec | None:
         if fullname != "transformers" and not fullname.startswith(("transformers.", "videolisa.")):
             return None
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
-        if spec is not None and spec.loader is not None:
-            spec.loader = _ThenRegister(spec.loader)
-        return spec
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = _ThenRegister(spec.loader)
+                return spec
+        return None
 
 
 def install() -> None:
