@@ -1,6 +1,6 @@
 """Does SAM 2 propagation (``--refine sam2``) recover noisy per-frame masks? A synthetic check of issue 21 item 5.
 
-    python eval/diagnostics/refine_recovery.py --train-seconds 300 --out eval/results/refine_recovery.json
+    python eval/diagnostics/refine_recovery.py --out eval/results/refine_recovery.json
 
 A model whose masks are right on the dense frames and noisy elsewhere is simulated from the synthetic generator's
 exact masks: the ground truth of the dense frames (the frames ``--refine-anchors dense`` uses, chosen by the
@@ -253,7 +253,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     import torch
 
-    import videolisa.modeling.videolisa  # noqa: F401  (import before transformers' SAM 2: see docs of tests/sam2_tiny)
     from videolisa.refine import RefineConfig, Sam2Refiner
     from videolisa.synthetic import generate_videos
 
