@@ -123,7 +123,11 @@ def dense_frames(num_frames: int) -> list[int]:
     from videolisa.processing.sampling import dense_frame_indices, sample_dense_positions, sample_sparse_indices
 
     return sorted(
-        set(dense_frame_indices(sample_sparse_indices(num_frames, NUM_SPARSE), sample_dense_positions(NUM_SPARSE, NUM_DENSE)))
+        set(
+            dense_frame_indices(
+                sample_sparse_indices(num_frames, NUM_SPARSE), sample_dense_positions(NUM_SPARSE, NUM_DENSE)
+            )
+        )
     )
 
 
@@ -214,8 +218,12 @@ def train(model, processor, args: argparse.Namespace) -> dict:
         curve.append(float(loss.detach()))
         if steps % 25 == 0:
             print(f"step {steps}  loss {np.mean(curve[-25:]):.3f}  {time.perf_counter() - start:.0f}s", flush=True)
-    return {"steps": steps, "seconds": round(time.perf_counter() - start, 1), "loss_first_25": float(np.mean(curve[:25])),
-            "loss_last_25": float(np.mean(curve[-25:]))}
+    return {
+        "steps": steps,
+        "seconds": round(time.perf_counter() - start, 1),
+        "loss_first_25": float(np.mean(curve[:25])),
+        "loss_last_25": float(np.mean(curve[-25:])),
+    }
 
 
 def evaluate(refiner, videos: list, seed: int) -> dict[str, dict[str, float]]:
