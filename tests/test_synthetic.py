@@ -269,6 +269,34 @@ def test_custom_layout_is_read_by_the_custom_data_reader(tmp_path: Path) -> None
         assert np.array_equal(sample.target_masks[0].numpy().astype(bool), video.masks[expression.object_index][dense])
 
 
+def test_custom_layout_also_writes_text_only_questions_that_name_the_referents(tmp_path: Path) -> None:
+    from videolisa.data.custom import CustomDataset
+    from videolisa.data.sample import SampleConfig
+
+    config = SyntheticConfig(**{**SMALL.__dict__, "extra_kinds": ("multi", "absent")})
+    out = write_synthetic_dataset(
+        tmp_path / "custom", layout="custom", num_videos=2, seed=5, config=config, progress=False
+    )
+    settings = SampleConfig(num_frames_sparse=6, num_frames_dense=2, clip_image_size=28, sam_image_size=64)
+    questions = CustomDataset(settings, [out / synthetic.QUESTIONS_FILE])
+    annotations = CustomDataset(settings, [out / synthetic.CUSTOM_FILE])
+    pairs = [(video, expression) for video in generate_videos(5, 2, config) for expression in video.expressions]
+    assert len(questions) == len(annotations) == len(pairs)
+    kinds = set()
+    for index, (video, expression) in enumerate(pairs):
+        record, masked = questions.records[index], annotations.records[index]
+        assert not record.has_masks and (record.instruction, record.video) == (masked.instruction, masked.video)
+        names = [f"the {o.color} {o.size} {o.shape}" for o in (video.objects[i] for i in expression.targets)]
+        assert record.answer == ("Sure, " + " and ".join(names) + "." if names else "There is none in the video.")
+        # The same words as the answer with masks, "the" where [SEG] stands.
+        if expression.object_index is not None:
+            assert record.answer == masked.answer.replace("[SEG]", "the")
+        kinds.add(expression.kind)
+    assert {"multi", "absent"} <= kinds
+    sample = questions.build_sample(0, np.random.default_rng(0))
+    assert sample.target_masks.shape[0] == 0 and sample.conversation[-1] == ("assistant", questions.records[0].answer)
+
+
 def test_custom_samples_can_ask_about_several_targets_of_one_video(tmp_path: Path) -> None:
     from videolisa.constants import VIDEO_PLACEHOLDER
     from videolisa.data.custom import CustomDataset

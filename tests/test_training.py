@@ -512,6 +512,50 @@ def test_lr_scales_parse_and_reject_bad_values():
         load_training_config(CONFIGS / "tiny_cpu.yaml", ["optim.lr_scales={'sam.': 0.5}"])
 
 
+def test_frozen_prefixes_freeze_on_top_of_the_trainable_set_and_typos_are_errors():
+    model = apply_freezing_and_lora(
+        tiny_model_and_tokenizer()[0], LoraConfig(r=0), "all", ["sam.image_encoder", "sam.prompt_encoder"]
+    )
+    for name, parameter in model.named_parameters():
+        frozen = name.startswith(("sam.image_encoder.", "sam.prompt_encoder."))
+        assert parameter.requires_grad is not frozen, name
+    # With LoRA, on the original set: the adapters stay trainable, the mask decoder is frozen on request.
+    wrapped = apply_freezing_and_lora(tiny_model_and_tokenizer()[0], LoraConfig(), "original", ["sam.mask_decoder"])
+    trainable = {name for name, parameter in wrapped.named_parameters() if parameter.requires_grad}
+    assert any("lora_" in name for name in trainable) and not any("mask_decoder" in name for name in trainable)
+    assert any("prompt_head" in name for name in trainable)
+    with pytest.raises(InvalidInputError, match="model.frozen: 'sam.image_encodr' names no parameter"):
+        apply_freezing_and_lora(tiny_model_and_tokenizer()[0], LoraConfig(r=0), "all", ["sam.image_encodr"])
+    # "sa" is not a module path: a prefix matches whole names only.
+    with pytest.raises(InvalidInputError, match="'sa' names no parameter"):
+        apply_freezing_and_lora(tiny_model_and_tokenizer()[0], LoraConfig(r=0), "all", ["sa"])
+    with pytest.raises(InvalidInputError, match="'sam.' is not a parameter-name prefix"):
+        load_training_config(CONFIGS / "tiny_cpu.yaml", ["model.frozen=[sam.]"])
+    assert load_training_config(CONFIGS / "tiny_cpu.yaml", ["model.frozen=[sam]"]).model.frozen == ["sam"]
+
+
+def test_pretrained_source_takes_the_sam_of_another_checkpoint(tmp_path: Path):
+    from safetensors.torch import save_file
+
+    from videolisa.checkpoint import save_model
+
+    model, tokenizer = tiny_model_and_tokenizer()
+    save_model(model, tmp_path / "stage2", tokenizer=tokenizer)
+    from videolisa.builder import build_model
+
+    torch.manual_seed(123)
+    other_sam = build_model(model.config).sam
+    save_file({name: t.contiguous() for name, t in other_sam.state_dict().items()}, str(tmp_path / "sam.safetensors"))
+    source = ModelConfig(
+        source="pretrained", path=str(tmp_path / "stage2"), sam_checkpoint=str(tmp_path / "sam.safetensors")
+    )
+    loaded, _ = build_model_and_tokenizer(source, torch.float32)
+    for name, tensor in other_sam.state_dict().items():
+        assert torch.equal(loaded.sam.state_dict()[name], tensor), name
+    for name, tensor in model.llm.state_dict().items():
+        assert torch.equal(loaded.llm.state_dict()[name], tensor), name
+
+
 def test_parameter_groups_follow_the_longest_prefix_and_name_unknown_ones():
     model = apply_freezing_and_lora(tiny_model_and_tokenizer()[0], LoraConfig(r=0), "all")
     groups = build_parameter_groups(model, {"sam": 0.5, "sam.image_encoder": 0.1})

@@ -205,6 +205,8 @@ def build_model_and_tokenizer(
     elif config.source == "pretrained":
         path = resolve_model_dir(config.path)
         model = VideoLisaForSegmentation.from_pretrained(path, dtype=dtype, vision_tower=config.vision_tower)
+        if config.sam_checkpoint:  # e.g. the SAM of another stage of a staged recipe
+            load_sam_checkpoint(model, config.sam_checkpoint)
         tokenizer = load_tokenizer_source(config.tokenizer or str(path), model.config.seg_token)
         prepare_tokenizer_and_embeddings(model, tokenizer)
     else:

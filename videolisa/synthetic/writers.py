@@ -104,6 +104,8 @@ def write_mevis_layout(videos: Iterable[SyntheticVideo], root: Path, split: str 
 
 
 CUSTOM_FILE = "annotations.jsonl"
+# Text-only questions of the custom layout (see write_custom_layout).
+QUESTIONS_FILE = "questions.jsonl"
 
 
 def describing_answer(obj: SyntheticObject, seg_token: str = DEFAULT_SEG_TOKEN) -> str:
@@ -128,34 +130,47 @@ def group_answer(objects: Sequence[SyntheticObject], seg_token: str = DEFAULT_SE
     return f"Sure, {seg_token} " + " and ".join(f"{obj.color} {obj.size} {obj.shape}" for obj in objects) + "."
 
 
+def naming_answer(objects: Sequence[SyntheticObject]) -> str:
+    """The text-only answer that names an instruction's referents without segmenting them: ``"Sure, the red small
+    triangle."`` (the words of :func:`describing_answer` with ``the`` where ``[SEG]`` stands, so the position
+    that later holds ``[SEG]`` learns to announce the referent), several joined by ``and``, or ``"There is none
+    in the video."``."""
+    if not objects:
+        return "There is none in the video."
+    return "Sure, " + " and ".join(f"the {obj.color} {obj.size} {obj.shape}" for obj in objects) + "."
+
+
 def write_custom_layout(videos: Iterable[SyntheticVideo], root: Path) -> None:
     """Write videos as custom training data (:mod:`videolisa.data.custom`) under ``root``.
 
-    ``JPEGImages/<video>/<frame>.jpg`` and ``annotations.jsonl`` with one record per expression:
+    ``JPEGImages/<video>/<frame>.jpg``, ``annotations.jsonl`` with one record per expression:
     ``{"video": "JPEGImages/<video>", "instruction", "is_sentence", "masks": {"rle": [per-frame RLE or
-    null]}, "answer": describing_answer(referent)}``; extra kinds carry the union of their referents' masks
-    (all null when absent) and :func:`group_answer`. Writes in place.
+    null]}, "answer": describing_answer(referent)}`` (extra kinds carry the union of their referents' masks, all
+    null when absent, and :func:`group_answer`), and :data:`QUESTIONS_FILE` with the same instructions as
+    text-only records answered by :func:`naming_answer` (video question answering about the same clips: which
+    object the instruction means, for a language-model-only training stage). Writes in place.
     """
     root = Path(root)
-    lines = []
+    annotations, questions = [], []
     for video in videos:
         _write_jpeg_frames(video.frames, video.frame_names, root / "JPEGImages" / video.name)
         rles = [[_encode_rle(mask) for mask in masks] for masks in video.masks]
         for expression in video.expressions:
+            referents = [video.objects[index] for index in expression.targets]
             if expression.object_index is not None:
-                masks, answer = rles[expression.object_index], describing_answer(video.objects[expression.object_index])
+                masks, answer = rles[expression.object_index], describing_answer(referents[0])
             else:
                 masks = [_encode_rle(mask) for mask in expression.target_masks(video.masks)]
-                answer = group_answer([video.objects[index] for index in expression.targets])
-            record = {
+                answer = group_answer(referents)
+            question = {
                 "video": f"JPEGImages/{video.name}",
                 "instruction": expression.text,
                 "is_sentence": expression.is_sentence,
-                "masks": {"rle": masks},
-                "answer": answer,
             }
-            lines.append(json.dumps(record))
-    (root / CUSTOM_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+            annotations.append(json.dumps({**question, "masks": {"rle": masks}, "answer": answer}))
+            questions.append(json.dumps({**question, "answer": naming_answer(referents)}))
+    (root / CUSTOM_FILE).write_text("\n".join(annotations) + "\n", encoding="utf-8")
+    (root / QUESTIONS_FILE).write_text("\n".join(questions) + "\n", encoding="utf-8")
 
 
 def reasonvos_mask_folder(video: str, object_index: int | str) -> str:

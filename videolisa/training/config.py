@@ -44,6 +44,11 @@ class ModelConfig:
         gradient_checkpointing: recompute LLM activations in the backward pass (saves memory).
         trainable: ``original`` (docs/original.md §1.8: embeddings, LM head, SAM mask decoder, prompt head, + LoRA) or
             ``all`` (every parameter, for a model trained from scratch, where nothing is pretrained; no LoRA).
+        frozen: parameter-name prefixes (module paths such as ``sam`` or ``sam.image_encoder``) frozen on top of
+            ``trainable``: a stage of a staged recipe that keeps what an earlier stage trained (each prefix must
+            name at least one parameter).
+        sam_checkpoint: for ``llava_phi3`` the stock SAM ``.pth``; for ``scratch`` and ``pretrained`` optional SAM
+            weights (stock key layout, ``.pth`` or ``.safetensors``) that replace the model's SAM after loading.
     """
 
     source: str = "llava_phi3"
@@ -55,6 +60,7 @@ class ModelConfig:
     tokenizer: str | None = None
     gradient_checkpointing: bool = True
     trainable: str = "original"
+    frozen: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -150,6 +156,11 @@ class TrainingConfig:
         _require_choice("model.trainable", model.trainable, TRAINABLE_SETS)
         if model.trainable == "all" and self.lora.r > 0:
             raise InvalidInputError("model.trainable=all trains every weight: set lora.r=0 (LoRA would be redundant)")
+        for prefix in model.frozen:
+            if not prefix or prefix.startswith(".") or prefix.endswith("."):
+                raise InvalidInputError(
+                    f"model.frozen: {prefix!r} is not a parameter-name prefix like sam.prompt_encoder"
+                )
         if model.source == "scratch" and not model.tokenizer:
             raise InvalidInputError("model.tokenizer must be set for model.source=scratch ('tiny' or a folder)")
         _require_choice("train.precision", train.precision, PRECISIONS)

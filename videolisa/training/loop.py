@@ -122,7 +122,8 @@ class Trainer:
             model, tokenizer = build_model_and_tokenizer(self.config.model, self.dtype)
         if self.config.model.gradient_checkpointing:
             model.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        return apply_freezing_and_lora(model, self.config.lora, self.config.model.trainable), tokenizer
+        model_config = self.config.model
+        return apply_freezing_and_lora(model, self.config.lora, model_config.trainable, model_config.frozen), tokenizer
 
     def _build_data(self, model_config: VideoLisaConfig) -> None:
         from videolisa.data import MixtureDataset, SampleConfig, VideoLisaCollator, build_dataset_groups

@@ -44,22 +44,41 @@ def lora_target_pattern(target_modules: Sequence[str]) -> str:
 
 
 def apply_freezing_and_lora(
-    model: VideoLisaForSegmentation, lora: LoraConfig, trainable: str = "original"
+    model: VideoLisaForSegmentation, lora: LoraConfig, trainable: str = "original", frozen: Sequence[str] = ()
 ) -> torch.nn.Module:
     """The original's trainable set (docs/original.md §4.2): LoRA adapters (when ``lora.r > 0``) plus the fully trained
-    embeddings, LM head, SAM mask decoder and prompt head; or, with ``trainable="all"``, every parameter.
+    embeddings, LM head, SAM mask decoder and prompt head; or, with ``trainable="all"``, every parameter. Then
+    the parameters under each of the ``frozen`` name prefixes (``sam``, ``sam.image_encoder``...) are frozen.
     Returns the (peft-wrapped) model."""
+    if trainable == "all":
+        model.requires_grad_(True)
+    else:
+        model.apply_freezing_policy()
+    if trainable == "original" and lora.r > 0:
+        model = _add_lora(model, lora)
+    freeze_prefixes(model, frozen)
+    return model
+
+
+def freeze_prefixes(model: torch.nn.Module, prefixes: Sequence[str]) -> None:
+    """Freeze every parameter whose name (without peft's wrapper prefix) is ``prefix`` or lies under it; a
+    prefix that names no parameter is an error (a typo would otherwise train what was meant to stay)."""
+    names = [(name.removeprefix(PEFT_PREFIX), parameter) for name, parameter in model.named_parameters()]
+    for prefix in prefixes:
+        matched = [parameter for name, parameter in names if name == prefix or name.startswith(f"{prefix}.")]
+        if not matched:
+            raise InvalidInputError(f"model.frozen: {prefix!r} names no parameter of the model")
+        for parameter in matched:
+            parameter.requires_grad_(False)
+
+
+def _add_lora(model: VideoLisaForSegmentation, lora: LoraConfig) -> torch.nn.Module:
+    """LoRA adapters on the LLM, with the original's fully trained modules re-opened."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
     from videolisa.modeling.videolisa import TRAINABLE_PREFIXES
 
-    if trainable == "all":
-        model.requires_grad_(True)
-        return model
-    model.apply_freezing_policy()
-    if lora.r == 0:
-        return model
     lora_config = PeftLoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
