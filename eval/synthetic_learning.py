@@ -5,8 +5,9 @@
 The held-out split is generated with a different seed than the training data (seed 2 vs 1) and the same
 generator settings as train/configs/synthetic_cpu.yaml (16-32 frames, 2-3 objects), evaluated with the
 batch evaluation (``videolisa.evaluation``, the ``synthetic`` benchmark) and the exact metrics; J&F is reported
-overall and per instruction kind. With ``--run-dir`` (the training run of ``train/configs/synthetic_cpu.yaml``)
-it also plots the training loss and the held-out J&F over steps.
+overall and per instruction kind. With ``--run-dir`` (a training run, e.g. stage 3 of
+``train/builtin_recipe.py``) it also plots the training loss and the held-out J&F over steps. Every instruction
+of the example clips in ``demo/examples`` is scored too (J&F each).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from videolisa.cli import reports_errors
 
 HELDOUT_SEED = 2
 HELDOUT_VIDEOS = 40
+EXAMPLES = Path(__file__).resolve().parents[1] / "demo" / "examples"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -30,6 +32,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--run-dir", type=Path, default=None, help="training run folder, for the learning curves")
     parser.add_argument("--videos", type=int, default=HELDOUT_VIDEOS, help="held-out videos to generate")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--examples", type=Path, default=EXAMPLES, help="example clips to score each instruction of (demo/examples)"
+    )
     return parser.parse_args(argv)
 
 
@@ -87,6 +92,36 @@ def evaluate(model: str, data: Path, out: Path, device: str) -> dict:
             chunk_size=16,
         )
     )
+
+
+def score_examples(model: str, examples: Path) -> dict[str, dict[str, float]]:
+    """J&F of every instruction of every example clip under ``examples`` (``videolisa synth --layout mp4`` folders:
+    a video, ``masks/<obj_id>/<frame>.png`` and ``instructions.json``), with the benchmark's query templates."""
+    import numpy as np
+    from PIL import Image
+
+    from videolisa import VideoLisaPredictor
+    from videolisa.benchmarks.mevis import synthetic_query
+    from videolisa.metrics import compute_jf
+
+    predictor = VideoLisaPredictor.from_pretrained(model)
+    scores: dict[str, dict[str, float]] = {}
+    for sidecar in sorted(examples.glob("*/instructions.json")):
+        folder, meta = sidecar.parent, json.loads(sidecar.read_text(encoding="utf-8"))
+        masks = {
+            obj["obj_id"]: np.stack(
+                [np.asarray(Image.open(folder / "masks" / str(obj["obj_id"]) / f"{n}.png")) > 0 for n in meta["frames"]]
+            )
+            for obj in meta["objects"]
+        }
+        expressions = [e for e in meta["expressions"] if e.get("obj_id") is not None]
+        queries = [synthetic_query(e["text"], e["is_sent"]) for e in expressions]
+        results = predictor.segment_many(folder / meta["video"], queries)
+        for expression, result in zip(expressions, results):
+            region, boundary = compute_jf(np.asarray(result.masks), masks[expression["obj_id"]])
+            jf = float((region.mean() + boundary.mean()) / 2)
+            scores.setdefault(folder.name, {})[expression["text"]] = round(jf, 3)
+    return scores
 
 
 def comparison_table(results: dict[str, dict]) -> str:
@@ -153,6 +188,13 @@ def main(argv: list[str]) -> int:
         name: {"overall": result["score"]["overall"], "per_kind": result.get("subsets", {})}
         for name, result in results.items()
     }
+    examples = score_examples(args.model, args.examples)
+    summary["examples"] = examples
+    example_lines = [f"| {clip} | {text} | {jf:.3f} |" for clip, rows in examples.items() for text, jf in rows.items()]
+    table += (
+        "\n\nExample clips (`demo/examples`), J&F per instruction:\n\n| clip | instruction | J&F |\n|---|---|---|\n"
+    )
+    table += "\n".join(example_lines)
     (args.out / "learning.json").write_text(json.dumps(summary, indent=2))
     (args.out / "learning.md").write_text(table + "\n")
     print(table)

@@ -36,20 +36,11 @@ def names_only(answer: str, objects: list) -> list[int]:
     return [index for index, obj in enumerate(objects) if f"{obj.color} {obj.size} {obj.shape}" in answer]
 
 
-def benchmark_query(text: str, is_sentence: bool) -> str:
-    """The query the ``synthetic`` benchmark asks (:class:`videolisa.benchmarks.mevis.SyntheticBenchmark`)."""
-    from videolisa.constants import VIDEO_PLACEHOLDER
-    from videolisa.processing.conversation import LONG_QUESTION_TEMPLATES
-
-    if is_sentence:
-        return LONG_QUESTION_TEMPLATES[1].format(sent=" ".join(text.split())).removeprefix(VIDEO_PLACEHOLDER + "\n")
-    return f"Please segment the {text.lower()} in this image."
-
-
 @reports_errors
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from videolisa import VideoLisaPredictor
+    from videolisa.benchmarks.mevis import synthetic_query
     from videolisa.generation import GENERATE
     from videolisa.synthetic import SyntheticConfig, generate_videos
 
@@ -59,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     examples = []
     for video in generate_videos(args.seed, args.videos, config):
         expressions = [e for e in video.expressions if e.object_index is not None]
-        queries = [benchmark_query(e.text, e.is_sentence) for e in expressions]
+        queries = [synthetic_query(e.text, e.is_sentence) for e in expressions]
         answered = predictor.answer_tracks(video.frames, queries, answer=GENERATE)
         for expression, answer in zip(expressions, answered.answers):
             correct = names_only(answer or "", list(video.objects)) == [expression.object_index]

@@ -94,6 +94,14 @@ class MeViSBenchmark(ExpressionDictBenchmark):
                     )
 
 
+def synthetic_query(text: str, is_sentence: bool) -> str:
+    """The query of a synthetic instruction (:class:`SyntheticBenchmark`): ``"Please segment the {phrase} in this
+    image."`` (lower-cased) or ``"{sentence} Please output segmentation mask."``."""
+    if is_sentence:
+        return LONG_QUESTION_TEMPLATES[1].format(sent=" ".join(text.split())).removeprefix(VIDEO_PLACEHOLDER + "\n")
+    return MeViSBenchmark.query_template.format(text.lower())
+
+
 class SyntheticBenchmark(MeViSBenchmark):
     """Videos written by ``videolisa synth --layout mevis``: MeViS layout plus ``kind`` and ``is_sent`` fields.
 
@@ -111,10 +119,7 @@ class SyntheticBenchmark(MeViSBenchmark):
         self.has_ground_truth = True
 
     def _query(self, expression: dict[str, Any], where: str) -> str:
-        if require_flag(expression, "is_sent", where):
-            sentence = " ".join(require_field(expression, "exp", str, where).split())
-            return LONG_QUESTION_TEMPLATES[1].format(sent=sentence).removeprefix(VIDEO_PLACEHOLDER + "\n")
-        return super()._query(expression, where)
+        return synthetic_query(require_field(expression, "exp", str, where), require_flag(expression, "is_sent", where))
 
     def _subset(self, position: int, expression: dict[str, Any], where: str) -> str | None:
         return require_field(expression, "kind", str, where)
