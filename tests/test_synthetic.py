@@ -295,6 +295,14 @@ def test_custom_layout_also_writes_text_only_questions_that_name_the_referents(t
     assert {"multi", "absent"} <= kinds
     sample = questions.build_sample(0, np.random.default_rng(0))
     assert sample.target_masks.shape[0] == 0 and sample.conversation[-1] == ("assistant", questions.records[0].answer)
+    # With custom_targets, a text-only question brings other text-only questions of its clip (never masked ones).
+    grouped = CustomDataset(settings, [out / synthetic.QUESTIONS_FILE, out / synthetic.CUSTOM_FILE], 3)
+    sample = grouped.build_sample(0, np.random.default_rng(0))
+    where = {record.where: record for record in grouped.records}
+    asked = [where[name] for name in sample.metadata["records"]]
+    assert len(asked) == 3 and len(set(sample.metadata["records"])) == 3 and sample.target_masks.shape[0] == 0
+    assert all(not record.has_masks and record.video == asked[0].video for record in asked)
+    assert [message for role, message in sample.conversation if role == "assistant"] == [r.answer for r in asked]
 
 
 def test_custom_samples_can_ask_about_several_targets_of_one_video(tmp_path: Path) -> None:

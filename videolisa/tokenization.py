@@ -4,6 +4,7 @@ in-memory tokenizer of the tiny preset.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from videolisa.constants import DEFAULT_SEG_TOKEN, IMAGE_TOKEN_INDEX, VIDEO_PLACEHOLDER
@@ -38,6 +39,19 @@ def build_tiny_tokenizer(seg_token: str = DEFAULT_SEG_TOKEN) -> PreTrainedTokeni
     specials, then bytes and merges; ``seg_token`` is added last as a normal (non-special) token, like the
     original's ``tokenizer.add_tokens("[SEG]")``. Any text can be encoded (byte fallback).
     """
+    return train_bpe_tokenizer(template_corpus() * 4, _TINY_VOCAB_SIZE, seg_token)
+
+
+def train_bpe_tokenizer(
+    corpus: Iterable[str], vocab_size: int, seg_token: str = DEFAULT_SEG_TOKEN
+) -> PreTrainedTokenizerBase:
+    """A byte-level BPE tokenizer trained on ``corpus`` with at most ``vocab_size`` tokens (fewer when the corpus
+    has no more merges to offer), the specials and ids of :func:`build_tiny_tokenizer`, ``seg_token`` added last.
+
+    Deterministic for a given corpus. A corpus of a small closed world (the synthetic generator's instructions
+    and answers) with a large enough ``vocab_size`` gives every word one token, so a from-scratch LLM copies and
+    names words as single tokens (the built-in model's recipe, ``train/builtin_recipe.py``).
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -45,12 +59,12 @@ def build_tiny_tokenizer(seg_token: str = DEFAULT_SEG_TOKEN) -> PreTrainedTokeni
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=_TINY_VOCAB_SIZE,
+        vocab_size=vocab_size,
         special_tokens=list(_TINY_SPECIAL_TOKENS),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    backend.train_from_iterator([line.replace("{}", "thing") for line in _TINY_CORPUS] * 4, trainer)
+    backend.train_from_iterator(list(corpus), trainer)
     backend.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
     )
@@ -65,6 +79,12 @@ def build_tiny_tokenizer(seg_token: str = DEFAULT_SEG_TOKEN) -> PreTrainedTokeni
     )
     tokenizer.add_tokens([seg_token])
     return tokenizer
+
+
+def template_corpus() -> list[str]:
+    """The chat, question and answer templates (and a few generic words) the tiny tokenizer is trained on, with
+    ``{}`` filled: a corpus to extend with one's own texts for :func:`train_bpe_tokenizer`."""
+    return [line.replace("{}", "thing") for line in _TINY_CORPUS]
 
 
 def seg_token_id(tokenizer: PreTrainedTokenizerBase, seg_token: str = DEFAULT_SEG_TOKEN) -> int:

@@ -39,7 +39,8 @@ for a custom-only fine-tune). Every record's files are checked when training sta
 With ``data.custom_targets: N`` (default 1) a sample about a video with masks also asks about up to ``N - 1``
 other records of the same video with masks on the same frames, as further question/answer turns of one
 conversation with one ``[SEG]`` each (the original's ``num_classes_per_sample > 1`` for image data makes
-extra conversations instead; turns share one pass over the video).
+extra conversations instead; turns share one pass over the video); a text-only record likewise brings up to
+``N - 1`` other text-only records of its video (several questions about one clip in one conversation).
 """
 
 from __future__ import annotations
@@ -175,10 +176,10 @@ class CustomDataset(TrainingDataset):
             raise InvalidInputError(f"data.custom_targets must be >= 1, got {targets_per_sample}")
         self.records = [record for file in files for record in read_custom_file(Path(file), settings.seg_token)]
         self.targets_per_sample = targets_per_sample
-        self._records_of_video: dict[Path, list[int]] = {}
+        # Companions come from the same video and are of the same sort (with masks / text-only).
+        self._records_of_video: dict[tuple[Path, bool], list[int]] = {}
         for index, record in enumerate(self.records):
-            if record.has_masks:
-                self._records_of_video.setdefault(record.video, []).append(index)
+            self._records_of_video.setdefault((record.video, record.has_masks), []).append(index)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -200,16 +201,17 @@ class CustomDataset(TrainingDataset):
     def _companions(
         self, index: int, frame_names: Sequence[str], dense: Sequence[int], rng: np.random.Generator
     ) -> list[int]:
-        """Up to ``targets_per_sample - 1`` other records with masks of the same video, annotated on every dense
-        frame (none for a text-only record)."""
-        if self.targets_per_sample == 1 or not self.records[index].has_masks:
+        """Up to ``targets_per_sample - 1`` other records of the same video: with masks on every dense frame for a
+        record with masks, text-only ones for a text-only record."""
+        record = self.records[index]
+        if self.targets_per_sample == 1:
             return []
-        others = [other for other in self._records_of_video.get(self.records[index].video, []) if other != index]
+        others = [other for other in self._records_of_video[(record.video, record.has_masks)] if other != index]
         chosen = []
         for other in (others[i] for i in rng.permutation(len(others))):
             if len(chosen) == self.targets_per_sample - 1:
                 break
-            if set(dense) <= set(self._annotated_frames(self.records[other], frame_names)):
+            if not record.has_masks or set(dense) <= set(self._annotated_frames(self.records[other], frame_names)):
                 chosen.append(other)
         return chosen
 
@@ -261,8 +263,9 @@ class CustomDataset(TrainingDataset):
                 conversation = self._conversation([record], rng)
                 masks = [self._read_mask(record, 0, frame_names[0], frame_hw)] if record.has_masks else []
                 image = reader.get_frames([0])[0]
-                return build_image_sample(image, np.array(masks, dtype=np.uint8).reshape(-1, *frame_hw),
-                                          conversation, self.settings, metadata)
+                return build_image_sample(
+                    image, np.array(masks, dtype=np.uint8).reshape(-1, *frame_hw), conversation, self.settings, metadata
+                )
             positions, dense_positions = draw_clip_frames(
                 len(annotated), draw_index(len(annotated), rng), self.settings, rng
             )
