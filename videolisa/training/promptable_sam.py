@@ -259,7 +259,7 @@ class PromptableSamTrainer:
             self.heldout_dataset = CustomDataset(
                 self.sample_config, [config.heldout.custom_file], config.data.max_targets * 4
             )
-            self._appearances(self.heldout_dataset)
+            self.heldout_appearance = self._appearances(self.heldout_dataset)
 
     def _appearances(self, dataset) -> dict[str, str]:
         appearance = {}
@@ -278,7 +278,7 @@ class PromptableSamTrainer:
         """A sample of record ``index`` with every other referent of its clip (one target per distinct
         appearance, at most ``data.max_targets``) and the targets' appearances."""
         sample = dataset.build_sample(index, rng)
-        appearance = {record.where: appearance_of(record.answer, self.seg_token) for record in dataset.records}
+        appearance = self.appearance if dataset is self.dataset else self.heldout_appearance
         keep, names = [], []
         for row, where in enumerate(sample.metadata["records"]):
             name = appearance[where]
@@ -435,10 +435,10 @@ class PromptableSamTrainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, Any]:
-        """Held-out mean IoU per prompt kind (over frames where the target is present; referents whose appearance
-        has no trained embedding are left out) and the mean
-        cross-object IoU of semantic prompts: IoU(mask of A's prompt, ground truth of B) over pairs of distinct
-        referents A, B of a clip (frames where B is present)."""
+        """Held-out mean IoU per prompt kind (over frames where the target is present; referents whose
+        appearance has no trained embedding are left out) and the mean cross-object IoU of semantic prompts:
+        IoU(mask of A's prompt, ground truth of B) over pairs of distinct referents A, B of a clip (frames where
+        B is present). One clip per video (its first record's), drawn with ``heldout.seed``."""
         dataset = self.heldout_dataset
         first_of_video: dict[Path, int] = {}
         for index, record in enumerate(dataset.records):
