@@ -502,13 +502,12 @@ def _iou(predicted: np.ndarray, target: np.ndarray) -> float:
 
 def save_sam_safetensors(sam: torch.nn.Module, path: Path) -> None:
     """The SAM weights in the stock ``segment_anything`` key layout, written atomically."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    from videolisa.atomic import atomic_path
+    from videolisa.atomic import write_atomically
 
     tensors = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in sam.state_dict().items()}
-    with atomic_path(path) as temp_path:
-        save_file(tensors, str(temp_path))
+    write_atomically(path, save(tensors))  # the umask's permissions, like every writer of the package
 
 
 def _write_json(path: Path, value: Any) -> None:
