@@ -1,9 +1,9 @@
 """Learning proof: the untrained "synthetic" model vs the shipped builtin:synthetic on held-out synthetic videos.
 
-    python eval/synthetic_learning.py --out outputs/synthetic_learning [--run-dir runs/synthetic_cpu]
+    python eval/synthetic_learning.py --out outputs/synthetic_learning [--run-dir runs/builtin/stage3]
 
 The held-out split is generated with a different seed than the training data (seed 2 vs 1) and the same
-generator settings as train/configs/synthetic_cpu.yaml (16-32 frames, 2-3 objects), evaluated with the
+generator settings as the training clips of train/builtin_recipe.py (16-32 frames, 2-3 objects), evaluated with the
 batch evaluation (``videolisa.evaluation``, the ``synthetic`` benchmark) and the exact metrics; J&F is reported
 overall and per instruction kind. With ``--run-dir`` (a training run, e.g. stage 3 of
 ``train/builtin_recipe.py``) it also plots the training loss and the held-out J&F over steps. Every instruction

@@ -13,7 +13,7 @@ from videolisa.training import TrainingConfig, load_training_config
 CONFIGS = Path(__file__).resolve().parents[1] / "train" / "configs"
 # The command-line paths each config documents as required (nothing is read from them when loading).
 REQUIRED_OVERRIDES = {
-    "synthetic_cpu.yaml": ["validation.root=/data/synthetic_heldout"],
+    "builtin_stage3_segmentation.yaml": ["model.path=/runs/builtin/stage2_model", "validation.root=/data/heldout"],
     "videolisa_3.8b.yaml": ["model.sam_checkpoint=/ckpt/sam_vit_h_4b8939.pth", "validation.root=/data/ReasonSeg"],
 }
 
@@ -22,7 +22,25 @@ def test_every_config_is_listed_or_needs_no_paths() -> None:
     assert set(REQUIRED_OVERRIDES) <= {path.name for path in CONFIGS.glob("*.yaml")}
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda path: path.name)
+def deepspeed_configs() -> list[Path]:
+    """The DeepSpeed trainer's configs (a YAML with a top-level ``task`` runs another trainer)."""
+    from videolisa.training.promptable_sam import config_task
+
+    return [path for path in sorted(CONFIGS.glob("*.yaml")) if config_task(path) is None]
+
+
+def test_the_promptable_sam_stage_loads_with_its_own_loader() -> None:
+    from videolisa.training.promptable_sam import config_task, load_promptable_sam_config
+
+    path = CONFIGS / "builtin_stage1_sam.yaml"
+    assert config_task(path) == "promptable_sam"
+    assert (
+        load_promptable_sam_config(path, ["data.custom_files=[/data/train/annotations.jsonl]"]).model.preset
+        == "synthetic"
+    )
+
+
+@pytest.mark.parametrize("path", deepspeed_configs(), ids=lambda path: path.name)
 def test_config_loads(path: Path) -> None:
     config = load_training_config(path, REQUIRED_OVERRIDES.get(path.name, []))
     assert isinstance(config, TrainingConfig)

@@ -426,8 +426,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         seg_token_id=480,
         model_max_length=512,
     ),
-    # The small model trained from scratch on synthetic shapes (train/configs/synthetic_cpu.yaml, shipped as
-    # builtin:synthetic): sizes chosen so that training fits in ~30 minutes on 2 CPU cores. 16 sparse + 4 dense
+    # The small model trained from scratch on synthetic shapes (train/builtin_recipe.py, shipped as
+    # builtin:synthetic): sizes chosen so that its staged recipe fits in an hour on 2 CPU cores. 16 sparse + 4 dense
     # frames of 16 CLIP tokens; SAM at 128 px with patch 8 (a 16x16 embedding grid, 64x64 low-res masks).
     "synthetic": dict(
         text_config=dict(

@@ -8,7 +8,7 @@ It trains only the preset's SAM (image encoder, prompt encoder, mask decoder), f
 weights as ``train/train.py``, with the LLM replaced by an oracle: each referent's prompt is a learned embedding
 of its appearance (the record's answer, "Sure, [SEG] red small triangle."). With ``--all-targets`` every object
 of the clip is a target of the same step, each with its own prompt. The losses are the model's BCE and DICE with
-the weights of ``train/configs/synthetic_cpu.yaml``; AdamW and gradient clipping as there.
+the weights of the built-in model's earlier one-stage recipe; AdamW and gradient clipping as there.
 
 Every ``--report-every`` steps it prints the mean DICE loss and the decoder sensitivity (mean |logit change| when
 two different referents' prompts are swapped on the same frames, over the logits' spread). If the sensitivity
@@ -66,8 +66,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default="appearance",
         help="one oracle prompt per referent appearance (colour size shape) or per colour",
     )
-    parser.add_argument("--bce-weight", type=float, default=2.0, help="as train/configs/synthetic_cpu.yaml")
-    parser.add_argument("--dice-weight", type=float, default=2.0, help="as train/configs/synthetic_cpu.yaml")
+    parser.add_argument("--bce-weight", type=float, default=2.0, help="as the earlier one-stage recipe")
+    parser.add_argument("--dice-weight", type=float, default=2.0, help="as the earlier one-stage recipe")
     parser.add_argument("--report-every", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)

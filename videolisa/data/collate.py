@@ -11,7 +11,8 @@ token that straddles a boundary counts as answer) are the span limits.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -41,7 +42,7 @@ def _common_prefix_length(prefix: Sequence[int], ids: Sequence[int]) -> int:
 
 
 def tokenize_conversation(
-    tokenizer: "PreTrainedTokenizerBase",
+    tokenizer: PreTrainedTokenizerBase,
     conversation: Conversation,
     chat_template: str = "phi3_instruct",
     image_token_index: int = IMAGE_TOKEN_INDEX,
@@ -85,7 +86,7 @@ class VideoLisaCollator:
     """
 
     def __init__(
-        self, tokenizer: "PreTrainedTokenizerBase", config: "VideoLisaConfig", max_text_tokens: int | None = None
+        self, tokenizer: PreTrainedTokenizerBase, config: VideoLisaConfig, max_text_tokens: int | None = None
     ) -> None:
         token_id = tokenizer.get_vocab().get(config.seg_token)
         if token_id != config.seg_token_id:

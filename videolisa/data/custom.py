@@ -46,9 +46,10 @@ extra conversations instead; turns share one pass over the video); a text-only r
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

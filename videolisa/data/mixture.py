@@ -28,9 +28,9 @@ Only groups with a positive rate are built, so only their roots (``data.roots.<k
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -50,8 +50,15 @@ logger = logging.getLogger(__name__)
 # Final recipe rates (docs/original.md §4.4: run_train.sh 8,4,3,4,6,1 with the Ref-VOS group rate on each video
 # dataset).
 DEFAULT_RATES: dict[str, float] = {
-    "sem_seg": 8, "refer_seg": 4, "reason_seg": 3, "ytvos": 4, "refytvos": 6, "mevis": 6, "refdavis": 1,
-    "vqa": 0, "custom": 0,
+    "sem_seg": 8,
+    "refer_seg": 4,
+    "reason_seg": 3,
+    "ytvos": 4,
+    "refytvos": 6,
+    "mevis": 6,
+    "refdavis": 1,
+    "vqa": 0,
+    "custom": 0,
 }
 SEM_SEG_DATASETS = ("ade20k", "cocostuff", "pascal_part", "paco_lvis")
 REFER_SEG_DATASETS = tuple(REFER_DATASETS)
@@ -219,8 +226,13 @@ class MixtureDataset(torch.utils.data.Dataset):
             try:
                 sample = dataset.build_sample(item, rng)
             except NoTargetError as reason:
-                logger.warning("sample %d: %s item %d has nothing to segment (%s); drawing again", index,
-                               dataset.name, item, reason)
+                logger.warning(
+                    "sample %d: %s item %d has nothing to segment (%s); drawing again",
+                    index,
+                    dataset.name,
+                    item,
+                    reason,
+                )
                 continue
             except VideoLisaError as error:
                 raise InvalidInputError(f"training sample {index} ({dataset.name} item {item}): {error}") from error
@@ -239,8 +251,13 @@ class StepSampler(torch.utils.data.Sampler[int]):
     """
 
     def __init__(
-        self, start_step: int, total_steps: int, micro_batch_size: int, accumulation_steps: int,
-        world_size: int, rank: int,
+        self,
+        start_step: int,
+        total_steps: int,
+        micro_batch_size: int,
+        accumulation_steps: int,
+        world_size: int,
+        rank: int,
     ) -> None:
         if not 0 <= start_step <= total_steps:
             raise InvalidInputError(f"start step {start_step} must be in [0, {total_steps}]")

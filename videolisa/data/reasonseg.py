@@ -85,9 +85,7 @@ class ReasonSegDataset(TrainingDataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def _conversation(
-        self, entry: _ReasonImage, text: str, rng: np.random.Generator
-    ) -> tuple[Conversation, bool]:
+    def _conversation(self, entry: _ReasonImage, text: str, rng: np.random.Generator) -> tuple[Conversation, bool]:
         """The conversation and whether it asks for a mask."""
         if entry.is_sentence:
             question = long_question(text, rng)

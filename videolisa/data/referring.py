@@ -89,8 +89,9 @@ class ReferSegDataset(TrainingDataset):
                 raise InvalidInputError(f"{refs_path}: image {image_id} is not in the instances file")
             info = image_infos[image_id]
             images.append(
-                _ReferImage(images_dir / info["file_name"], int(info["height"]), int(info["width"]),
-                            tuple(sentences[image_id]))
+                _ReferImage(
+                    images_dir / info["file_name"], int(info["height"]), int(info["width"]), tuple(sentences[image_id])
+                )
             )
         return images
 

@@ -9,9 +9,10 @@ Images are pseudo-videos (docs/original.md §2.3): the CLIP image is repeated ``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -55,7 +56,7 @@ class SampleConfig:
     seg_token: str = DEFAULT_SEG_TOKEN
 
     @classmethod
-    def from_model_config(cls, config: "VideoLisaConfig") -> "SampleConfig":
+    def from_model_config(cls, config: VideoLisaConfig) -> SampleConfig:
         """The settings of a model config (frame counts, CLIP and SAM input sizes, SAM normalisation, token)."""
         sam = config.sam
         return cls(

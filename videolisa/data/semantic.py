@@ -29,8 +29,9 @@ import contextlib
 import csv
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -253,6 +254,4 @@ class PacoLvisDataset(PartDataset):
     name = "paco_lvis"
 
     def __init__(self, settings: SampleConfig, root: DataRoot, coco: DataRoot) -> None:
-        super().__init__(
-            settings, root.file("annotations/paco_lvis_v1_train.json"), coco.dir(), strip_suffix=True
-        )
+        super().__init__(settings, root.file("annotations/paco_lvis_v1_train.json"), coco.dir(), strip_suffix=True)

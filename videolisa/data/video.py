@@ -29,10 +29,11 @@ Layouts:
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -267,7 +268,8 @@ class MeViSDataset(ExpressionClipDataset):
                 text = " ".join(raw_text.split()) if is_sentence else normalize_expression(raw_text)
                 anno_ids = require_id_list(expression, "anno_id", exp_where)
                 anchors = (
-                    [0] if split == MEVIS_VALID_U_SPLIT
+                    [0]
+                    if split == MEVIS_VALID_U_SPLIT
                     else anchors_every(len(frame_names), self.settings.num_frames_sparse)
                 )
                 clips.extend(
