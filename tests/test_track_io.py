@@ -71,6 +71,17 @@ def test_track_writer_round_trip(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["masks.json", "overlay.mp4", "palette", "tracks"]
 
 
+def test_track_overlay_can_be_scaled_down(tmp_path):
+    names = [f"{i:05d}" for i in range(NUM_FRAMES)]
+    side = max(HEIGHT, WIDTH) // 2
+    with TrackWriter(
+        names, HEIGHT, WIDTH, [(1, "circle")], overlay_path=tmp_path / "overlay.mp4", overlay_max_side=side
+    ) as writer:
+        writer.write(random_tracks(1), None, make_frames(NUM_FRAMES, HEIGHT, WIDTH, seed=2))
+    with open_video(tmp_path / "overlay.mp4", backend="pyav") as overlay:
+        assert overlay.num_frames == NUM_FRAMES and max(overlay.height, overlay.width) <= side
+
+
 def test_tracks_get_their_own_colours():
     frames = np.full((1, 4, 4, 3), 100, dtype=np.uint8)
     masks = np.zeros((1, 2, 4, 4), dtype=bool)

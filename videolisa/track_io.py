@@ -113,7 +113,8 @@ class TrackWriter:
     """Streams one video's tracks to per-track PNG folders, palette PNGs, an RLE JSON file and an overlay mp4.
 
     Feed :meth:`write` consecutive chunks in frame order, then :meth:`close` (or use ``with``). ``tracks`` are the
-    ``(id, phrase)`` of every track (may be empty: an answer without ``[SEG]``).
+    ``(id, phrase)`` of every track (may be empty: an answer without ``[SEG]``). ``overlay_max_side`` scales the
+    overlay down as :class:`~videolisa.mask_io.MaskWriter`'s does.
     """
 
     def __init__(
@@ -131,6 +132,7 @@ class TrackWriter:
         answer: str | None = None,
         fps: float = DEFAULT_FPS,
         presence_threshold: float | None = None,
+        overlay_max_side: int | None = None,
     ) -> None:
         if tracks_dir is None and palette_dir is None and rle_path is None and overlay_path is None:
             raise InvalidInputError("TrackWriter needs at least one of tracks_dir, palette_dir, rle_path, overlay_path")
@@ -167,7 +169,15 @@ class TrackWriter:
             # The overlay writer is last: it gets the tinted frames (and no mask of its own to tint).
             if overlay_path is not None:
                 self._writers.append(
-                    MaskWriter(self._names, height, width, overlay_path=overlay_path, instruction=instruction, fps=fps)
+                    MaskWriter(
+                        self._names,
+                        height,
+                        width,
+                        overlay_path=overlay_path,
+                        instruction=instruction,
+                        fps=fps,
+                        overlay_max_side=overlay_max_side,
+                    )
                 )
                 self._legend = _LegendBand(self._tracks, height, width) if self._tracks else None
         except BaseException:

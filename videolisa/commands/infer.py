@@ -324,6 +324,7 @@ def run(args: argparse.Namespace) -> int:
             answer=answered.answers[0],
             fps=reader.fps,
             presence_threshold=_presence_threshold(args),
+            overlay_max_side=args.overlay_max_side,
             **paths,
         ) as track_writer:
             write_in_background(
