@@ -331,16 +331,16 @@ def flatten_config(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def check_resume_changes(saved: TrainingConfig, requested: TrainingConfig) -> None:
-    """A resumed run may only change logging, checkpointing, workers, micro-batch and validation keys."""
+def check_resume_changes(saved: Any, requested: Any, resumable: tuple[str, ...] = RESUMABLE_KEYS) -> None:
+    """A resumed run may only change the keys under the ``resumable`` prefixes (for :class:`TrainingConfig`:
+    logging, checkpointing, workers, micro-batch and validation); ``saved`` and ``requested`` are config
+    dataclasses of one kind."""
     before, after = flatten_config(asdict(saved)), flatten_config(asdict(requested))
     changed = sorted(
-        key
-        for key in set(before) | set(after)
-        if before.get(key) != after.get(key) and not key.startswith(RESUMABLE_KEYS)
+        key for key in set(before) | set(after) if before.get(key) != after.get(key) and not key.startswith(resumable)
     )
     if changed:
         raise InvalidInputError(
             f"cannot change {changed} when resuming (it would change the model, the data order or the schedule); "
-            f"resumable keys: {list(RESUMABLE_KEYS)}"
+            f"resumable keys: {list(resumable)}"
         )

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from videolisa.errors import InvalidInputError, MissingFilesError
-from videolisa.training.config import apply_overrides, build_section, flatten_config
+from videolisa.training.config import apply_overrides, build_section, check_resume_changes
 
 if TYPE_CHECKING:
     from segment_anything.modeling import Sam
@@ -582,12 +582,7 @@ def prepare_promptable_sam_run(
         raise MissingFilesError(f"--resume {run_dir}: no checkpoint in {run_dir / CHECKPOINT_DIR} to resume from")
     saved = load_promptable_sam_config(saved_path)
     config = load_promptable_sam_config(saved_path, overrides)
-    before, after = flatten_config(asdict(saved)), flatten_config(asdict(config))
-    changed = sorted(
-        k for k in set(before) | set(after) if before.get(k) != after.get(k) and not k.startswith(RESUMABLE_KEYS)
-    )
-    if changed:
-        raise InvalidInputError(f"cannot change {changed} when resuming; resumable keys: {list(RESUMABLE_KEYS)}")
+    check_resume_changes(saved, config, RESUMABLE_KEYS)
     config.train.output_dir = str(run_dir)
     return config, run_dir, True
 
