@@ -1,12 +1,12 @@
 """Learning proof: the untrained "synthetic" model vs the shipped builtin:synthetic on held-out synthetic videos.
 
-    python eval/synthetic_learning.py --out outputs/synthetic_learning [--run-dir runs/builtin/stage3]
+    python eval/synthetic_learning.py --out outputs/synthetic_learning [--recipe-dir runs/builtin]
 
 The held-out split is generated with a different seed than the training data (seed 2 vs 1) and the same
 generator settings as the training clips of train/builtin_recipe.py (16-32 frames, 2-3 objects), evaluated with the
 batch evaluation (``videolisa.evaluation``, the ``synthetic`` benchmark) and the exact metrics; J&F is reported
-overall and per instruction kind. With ``--run-dir`` (a training run, e.g. stage 3 of
-``train/builtin_recipe.py``) it also plots the training loss and the held-out J&F over steps. Every instruction
+overall and per instruction kind. With ``--recipe-dir`` (the ``--work`` folder of
+``train/builtin_recipe.py``) it also plots each stage's training loss and held-out scores over steps. Every instruction
 of the example clips in ``demo/examples`` is scored too (J&F each).
 """
 
@@ -29,7 +29,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--model", default="builtin:synthetic", help="the trained model (default builtin:synthetic)")
     parser.add_argument("--data", type=Path, default=None, help="held-out data (generated under --out if absent)")
-    parser.add_argument("--run-dir", type=Path, default=None, help="training run folder, for the learning curves")
+    parser.add_argument(
+        "--recipe-dir", type=Path, default=None, help="the --work folder of train/builtin_recipe.py, for the curves"
+    )
     parser.add_argument("--videos", type=int, default=HELDOUT_VIDEOS, help="held-out videos to generate")
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
@@ -137,36 +139,72 @@ def comparison_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def plot_learning_curves(run_dir: Path, target: Path) -> Path:
-    """Training loss (per step, smoothed) and held-out J&F at each validation of the run, in one PNG."""
-    import matplotlib
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def _smoothed(steps, values, points: int = 50):
+    """A running mean over ``len / points`` steps, with the steps it ends at."""
     import numpy as np
 
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    steps = np.array([record["step"] for record in records])
-    losses = np.array([record["loss"] for record in records])
-    window = max(1, len(losses) // 50)
-    smoothed = np.convolve(losses, np.ones(window) / window, mode="valid")
+    window = max(1, len(values) // points)
+    return np.asarray(steps)[window - 1 :], np.convolve(values, np.ones(window) / window, mode="valid")
+
+
+def _plot_stage1(axis, run_dir: Path) -> None:
+    """Stage 1 (promptable SAM): DICE loss and the held-out IoU per prompt kind."""
+    records = _read_jsonl(run_dir / "metrics.jsonl")
+    axis.plot(*_smoothed([r["step"] for r in records], [r["dice"] for r in records]), color="tab:blue")
+    axis.set_ylabel("DICE loss", color="tab:blue")
+    held = [(r["step"], r["heldout"]) for r in records if "heldout" in r]
+    twin = axis.twinx()
+    for key, style in (
+        ("semantic_iou", "o-"),
+        ("point_iou", "s--"),
+        ("box_iou", "^--"),
+        ("semantic_cross_object_iou", "x:"),
+    ):
+        twin.plot([step for step, _ in held], [h[key] for _, h in held], style, label=key.replace("_", " "))
+    twin.set_ylim(0, 1)
+    twin.set_ylabel("held-out IoU")
+    twin.legend(loc="center right", fontsize=7)
+    axis.set_title("stage 1: promptable segmenter")
+
+
+def _plot_deepspeed_run(axis, run_dir: Path, title: str) -> None:
+    """A DeepSpeed stage: loss and, where validated, held-out J&F."""
+    records = _read_jsonl(run_dir / "metrics.jsonl")
+    axis.plot(*_smoothed([r["step"] for r in records], [r["loss"] for r in records]), color="tab:blue")
+    # The loss weights of the run's model config: the curve is their weighted sum.
+    model_config = json.loads((run_dir / "model" / "config.json").read_text())
+    weights = " + ".join(f"{model_config[f'{name}_loss_weight']:g} {name.upper()}" for name in ("ce", "bce", "dice"))
+    axis.set_ylabel(f"loss ({weights})" if "stage 3" in title else "CE loss", color="tab:blue")
     validations = sorted(
         (int(path.parent.name.split("_")[-1]), json.loads(path.read_text())["score"]["overall"]["JF"])
         for path in (run_dir / "validation").glob("*/results.json")
     )
-    figure, loss_axis = plt.subplots(figsize=(8, 4.5))
-    loss_axis.plot(steps[window - 1 :], smoothed, color="tab:blue", label=f"training loss ({window}-step mean)")
-    loss_axis.set_xlabel("step")
-    # The loss weights of the run's model config: the curve is their weighted sum.
-    model_config = json.loads((run_dir / "model" / "config.json").read_text())
-    weights = " + ".join(f"{model_config[f'{name}_loss_weight']:g} {name.upper()}" for name in ("ce", "bce", "dice"))
-    loss_axis.set_ylabel(f"loss ({weights})", color="tab:blue")
-    jf_axis = loss_axis.twinx()
     if validations:
-        jf_axis.plot(*zip(*validations), "o-", color="tab:red", label="held-out J&F")
-    jf_axis.set_ylabel("held-out J&F", color="tab:red")
-    jf_axis.set_ylim(0, 1)
-    figure.suptitle("builtin:synthetic, trained from scratch on one CPU core")
+        twin = axis.twinx()
+        twin.plot(*zip(*validations), "o-", color="tab:red")
+        twin.set_ylabel("held-out J&F (48 expressions)", color="tab:red")
+        twin.set_ylim(0, 1)
+    axis.set_title(title)
+
+
+def plot_recipe_curves(recipe_dir: Path, target: Path) -> Path:
+    """The three stages of ``train/builtin_recipe.py`` (its ``--work`` folder) side by side, in one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    _plot_stage1(axes[0], recipe_dir / "stage1")
+    _plot_deepspeed_run(axes[1], recipe_dir / "stage2", "stage 2: video question answering")
+    _plot_deepspeed_run(axes[2], recipe_dir / "stage3", "stage 3: VideoLISA recipe")
+    for axis in axes:
+        axis.set_xlabel("step")
+    figure.suptitle("builtin:synthetic, staged recipe on a 2-core CPU (train/builtin_recipe.py)")
     figure.tight_layout()
     figure.savefig(target, dpi=100)
     plt.close(figure)
@@ -198,8 +236,8 @@ def main(argv: list[str]) -> int:
     (args.out / "learning.json").write_text(json.dumps(summary, indent=2))
     (args.out / "learning.md").write_text(table + "\n")
     print(table)
-    if args.run_dir is not None:
-        print(f"learning curves: {plot_learning_curves(args.run_dir, args.out / 'learning_curves.png')}")
+    if args.recipe_dir is not None:
+        print(f"learning curves: {plot_recipe_curves(args.recipe_dir, args.out / 'learning_curves.png')}")
     jf = {name: result["score"]["overall"]["JF"] for name, result in results.items()}
     print("RATIO " + " ".join(f"jf_{name.replace(':', '_')}={value:.3f}" for name, value in jf.items()))
     return 0

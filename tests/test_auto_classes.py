@@ -39,6 +39,8 @@ def test_auto_model_rejects_what_it_cannot_honour(tiny_model_dir):
 
     with pytest.raises(InvalidInputError, match="revision is not supported"):
         AutoModel.from_pretrained(tiny_model_dir, revision="main")
+    with pytest.raises(InvalidInputError, match="cache_dir is not supported"):
+        AutoModel.from_pretrained(tiny_model_dir, cache_dir="/somewhere")
 
 
 @pytest.mark.parametrize("order", ["videolisa first", "transformers first", "another model first"])

@@ -249,16 +249,25 @@ class VideoLisaForSegmentation(PreTrainedModel):
         return load_pretrained(cls, model_id_or_path, *args, **kwargs)
 
 
+# Hub download arguments AutoModel.from_pretrained forwards (transformers >= 5.2x forwards them even when unset).
+_AUTO_HUB_ARGUMENTS = ("cache_dir", "force_download", "local_files_only", "proxies", "subfolder", "token")
+
+
 def _accept_auto_class_arguments(kwargs: dict[str, Any]) -> None:
     """Remove from ``kwargs`` what ``AutoModel.from_pretrained`` adds: ``config`` (read from the same
     ``config.json``, which the model is built from in any case: the saved config is the single source of truth),
-    ``trust_remote_code`` (no remote code is involved), an unset ``revision`` and the hub arguments of a PEFT
-    adapter lookup that found none (``adapter_kwargs``). A config of another class, a revision or a PEFT adapter
+    ``trust_remote_code`` (no remote code is involved), an unset ``revision``, unset hub download arguments and the
+    hub arguments of a PEFT adapter lookup that found none (``adapter_kwargs``). A config of another class, a revision or a PEFT adapter
     folder are errors rather than ignored (fine-tuned models are exported with LoRA merged)."""
     config = kwargs.pop("config", None)
     if config is not None and not isinstance(config, VideoLisaConfig):
         raise InvalidInputError(f"config must be a VideoLisaConfig, got {type(config).__name__}")
     kwargs.pop("trust_remote_code", None)
+    kwargs.pop("_from_auto", None)
+    # Newer transformers pass every hub argument, unset ones included: those are dropped, set ones refused.
+    for name in _AUTO_HUB_ARGUMENTS:
+        if kwargs.pop(name, None):
+            raise InvalidInputError(f"{name} is not supported by VideoLisaForSegmentation.from_pretrained")
     if kwargs.pop("revision", None) is not None:
         raise InvalidInputError("revision is not supported by VideoLisaForSegmentation.from_pretrained")
     if "_adapter_model_path" in (kwargs.pop("adapter_kwargs", None) or {}):
