@@ -16,6 +16,8 @@ RECIPE = REPO / "train" / "builtin_recipe.py"
 QUICK = [
     "--videos",
     "6",
+    "--question-videos",
+    "4",
     "--stage1",
     "train.steps=4",
     "heldout.clips=2",
@@ -66,11 +68,20 @@ def test_recipe_trains_every_stage_and_installs_the_model(tmp_path: Path) -> Non
     assert len(tokenizer.tokenize(" purple small triangle")) == 3
     assert model.config.seg_token_id == tokenizer.convert_tokens_to_ids("[SEG]")
     recipe = json.loads((work / "recipe.json").read_text())
-    assert {"data_train", "tokenizer", "stage1", "stage2", "stage2_export", "stage3", "export"} <= set(recipe["steps"])
+    assert {
+        "data_train",
+        "data_questions",
+        "tokenizer",
+        "stage1",
+        "stage2",
+        "stage2_export",
+        "stage3",
+        "export",
+    } <= set(recipe["steps"])
 
     # A second invocation without --resume is refused; with it, every finished step is kept.
     again = run_recipe("--work", str(work), "--out", str(out), *QUICK)
     assert again.returncode == 2 and again.stderr.strip().startswith("error:") and "--resume" in again.stderr
     resumed = run_recipe("--work", str(work), "--out", str(out), "--resume", *QUICK)
     assert resumed.returncode == 0, resumed.stderr
-    assert resumed.stdout.count("done earlier, kept") == 8
+    assert resumed.stdout.count("done earlier, kept") == 9
