@@ -5,10 +5,10 @@
 
 ``builtin:synthetic`` is this command's output. What it runs, in ``--work``:
 
-1. data: ``videolisa synth --layout custom`` (600 clips, seed 1: masks with naming answers; 3,000 more clips,
-   seed 11, for stage 2's text-only questions, which overfit 600 clips), the held-out clips (40, seed 2, never
-   trained on) in the mevis layout (stage 3's validation) and the custom layout (stage 1's held-out IoUs), and
-   the tokenizer (BPE over the training texts: one token per word);
+1. data: ``videolisa synth --layout custom`` (600 clips, seed 1: masks with naming answers, and the same
+   instructions as text-only questions), the held-out clips (40, seed 2, never trained on) in the mevis layout
+   (stage 3's validation) and the custom layout (stage 1's held-out IoUs), and the tokenizer (BPE over the
+   training texts: one token per word);
 2. stage 1, a promptable segmenter (``train/configs/builtin_stage1_sam.yaml``: the preset's SAM with points,
    boxes and semantic prompts) and stage 2, a video-language model (``builtin_stage2_language.yaml``: the
    CLIP-style tower, projector and LLM with the language-model loss on the questions), side by side, one CPU
@@ -46,8 +46,6 @@ STAGE_CONFIGS = {
 }
 # Upper bound of the built-in tokenizer's vocabulary; the synthetic corpus runs out of merges well before it.
 TOKENIZER_VOCAB_SIZE = 1024
-# Seed of stage 2's question clips (the training clips use 1, the held-out ones 2).
-QUESTION_SEED = 11
 # The generator settings of the training and held-out clips (the built-in model's whole world).
 SCENE_ARGS = ["--min-frames", "16", "--max-frames", "32", "--min-objects", "2", "--max-objects", "3"]
 
@@ -57,13 +55,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, required=True, help="folder for the data, the runs and recipe.json")
     parser.add_argument("--out", type=Path, required=True, help="where the exported model goes (replaced)")
     parser.add_argument("--resume", action="store_true", help="keep finished stages, continue an interrupted one")
-    parser.add_argument("--videos", type=int, default=600, help="training clips of stages 1 and 3 (default: 600)")
-    parser.add_argument(
-        "--question-videos",
-        type=int,
-        default=3000,
-        help="clips of stage 2's questions, another seed (default: 3000; text only, so cheap per clip)",
-    )
+    parser.add_argument("--videos", type=int, default=600, help="training clips (default: 600)")
     for stage in STAGE_CONFIGS:
         parser.add_argument(f"--{stage}", nargs="*", default=[], metavar="key=value", help=f"{stage} overrides")
     return parser.parse_args(argv)
@@ -144,11 +136,6 @@ class Recipe:
             [videolisa, "synth", "--out", str(data / "heldout_custom"), "--layout", "custom"]
             + ["--videos", "40", "--seed", "2", "--overwrite", *SCENE_ARGS],
         )
-        self.run(
-            "data_questions",
-            [videolisa, "synth", "--out", str(data / "questions"), "--layout", "custom"]
-            + ["--videos", str(self.args.question_videos), "--seed", str(QUESTION_SEED), "--overwrite", *SCENE_ARGS],
-        )
         tokenizer = self.work / "tokenizer"
         if not (self.work / "tokenizer.done").exists():
             write_corpus_tokenizer([data / "train" / CUSTOM_FILE, data / "train" / QUESTIONS_FILE], tokenizer)
@@ -159,7 +146,7 @@ class Recipe:
             *self.args.stage1,
         ]
         stage2 = [
-            f"data.custom_files=[{data / 'questions' / QUESTIONS_FILE}]",
+            f"data.custom_files=[{data / 'train' / QUESTIONS_FILE}]",
             f"model.tokenizer={tokenizer}",
             *self.args.stage2,
         ]
