@@ -66,15 +66,14 @@ def untrained_model_dir(out: Path, model: str) -> Path:
     import torch
 
     from videolisa.builder import build_model
-    from videolisa.checkpoint import resolve_model_dir
+    from videolisa.checkpoint import load_tokenizer, resolve_model_dir
     from videolisa.config import VideoLisaConfig
-    from videolisa.tokenization import build_tiny_tokenizer
 
     target = out / "untrained_model"
     if not (target / "config.json").is_file():
         torch.manual_seed(0)
-        config = VideoLisaConfig.from_pretrained(resolve_model_dir(model))
-        build_model(config).save_pretrained(target, tokenizer=build_tiny_tokenizer(config.seg_token))
+        source = resolve_model_dir(model)
+        build_model(VideoLisaConfig.from_pretrained(source)).save_pretrained(target, tokenizer=load_tokenizer(source))
     return target
 
 
