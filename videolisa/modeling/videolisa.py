@@ -257,8 +257,9 @@ def _accept_auto_class_arguments(kwargs: dict[str, Any]) -> None:
     """Remove from ``kwargs`` what ``AutoModel.from_pretrained`` adds: ``config`` (read from the same
     ``config.json``, which the model is built from in any case: the saved config is the single source of truth),
     ``trust_remote_code`` (no remote code is involved), an unset ``revision``, unset hub download arguments and the
-    hub arguments of a PEFT adapter lookup that found none (``adapter_kwargs``). A config of another class, a revision or a PEFT adapter
-    folder are errors rather than ignored (fine-tuned models are exported with LoRA merged)."""
+    hub arguments of a PEFT adapter lookup that found none (``adapter_kwargs``). A config of another class, a
+    revision, a set hub argument or a PEFT adapter folder are errors rather than ignored (fine-tuned models are
+    exported with LoRA merged)."""
     config = kwargs.pop("config", None)
     if config is not None and not isinstance(config, VideoLisaConfig):
         raise InvalidInputError(f"config must be a VideoLisaConfig, got {type(config).__name__}")
