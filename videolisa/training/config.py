@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -329,6 +329,33 @@ def flatten_config(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def load_resumed_config(
+    resume_dir: Path,
+    config_path: Path | None,
+    overrides: Sequence[str],
+    *,
+    config_file: str,
+    load: Callable[[Path, Sequence[str]], Any],
+    latest_checkpoint: Callable[[Path], Any],
+    checkpoint_dir: str,
+    resumable: tuple[str, ...] = RESUMABLE_KEYS,
+) -> tuple[Any, Path]:
+    """``(config, run folder)`` of a resumed run: its saved ``config_file`` read with ``load`` plus ``overrides``,
+    which may change only the ``resumable`` keys; the folder must hold a checkpoint (``latest_checkpoint`` not
+    None) and no ``--config`` may be given too."""
+    if config_path is not None:
+        raise InvalidInputError(f"--resume uses the run's saved {config_file}; do not pass --config too")
+    run_dir = resume_dir.expanduser().resolve()
+    saved_path = run_dir / config_file
+    if not saved_path.is_file():
+        raise MissingFilesError(f"--resume {run_dir}: {config_file} not found (is it a run directory?)")
+    if latest_checkpoint(run_dir) is None:
+        raise MissingFilesError(f"--resume {run_dir}: no checkpoint in {run_dir / checkpoint_dir} to resume from")
+    config = load(saved_path, overrides)
+    check_resume_changes(load(saved_path, ()), config, resumable)
+    return config, run_dir
 
 
 def check_resume_changes(saved: Any, requested: Any, resumable: tuple[str, ...] = RESUMABLE_KEYS) -> None:

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from videolisa.errors import InvalidInputError, MissingFilesError
-from videolisa.training.config import apply_overrides, build_section, check_resume_changes
+from videolisa.training.config import apply_overrides, build_section, load_resumed_config
 
 if TYPE_CHECKING:
     from segment_anything.modeling import Sam
@@ -572,17 +572,16 @@ def prepare_promptable_sam_run(
                 "choose another train.output_dir"
             )
         return config, run_dir, False
-    if config_path is not None:
-        raise InvalidInputError("--resume uses the run's saved train_config.yaml; do not pass --config too")
-    run_dir = resume_dir.expanduser().resolve()
-    saved_path = run_dir / CONFIG_FILE
-    if not saved_path.is_file():
-        raise MissingFilesError(f"--resume {run_dir}: {CONFIG_FILE} not found (is it a run directory?)")
-    if _latest_checkpoint(run_dir) is None:
-        raise MissingFilesError(f"--resume {run_dir}: no checkpoint in {run_dir / CHECKPOINT_DIR} to resume from")
-    saved = load_promptable_sam_config(saved_path)
-    config = load_promptable_sam_config(saved_path, overrides)
-    check_resume_changes(saved, config, RESUMABLE_KEYS)
+    config, run_dir = load_resumed_config(
+        resume_dir,
+        config_path,
+        overrides,
+        config_file=CONFIG_FILE,
+        load=load_promptable_sam_config,
+        latest_checkpoint=_latest_checkpoint,
+        checkpoint_dir=CHECKPOINT_DIR,
+        resumable=RESUMABLE_KEYS,
+    )
     config.train.output_dir = str(run_dir)
     return config, run_dir, True
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from videolisa.errors import InvalidInputError, MissingFilesError
-from videolisa.training.config import TrainingConfig, check_resume_changes, flatten_config, load_training_config
+from videolisa.training.config import TrainingConfig, flatten_config, load_resumed_config, load_training_config
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
@@ -60,18 +60,16 @@ def prepare_run(config_path: Path | None, resume_dir: Path | None, overrides: Se
                 "another train.output_dir"
             )
         return TrainingRun(config, run_dir, resume=False)
-    if config_path is not None:
-        raise InvalidInputError("--resume uses the run's saved train_config.yaml; do not pass --config too")
-    resume_dir = resume_dir.expanduser().resolve()
-    saved_path = resume_dir / RUN_CONFIG_FILE
-    if not saved_path.is_file():
-        raise MissingFilesError(f"--resume {resume_dir}: {RUN_CONFIG_FILE} not found (is it a run directory?)")
-    if latest_tag(resume_dir) is None:
-        raise MissingFilesError(f"--resume {resume_dir}: no checkpoint in {resume_dir / CHECKPOINT_DIR} to resume from")
-    saved = load_training_config(saved_path)
-    config = load_training_config(saved_path, overrides)
-    check_resume_changes(saved, config)
-    return TrainingRun(config, resume_dir, resume=True)
+    config, run_dir = load_resumed_config(
+        resume_dir,
+        config_path,
+        overrides,
+        config_file=RUN_CONFIG_FILE,
+        load=load_training_config,
+        latest_checkpoint=latest_tag,
+        checkpoint_dir=CHECKPOINT_DIR,
+    )
+    return TrainingRun(config, run_dir, resume=True)
 
 
 def check_resumed_deepspeed_config(run_dir: Path, ds_config: dict[str, Any], world_size: int) -> None:
