@@ -68,7 +68,6 @@ def test_recipe_trains_every_stage_and_installs_the_model(tmp_path: Path) -> Non
     recipe = json.loads((work / "recipe.json").read_text())
     assert {
         "data_train",
-        "data_questions",
         "tokenizer",
         "stage1",
         "stage2",
