@@ -48,7 +48,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-seconds", type=float, default=270.0, help="wall-clock training budget")
     parser.add_argument("--train-seed", type=int, default=1, help="seed of the training clips")
-    parser.add_argument("--train-frames", type=int, default=5, help="frames per training clip")
+    parser.add_argument("--train-frames", type=int, default=8, help="frames per training clip (>= 8)")
     parser.add_argument("--eval-seed", type=int, default=2, help="seed of the held-out clips")
     parser.add_argument("--eval-videos", type=int, default=6)
     parser.add_argument("--eval-frames", type=int, default=16, help="frames per held-out clip")
