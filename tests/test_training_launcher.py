@@ -170,6 +170,14 @@ def test_killed_and_resumed_run_equals_the_uninterrupted_one(data, reference_run
     reference = fp32_weights(reference_run, f"step_{STEPS:06d}")
     assert resumed.keys() == reference.keys()
     different = [name for name in reference if not torch.equal(resumed[name], reference[name])]
+    if different:
+        # Seen once in seven runs on a loaded 2-core VM. Tell a resume that lost state (a bug: fail) from a machine
+        # whose training is not bit-reproducible at all (an uninterrupted rerun differs too: nothing to compare).
+        again_dir = tmp_path / "uninterrupted"
+        launch(1, *run_args(data, again_dir, *args[-4:]))
+        again = fp32_weights(again_dir, f"step_{STEPS:06d}")
+        if any(not torch.equal(again[name], reference[name]) for name in reference):
+            pytest.skip("training is not bit-reproducible on this machine (an uninterrupted rerun differs too)")
     assert not different, f"resumed from {killed_at}; weights differ: {different[:5]}"
     metrics, reference_metrics = read_metrics(run_dir), read_metrics(reference_run)
     assert [metrics[s]["loss"] for s in range(1, STEPS + 1)] == [
