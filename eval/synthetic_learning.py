@@ -99,10 +99,10 @@ def score_examples(model: str, examples: Path) -> dict[str, dict[str, float]]:
     """J&F of every instruction of every example clip under ``examples`` (``videolisa synth --layout mp4`` folders:
     a video, ``masks/<obj_id>/<frame>.png`` and ``instructions.json``), with the benchmark's query templates."""
     import numpy as np
-    from PIL import Image
 
     from videolisa import VideoLisaPredictor
     from videolisa.benchmarks.mevis import synthetic_query
+    from videolisa.mask_io import read_png_masks
     from videolisa.metrics import compute_jf
 
     predictor = VideoLisaPredictor.from_pretrained(model)
@@ -110,9 +110,7 @@ def score_examples(model: str, examples: Path) -> dict[str, dict[str, float]]:
     for sidecar in sorted(examples.glob("*/instructions.json")):
         folder, meta = sidecar.parent, json.loads(sidecar.read_text(encoding="utf-8"))
         masks = {
-            obj["obj_id"]: np.stack(
-                [np.asarray(Image.open(folder / "masks" / str(obj["obj_id"]) / f"{n}.png")) > 0 for n in meta["frames"]]
-            )
+            obj["obj_id"]: read_png_masks(folder / "masks" / str(obj["obj_id"]), meta["frames"])
             for obj in meta["objects"]
         }
         expressions = [e for e in meta["expressions"] if e.get("obj_id") is not None]

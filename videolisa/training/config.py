@@ -157,10 +157,7 @@ class TrainingConfig:
         if model.trainable == "all" and self.lora.r > 0:
             raise InvalidInputError("model.trainable=all trains every weight: set lora.r=0 (LoRA would be redundant)")
         for prefix in model.frozen:
-            if not prefix or prefix.startswith(".") or prefix.endswith("."):
-                raise InvalidInputError(
-                    f"model.frozen: {prefix!r} is not a parameter-name prefix like sam.prompt_encoder"
-                )
+            _require_name_prefix("model.frozen", prefix)
         if model.source == "scratch" and not model.tokenizer:
             raise InvalidInputError("model.tokenizer must be set for model.source=scratch ('tiny' or a folder)")
         _require_choice("train.precision", train.precision, PRECISIONS)
@@ -180,10 +177,7 @@ class TrainingConfig:
         if len(optim.betas) != 2 or not all(0 <= beta < 1 for beta in optim.betas):
             raise InvalidInputError(f"optim.betas must be two numbers in [0, 1), got {optim.betas}")
         for prefix, scale in optim.lr_scales.items():
-            if not prefix or prefix.startswith(".") or prefix.endswith("."):
-                raise InvalidInputError(
-                    f"optim.lr_scales: {prefix!r} is not a parameter-name prefix like sam.image_encoder"
-                )
+            _require_name_prefix("optim.lr_scales", prefix)
             if not 0 < scale < float("inf"):
                 raise InvalidInputError(f"optim.lr_scales.{prefix} must be a finite number > 0, got {scale}")
         if not 0 <= optim.warmup_steps <= train.total_steps:
@@ -204,6 +198,12 @@ class TrainingConfig:
 def _require_choice(key: str, value: Any, allowed: Sequence[str]) -> None:
     if value not in allowed:
         raise InvalidInputError(f"{key} must be one of {list(allowed)}, got {value!r}")
+
+
+def _require_name_prefix(key: str, prefix: str) -> None:
+    """A parameter-name prefix is a module path: not empty, no leading or trailing dot."""
+    if not prefix or prefix.startswith(".") or prefix.endswith("."):
+        raise InvalidInputError(f"{key}: {prefix!r} is not a parameter-name prefix like sam.image_encoder")
 
 
 def _require_positive(key: str, value: int) -> None:

@@ -540,22 +540,6 @@ def _save_checkpoint(trainer: PromptableSamTrainer, run_dir: Path) -> None:
             old.unlink()
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    from videolisa.atomic import write_atomically
-
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            break  # a write a kill interrupted
-        if entry.get("step", 0) <= step:
-            kept.append(line + "\n")
-    write_atomically(path, "".join(kept).encode())
-
-
 def prepare_promptable_sam_run(
     config_path: Path | None, resume_dir: Path | None, overrides: Sequence[str] = ()
 ) -> tuple[PromptableSamConfig, Path, bool]:
@@ -594,6 +578,7 @@ def run_promptable_sam(
     from tqdm import tqdm
 
     from videolisa.atomic import write_atomically
+    from videolisa.training.run import truncate_metrics
 
     config, run_dir, resume = prepare_promptable_sam_run(config_path, resume_dir, overrides)
     trainer = PromptableSamTrainer(config)
@@ -601,7 +586,7 @@ def run_promptable_sam(
     if resume:
         checkpoint = _latest_checkpoint(run_dir)
         trainer.load_state(torch.load(checkpoint, map_location="cpu", weights_only=True))
-        _truncate_metrics(metrics_path, trainer.step)
+        truncate_metrics(metrics_path, trainer.step)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_atomically(run_dir / CONFIG_FILE, yaml.safe_dump(asdict(config), sort_keys=False).encode())
     train, heldout = config.train, config.heldout

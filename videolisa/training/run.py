@@ -109,25 +109,31 @@ def check_resumed_deepspeed_config(run_dir: Path, ds_config: dict[str, Any], wor
         )
 
 
+def truncate_metrics(metrics: Path, step: int) -> None:
+    """Keep the lines of a ``metrics.jsonl`` up to ``step`` (an unfinished last line, a write a kill interrupted,
+    is dropped too); nothing to do when the file does not exist."""
+    if not metrics.is_file():
+        return
+    kept = []
+    lines = metrics.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, start=1):
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as error:
+            if number == len(lines):
+                break
+            raise InvalidInputError(f"{metrics}: line {number} is not JSON ({error})") from error
+        if entry["step"] <= step:
+            kept.append(line + "\n")
+    write_text_atomic(metrics, "".join(kept))
+
+
 def truncate_run_logs(run_dir: Path, step: int) -> None:
     """Cut what a run logged after its checkpoint at ``step`` (the steps a killed run did past it, which the
     resumed run does again): ``metrics.jsonl`` keeps its lines up to ``step`` (an unfinished last line is
     dropped too) and the ``validation/step_XXXXXX`` folders after ``step`` are removed. TensorBoard is cut by
     :func:`tensorboard_writer`."""
-    metrics = run_dir / METRICS_FILE
-    if metrics.is_file():
-        kept = []
-        lines = metrics.read_text(encoding="utf-8").splitlines()
-        for number, line in enumerate(lines, start=1):
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError as error:
-                if number == len(lines):  # a write the kill interrupted
-                    break
-                raise InvalidInputError(f"{metrics}: line {number} is not JSON ({error})") from error
-            if entry["step"] <= step:
-                kept.append(line + "\n")
-        write_text_atomic(metrics, "".join(kept))
+    truncate_metrics(run_dir / METRICS_FILE, step)
     for folder in sorted((run_dir / VALIDATION_DIR).glob("step_*")):
         suffix = folder.name.removeprefix("step_")
         if suffix.isdigit() and int(suffix) > step:
