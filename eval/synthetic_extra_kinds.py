@@ -3,7 +3,10 @@
 Writes ``videolisa synth --layout revos`` data (multi-object and no-target instructions included), evaluates
 the model with ``videolisa eval --benchmark revos`` and reports: the official ReVOS numbers (J, F, J&F, A, R per
 type), J&F on the multi-object instructions, and the share of no-target instructions whose masks come back
-empty on every frame. Results go to ``<results>/synthetic_extra_kinds.{json,md}``.
+empty on every frame. Then the same multi-object and no-target instructions in generation mode
+(``answer="generate"``): the answers, how many tracks each gets against how many objects it names, J&F of
+the tracks' union and of each named object against its best-matching track, and the share of no-target
+instructions with no present frame. Results go to ``<results>/synthetic_extra_kinds.{json,md}``.
 
     python eval/synthetic_extra_kinds.py --model builtin:synthetic --work /tmp/extra_kinds --videos 40
 """
@@ -44,29 +47,102 @@ def mean_scores(report, keys: list[str]) -> dict[str, float]:
 def every_shape_baseline(data: Path, meta: dict, keys: list[str]) -> dict[str, float]:
     """Mean J and F of the video's ReVOS foreground (the objects its instructions refer to) as the prediction of
     each item of ``keys``."""
-    from videolisa.metrics.frame import compute_jf
-    from videolisa.metrics.io import decode_rle
-
     mask_dict = json.loads((data / "mask_dict.json").read_text())
     region, boundary = [], []
     for key in keys:
         video, exp_id = key.rsplit("/", 1)
         info = meta[video]
         shape = (len(info["frames"]), info["height"], info["width"])
-
-        def union(anno_ids: set | list, shape: tuple[int, int, int] = shape) -> np.ndarray:
-            masks = np.zeros(shape, bool)
-            for anno_id in anno_ids:
-                for frame, rle in enumerate(mask_dict[str(anno_id)]):
-                    masks[frame] |= decode_rle(rle).astype(bool) if rle else False
-            return masks
-
-        every = {anno for expression in info["expressions"].values() for anno in expression["anno_id"]}
-        j, f = compute_jf(union(every), union(info["expressions"][exp_id]["anno_id"]))
-        region.append(j.mean())
-        boundary.append(f.mean())
+        every = sorted({anno for expression in info["expressions"].values() for anno in expression["anno_id"]})
+        j, f = jf_mean(
+            union_of(mask_dict, every, shape), union_of(mask_dict, info["expressions"][exp_id]["anno_id"], shape)
+        )
+        region.append(j)
+        boundary.append(f)
     j_mean, f_mean = float(np.mean(region)), float(np.mean(boundary))
     return {"count": len(keys), "J": j_mean, "F": f_mean, "JF": (j_mean + f_mean) / 2}
+
+
+def union_of(mask_dict: dict, anno_ids: list, shape: tuple[int, int, int]) -> np.ndarray:
+    """``[T, H, W]`` bool union of the ReVOS annotations ``anno_ids`` (``mask_dict``: per-frame RLE or None)."""
+    from videolisa.metrics.io import decode_rle
+
+    masks = np.zeros(shape, bool)
+    for anno_id in anno_ids:
+        for frame, rle in enumerate(mask_dict[str(anno_id)]):
+            if rle:
+                masks[frame] |= decode_rle(rle).astype(bool)
+    return masks
+
+
+def jf_mean(prediction: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """Mean J and F over the frames of ``[T, H, W]`` masks."""
+    from videolisa.metrics.frame import compute_jf
+
+    region, boundary = compute_jf(prediction, truth)
+    return float(region.mean()), float(boundary.mean())
+
+
+def matched_object_scores(tracks: list[np.ndarray], objects: list[np.ndarray]) -> list[tuple[float, float]]:
+    """(J, F) of each named object against a track of its own: pairs taken greedily by IoU over the whole clip,
+    an object left without a track scored against an empty mask."""
+    empty = np.zeros_like(objects[0])
+    iou = np.array([[(t & o).sum() / max(1, (t | o).sum()) for t in tracks] for o in objects]).reshape(len(objects), -1)
+    chosen: dict[int, int] = {}
+    for flat in np.argsort(-iou, axis=None):
+        obj, track = divmod(int(flat), max(1, len(tracks)))
+        if tracks and obj not in chosen and track not in chosen.values():
+            chosen[obj] = track
+    return [jf_mean(tracks[chosen[k]] if k in chosen else empty, objects[k]) for k in range(len(objects))]
+
+
+def generation_scores(model: str, device: str, data: Path, meta: dict, multi: list[str], absent: list[str]) -> dict:
+    """Generation mode on the multi-object and no-target instructions (see the module docstring)."""
+    from collections import Counter
+
+    from tqdm import tqdm
+
+    from videolisa.predictor import VideoLisaPredictor
+
+    predictor = VideoLisaPredictor.from_pretrained(model, device=device)
+    mask_dict = json.loads((data / "mask_dict.json").read_text())
+    answers: dict[str, Counter] = {"multi": Counter(), "absent": Counter()}
+    counts, union_jf, object_jf, absent_empty = [], [], [], []
+    for key in tqdm(multi + absent, desc="generation", unit="instruction"):
+        video, exp_id = key.rsplit("/", 1)
+        info, expression = meta[video], meta[video]["expressions"][exp_id]
+        result = predictor.segment(str(data / "JPEGImages" / video), expression["exp"], answer="generate")
+        kind = "multi" if key in multi else "absent"
+        answers[kind][result.answer] += 1
+        if kind == "absent":
+            absent_empty.append(not result.present_frames)
+            continue
+        shape = (len(info["frames"]), info["height"], info["width"])
+        objects = [union_of(mask_dict, [anno], shape) for anno in expression["anno_id"]]
+        counts.append((len(result.tracks), len(objects)))
+        union_jf.append(jf_mean(result.masks, union_of(mask_dict, expression["anno_id"], shape)))
+        object_jf += matched_object_scores([track.masks for track in result.tracks], objects)
+
+    def mean_jf(pairs: list[tuple[float, float]]) -> dict[str, float]:
+        region, boundary = (float(np.mean(values)) if pairs else float("nan") for values in zip(*pairs or [(0, 0)]))
+        return {"J": region, "F": boundary, "JF": (region + boundary) / 2}
+
+    return {
+        "multi": {
+            "count": len(counts),
+            "tracks_per_instruction": float(np.mean([tracks for tracks, _ in counts])) if counts else float("nan"),
+            "objects_per_instruction": float(np.mean([objects for _, objects in counts])) if counts else float("nan"),
+            "share_with_one_track_per_object": float(np.mean([t == o for t, o in counts])) if counts else float("nan"),
+            "union": mean_jf(union_jf),
+            "per_object": {"count": len(object_jf), **mean_jf(object_jf)},
+            "most_common_answers": answers["multi"].most_common(3),
+        },
+        "absent": {
+            "count": len(absent_empty),
+            "no_present_frame_share": float(np.mean(absent_empty)) if absent_empty else float("nan"),
+            "most_common_answers": answers["absent"].most_common(3),
+        },
+    }
 
 
 def empty_share(pred_root: Path, keys: list[str]) -> float:
@@ -121,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         # a model that segments every shape whatever the words.
         "every_shape_baseline_on_them": every_shape_baseline(data, meta, some),
         "absent": {"count": len(absent), "empty_share": empty_share(out / "predictions", absent)},
+        "generation": generation_scores(args.model, args.device, data, meta, multi, absent),
     }
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "synthetic_extra_kinds.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -132,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
 def markdown(result: dict) -> str:
     """The result as a short markdown table."""
     types = result["revos_types"]
+    gen_multi, gen_absent = result["generation"]["multi"], result["generation"]["absent"]
     lines = [
         f"# Several objects and absent targets — {result['model']}",
         "",
@@ -157,6 +235,24 @@ def markdown(result: dict) -> str:
         f"foreground) would score {100 * result['every_shape_baseline_on_them']['JF']:.1f}",
         f"- no-target instructions ({result['absent']['count']}): {100 * result['absent']['empty_share']:.1f}% "
         "come back empty on every frame",
+        "",
+        'Generation mode (`answer="generate"`, greedy, default presence threshold) on the same instructions:',
+        "",
+        f"- multi-object ({gen_multi['count']}): {gen_multi['tracks_per_instruction']:.2f} tracks per instruction "
+        f"for {gen_multi['objects_per_instruction']:.2f} named objects, one track per object in "
+        f"{100 * gen_multi['share_with_one_track_per_object']:.1f}%; J&F of the tracks' union "
+        f"{100 * gen_multi['union']['JF']:.1f}, of each object against its best-matching track "
+        f"{100 * gen_multi['per_object']['JF']:.1f} ({gen_multi['per_object']['count']} objects)",
+        f"- no-target ({gen_absent['count']}): {100 * gen_absent['no_present_frame_share']:.1f}% without a present "
+        "frame",
+        "",
+        "Most common answers:",
+        "",
+        *(
+            f"- {kind}: {count} x `{answer}`"
+            for kind in ("multi", "absent")
+            for answer, count in result["generation"][kind]["most_common_answers"]
+        ),
         "",
     ]
     return "\n".join(lines)

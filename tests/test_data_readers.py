@@ -475,11 +475,18 @@ def test_custom_jsonl_all_mask_kinds(tmp_path):
         },
         {"video": "still.jpg", "instruction": "static cat", "masks": "still.png"},
         {"video": "video.mp4", "instruction": "What happens?", "answer": "The screen brightens."},
+        {  # two objects: one [SEG] and one mask entry each (a palette folder and RLEs), frames annotated in both
+            "video": "frames/clip",
+            "instruction": "both cats",
+            "masks": ["masks/clip", {"rle": [encode_rle(label == 3) for label in labels]}],
+            "mask_value": [1, None],
+            "answer": "Sure, [SEG] the left cat, and [SEG] the late one.",
+        },
     ]
     jsonl = tmp_path / "train.jsonl"
     jsonl.write_text("\n".join(json.dumps(record) for record in records) + "\n\n")
     dataset = CustomDataset(SETTINGS, [jsonl])
-    assert len(dataset) == 4
+    assert len(dataset) == 5
 
     sample = dataset.build_sample(0, rng(2))
     check_sample_shapes(sample, 1)
@@ -504,13 +511,25 @@ def test_custom_jsonl_all_mask_kinds(tmp_path):
     check_sample_shapes(sample, 0)
     assert sample.conversation[1] == ("assistant", "The screen brightens.")
 
+    sample = dataset.build_sample(4, rng(3))
+    check_sample_shapes(sample, 2)
+    assert set(sample.metadata["frames"]) <= {1, 3, 4, 6}
+    for row, frame in enumerate(sample.metadata["dense"]):
+        np.testing.assert_array_equal(sample.target_masks[0, row].numpy(), labels[frame] == 1)
+        np.testing.assert_array_equal(sample.target_masks[1, row].numpy(), labels[frame] == 3)
+
 
 @pytest.mark.parametrize(
     ("record", "message"),
     [
         ({"video": "missing.mp4", "instruction": "x", "masks": "m"}, "does not exist"),
         ({"video": "v", "instruction": "x"}, "needs an 'answer'"),
-        ({"video": "v", "instruction": "x", "masks": "m", "answer": "no token"}, "exactly once"),
+        ({"video": "v", "instruction": "x", "masks": "m", "answer": "no token"}, r"once per mask \(1\), found 0"),
+        ({"video": "v", "instruction": "x", "masks": ["m", "m"], "answer": "[SEG]"}, r"once per mask \(2\), found 1"),
+        ({"video": "v", "instruction": "x", "masks": ["m", "m"]}, "needs an 'answer' with one"),
+        ({"video": "v", "instruction": "x", "masks": ["m", "m"], "mask_value": [1], "answer": "[SEG][SEG]"}, "as long"),
+        ({"video": "v", "instruction": "x", "masks": [], "answer": "a"}, "empty list"),
+        ({"video": "v", "instruction": "x", "masks": {"rle": []}, "mask_value": 1}, "not to RLE"),
         ({"video": "v", "instruction": "x", "masks": "m", "colour": 1}, "unknown fields"),
         ({"video": "v", "instruction": " ", "masks": "m"}, "empty"),
     ],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,26 @@ def test_bad_keys_and_existing_output_dir_are_refused(data, tmp_path, capsys):
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and error[0].startswith("error:") and "--resume" in error[0], error
     assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
+
+
+def test_records_about_several_objects_or_none_are_left_out(tmp_path, caplog):
+    """Data written with --extra-kinds trains stage 1 on exactly the single-object records of the same clips."""
+    config = SyntheticConfig(min_frames=8, max_frames=8, min_objects=2, max_objects=3, sizes=((64, 80),))
+    files = {}
+    for name, extra in (("plain", ()), ("extra", ("multi", "absent"))):
+        settings = SyntheticConfig(**{**config.__dict__, "extra_kinds": extra})
+        out = write_synthetic_dataset(tmp_path / name, layout="custom", num_videos=2, seed=1, config=settings)
+        files[name] = out / CUSTOM_FILE
+    trainers = {}
+    for name, file in files.items():
+        with caplog.at_level(logging.INFO, logger="videolisa.training.promptable_sam"):
+            caplog.clear()
+            trainers[name] = PromptableSamTrainer(
+                load_promptable_sam_config(write_config(tmp_path / f"{name}.yaml", file, tmp_path / f"run_{name}"))
+            )
+        left_out = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+        assert bool(left_out) == (name == "extra"), left_out
+    plain, extra = (trainers[name].dataset.records for name in ("plain", "extra"))
+    assert [(r.instruction, r.answer) for r in plain] == [(r.instruction, r.answer) for r in extra]
+    lines = files["extra"].read_text().splitlines()
+    assert trainers["extra"].dataset.num_left_out == len(lines) - len(plain) > 0

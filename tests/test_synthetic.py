@@ -287,9 +287,10 @@ def test_custom_layout_also_writes_text_only_questions_that_name_the_referents(t
         record, masked = questions.records[index], annotations.records[index]
         assert not record.has_masks and (record.instruction, record.video) == (masked.instruction, masked.video)
         names = [f"the {o.color} {o.size} {o.shape}" for o in (video.objects[i] for i in expression.targets)]
-        assert record.answer == ("Sure, " + " and ".join(names) + "." if names else "There is none in the video.")
+        listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + ", and " + names[-1] if names else ""
+        assert record.answer == ("Sure, " + listed + "." if names else "There is none in the video.")
         # The same words as the answer with masks, "the" where [SEG] stands.
-        if expression.object_index is not None:
+        if expression.targets:
             assert record.answer == masked.answer.replace("[SEG]", "the")
         kinds.add(expression.kind)
     assert {"multi", "absent"} <= kinds

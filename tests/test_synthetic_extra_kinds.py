@@ -12,8 +12,10 @@ from PIL import Image
 from videolisa.benchmarks import get_benchmark
 from videolisa.cli import main
 from videolisa.commands.synth import parse_extra_kinds
-from videolisa.data.custom import read_custom_file
+from videolisa.data.custom import CustomDataset, read_custom_file
+from videolisa.data.sample import SampleConfig
 from videolisa.errors import InvalidInputError
+from videolisa.generation import number_segments
 from videolisa.metrics.io import decode_rle
 from videolisa.synthetic import (
     COLORS,
@@ -128,17 +130,30 @@ def test_custom_layout(tmp_path: Path) -> None:
     expressions = [(video, expression) for video in videos for expression in video.expressions]
     assert len(records) == len(expressions)
     for record, (video, expression) in zip(records, expressions):
+        empty = np.zeros((video.height, video.width), bool)
         masks = np.array(
-            [
-                np.zeros((video.height, video.width), bool) if rle is None else decode_rle(rle) > 0
-                for rle in record.mask_rles
-            ]
+            [[empty if rle is None else decode_rle(rle) > 0 for rle in source.rles] for source in record.targets]
         )
-        assert np.array_equal(masks, expression.target_masks(video.masks))
-        if expression.kind == "absent":
-            assert record.answer == "Sure, [SEG]."
-        if expression.kind == "multi":
-            assert record.answer.count(" and ") == len(expression.targets) - 1
+        if expression.kind == "absent":  # "not there" is an answer without [SEG]: no track in generation mode
+            assert record.answer == "There is none in the video." and not record.has_masks
+        elif expression.kind == "multi":
+            # One [SEG] and one mask per referent, in the answer's order; each phrase a clause of its own.
+            assert np.array_equal(masks, video.masks[list(expression.targets)])
+            names = [f"{obj.color} {obj.size} {obj.shape}" for obj in (video.objects[i] for i in expression.targets)]
+            listed = ", ".join(f"[SEG] {name}" for name in names[:-1]) + f", and [SEG] {names[-1]}"
+            assert record.answer == f"Sure, {listed}."
+            assert number_segments(record.answer.split("[SEG]"))[1] == names
+        else:
+            assert np.array_equal(masks[0], expression.target_masks(video.masks))
+
+
+def test_custom_layout_multi_records_train_one_target_per_referent(tmp_path: Path) -> None:
+    root, videos = write(tmp_path, "custom")
+    dataset = CustomDataset(SampleConfig(num_frames_sparse=4, num_frames_dense=2), [root / "annotations.jsonl"])
+    index = next(i for i, record in enumerate(dataset.records) if len(record.targets) > 1)
+    sample = dataset.build_sample(index, np.random.default_rng(0))
+    assert sample.target_masks.shape[0] == len(dataset.records[index].targets)
+    assert sample.conversation[-1][1].count("[SEG]") == sample.target_masks.shape[0]
 
 
 def test_mp4_layout_lists_the_referents(tmp_path: Path) -> None:

@@ -5,8 +5,9 @@
 
 ``builtin:synthetic`` is this command's output. What it runs, in ``--work``:
 
-1. data: ``videolisa synth --layout custom`` (600 clips, seed 1: masks with naming answers, and the same
-   instructions as text-only questions), the held-out clips (40, seed 2, never trained on) in the mevis layout
+1. data: ``videolisa synth --layout custom --extra-kinds multi,absent`` (600 clips, seed 1: masks with naming
+   answers, one ``[SEG]`` and mask per object for instructions that name several, "There is none in the
+   video." for those that name none, and the same instructions as text-only questions), the held-out clips (40, seed 2, never trained on) in the mevis layout
    (stage 3's validation) and the custom layout (stage 1's held-out IoUs), and the tokenizer (BPE over the
    training texts: one token per word);
 2. stage 1, a promptable segmenter (``train/configs/builtin_stage1_sam.yaml``: the preset's SAM with points,
@@ -124,7 +125,7 @@ class Recipe:
         self.run(
             "data_train",
             [videolisa, "synth", "--out", str(data / "train"), "--layout", "custom", "--videos", str(self.args.videos)]
-            + ["--seed", "1", "--overwrite", *SCENE_ARGS],
+            + ["--seed", "1", "--overwrite", *SCENE_ARGS, "--extra-kinds", "multi,absent"],
         )
         self.run(
             "data_heldout",

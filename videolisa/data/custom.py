@@ -8,6 +8,8 @@ Each line of the file is one JSON object; relative paths are relative to the fol
     {"video": "images/street.jpg", "instruction": "red car", "masks": "images/street_car.png"}
     {"video": "frames/kitchen", "instruction": "two cups", "masks": "masks/kitchen", "mask_value": 3}
     {"video": "frames/cat", "instruction": "What is the cat doing?", "answer": "It is sleeping on a sofa."}
+    {"video": "frames/kitchen", "instruction": "the cups", "masks": ["masks/kitchen", "masks/kitchen"],
+     "mask_value": [3, 5], "answer": "Sure, [SEG] the red cup, and [SEG] the blue cup."}
 
 Fields:
 
@@ -27,11 +29,17 @@ Fields:
   - ``{"rle": [...]}``: one COCO RLE (``{"size": [h, w], "counts": str}``, as ``pycocotools`` writes) or
     ``null`` (empty mask) per frame of the video.
 
+  - a list of these, one per object when the instruction names several: the ``answer`` is then required and
+    holds one ``[SEG]`` per entry, in the same order (each ``[SEG]`` is trained on its own object's masks;
+    several objects as one target are the union in one mask instead). Frames are drawn among those annotated
+    in every entry.
+
   A pixel belongs to the target where the PNG is non-zero, or where it equals ``mask_value`` (an object id
-  of a palette or grayscale PNG that holds several objects). Without ``masks`` the record is a text-only
-  exchange and needs an ``answer``.
+  of a palette or grayscale PNG that holds several objects; with a list of masks, a list of ids or nulls of
+  the same length). An empty mask on every frame trains "not in the video". Without ``masks`` the record is a
+  text-only exchange and needs an ``answer``.
 * ``answer`` (optional): the assistant's reply. Default: one of the original answers (``"Sure, [SEG]."``,
-  ...). With masks it must contain the segmentation token ``[SEG]`` exactly once.
+  ...). With masks it must contain the segmentation token ``[SEG]`` once per mask entry.
 
 Use it with ``data.custom_files=[/path/a.jsonl, ...]`` and a rate ``data.rates.custom`` (e.g. the only rate
 for a custom-only fine-tune). Every record's files are checked when training starts.
@@ -46,7 +54,7 @@ extra conversations instead; turns share one pass over the video); a text-only r
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,22 +79,31 @@ RECORD_FIELDS = ("video", "instruction", "is_sentence", "masks", "mask_value", "
 
 
 @dataclass(frozen=True)
+class MaskSource:
+    """Where one target's masks come from: a PNG file or folder of PNGs (pixels equal to ``value``, or non-zero
+    when it is None), or one COCO RLE or None per frame."""
+
+    png: Path | None
+    rles: tuple[dict[str, Any] | None, ...] | None
+    value: int | None = None
+
+
+@dataclass(frozen=True)
 class CustomRecord:
-    """One parsed line of a custom JSONL file."""
+    """One parsed line of a custom JSONL file: ``targets`` holds one :class:`MaskSource` per ``[SEG]`` of the
+    answer (none for a text-only record)."""
 
     where: str  # "<file>:<line>" for error messages
     video: Path
     instruction: str
     is_sentence: bool
-    mask_png: Path | None  # a PNG file or a folder of PNGs
-    mask_rles: tuple[dict[str, Any] | None, ...] | None
-    mask_value: int | None
+    targets: tuple[MaskSource, ...]
     answer: str | None
 
     @property
     def has_masks(self) -> bool:
         """Whether the record has a target (otherwise it is text-only)."""
-        return self.mask_png is not None or self.mask_rles is not None
+        return bool(self.targets)
 
 
 def _resolve(base: Path, value: str) -> Path:
@@ -94,23 +111,48 @@ def _resolve(base: Path, value: str) -> Path:
     return path if path.is_absolute() else base / path
 
 
-def _parse_masks(record: dict[str, Any], base: Path, where: str) -> tuple[Path | None, tuple | None]:
-    masks = record.get("masks")
-    if masks is None:
-        return None, None
+def _parse_mask_source(masks: Any, value: Any, base: Path, where: str) -> MaskSource:
+    """One entry of ``masks`` (a PNG path or ``{"rle": [...]}``) with its ``mask_value``."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise InvalidInputError(f"{where}: 'mask_value' must be an integer object id, got {value!r}")
     if isinstance(masks, str):
         path = _resolve(base, masks)
         if not path.exists():
             raise MissingFilesError(f"{where}: masks {path} does not exist")
         if path.is_file() and path.suffix.lower() != ".png":
             raise InvalidInputError(f"{where}: masks {path} must be a .png file or a folder of .png files")
-        return path, None
+        return MaskSource(path, None, value)
+    if not isinstance(masks, dict):
+        raise InvalidInputError(f'{where}: masks must be a PNG path, {{"rle": [...]}} or a list of these')
+    if value is not None:
+        raise InvalidInputError(f"{where}: 'mask_value' applies to PNG masks, not to RLE masks")
     rles = require_field(masks, "rle", list, f"{where}: masks")
     for index, rle in enumerate(rles):
         if rle is not None:
             require_field(rle, "size", list, f"{where}: masks.rle[{index}]")
             require_field(rle, "counts", (str, list), f"{where}: masks.rle[{index}]")
-    return None, tuple(rles)
+    return MaskSource(None, tuple(rles), None)
+
+
+def _parse_targets(record: dict[str, Any], base: Path, where: str) -> tuple[MaskSource, ...]:
+    """The record's ``masks`` (one entry or a list) with their ``mask_value`` s."""
+    masks, values = record.get("masks"), record.get("mask_value")
+    if masks is None:
+        if values is not None:
+            raise InvalidInputError(f"{where}: 'mask_value' without 'masks'")
+        return ()
+    if not isinstance(masks, list):
+        return (_parse_mask_source(masks, values, base, where),)
+    if not masks:
+        raise InvalidInputError(f"{where}: 'masks' is an empty list")
+    if values is None:
+        values = [None] * len(masks)
+    if not isinstance(values, list) or len(values) != len(masks):
+        raise InvalidInputError(f"{where}: with a list of {len(masks)} masks, 'mask_value' must be a list as long")
+    return tuple(
+        _parse_mask_source(entry, value, base, f"{where}: masks[{index}]")
+        for index, (entry, value) in enumerate(zip(masks, values))
+    )
 
 
 def parse_custom_record(record: Any, base: Path, where: str, seg_token: str = DEFAULT_SEG_TOKEN) -> CustomRecord:
@@ -128,21 +170,22 @@ def parse_custom_record(record: Any, base: Path, where: str, seg_token: str = DE
     instruction = require_field(record, "instruction", str, where).strip()
     if not instruction:
         raise InvalidInputError(f"{where}: 'instruction' is empty")
-    mask_png, mask_rles = _parse_masks(record, base, where)
-    mask_value = record.get("mask_value")
-    if mask_value is not None and (isinstance(mask_value, bool) or not isinstance(mask_value, int)):
-        raise InvalidInputError(f"{where}: 'mask_value' must be an integer object id, got {mask_value!r}")
+    targets = _parse_targets(record, base, where)
     answer = record.get("answer")
     if answer is not None and not isinstance(answer, str):
         raise InvalidInputError(f"{where}: 'answer' must be a string")
-    parsed = CustomRecord(
-        where, video, instruction, bool(record.get("is_sentence", False)), mask_png, mask_rles, mask_value, answer
-    )
-    if parsed.has_masks and answer is not None and answer.count(seg_token) != 1:
-        raise InvalidInputError(f"{where}: an answer with masks must contain {seg_token!r} exactly once")
-    if not parsed.has_masks and (answer is None or seg_token in answer):
+    if len(targets) > 1 and answer is None:
+        raise InvalidInputError(
+            f"{where}: a record with {len(targets)} masks needs an 'answer' with one {seg_token!r} each"
+        )
+    if targets and answer is not None and answer.count(seg_token) != len(targets):
+        raise InvalidInputError(
+            f"{where}: the answer must contain {seg_token!r} once per mask ({len(targets)}), "
+            f"found {answer.count(seg_token)}"
+        )
+    if not targets and (answer is None or seg_token in answer):
         raise InvalidInputError(f"{where}: a record without masks needs an 'answer' without {seg_token!r}")
-    return parsed
+    return CustomRecord(where, video, instruction, bool(record.get("is_sentence", False)), targets, answer)
 
 
 def read_custom_file(path: Path, seg_token: str = DEFAULT_SEG_TOKEN) -> list[CustomRecord]:
@@ -169,13 +212,24 @@ class CustomDataset(TrainingDataset):
 
     name = "custom"
 
-    def __init__(self, settings: SampleConfig, files: Sequence[str | Path], targets_per_sample: int = 1) -> None:
+    def __init__(
+        self,
+        settings: SampleConfig,
+        files: Sequence[str | Path],
+        targets_per_sample: int = 1,
+        keep: Callable[[CustomRecord], bool] | None = None,
+    ) -> None:
+        """``keep``: only the records it accepts are sampled (also as companions); None keeps all."""
         super().__init__(settings)
         if not files:
             raise InvalidInputError("data.custom_files is empty, but the mixture has a 'custom' rate")
         if targets_per_sample < 1:
             raise InvalidInputError(f"data.custom_targets must be >= 1, got {targets_per_sample}")
-        self.records = [record for file in files for record in read_custom_file(Path(file), settings.seg_token)]
+        records = [record for file in files for record in read_custom_file(Path(file), settings.seg_token)]
+        self.records = records if keep is None else [record for record in records if keep(record)]
+        self.num_left_out = len(records) - len(self.records)
+        if not self.records:
+            raise InvalidInputError(f"no record of {[str(file) for file in files]} is of the kind this training uses")
         self.targets_per_sample = targets_per_sample
         # Companions come from the same video and are of the same sort (with masks / text-only).
         self._records_of_video: dict[tuple[Path, bool], list[int]] = {}
@@ -216,35 +270,43 @@ class CustomDataset(TrainingDataset):
                 chosen.append(other)
         return chosen
 
-    def _read_mask(
-        self, record: CustomRecord, frame_index: int, frame_name: str, frame_hw: tuple[int, int]
-    ) -> np.ndarray:
+    @staticmethod
+    def _read_mask(source: MaskSource, frame_index: int, frame_name: str, frame_hw: tuple[int, int]) -> np.ndarray:
         """``[H, W]`` bool target of one annotated frame."""
         from videolisa.metrics.io import decode_rle, read_label_png, read_mask
 
-        if record.mask_rles is not None:
-            rle = record.mask_rles[frame_index]
+        if source.rles is not None:
+            rle = source.rles[frame_index]
             return np.zeros(frame_hw, dtype=bool) if rle is None else decode_rle(rle).astype(bool)
-        path = record.mask_png if record.mask_png.is_file() else record.mask_png / f"{frame_name}.png"
-        if record.mask_value is None:
+        path = source.png if source.png.is_file() else source.png / f"{frame_name}.png"
+        if source.value is None:
             return read_mask(path).astype(bool)
-        return read_label_png(path) == record.mask_value
+        return read_label_png(path) == source.value
 
     def _annotated_frames(self, record: CustomRecord, frame_names: Sequence[str]) -> list[int]:
-        """Video frame indices with a target (all frames for RLEs and single PNG files)."""
-        if record.mask_rles is not None:
-            if len(record.mask_rles) != len(frame_names):
+        """Video frame indices with a target in every mask entry (all frames for RLEs and single PNG files)."""
+        annotated = set(range(len(frame_names)))
+        for source in record.targets:
+            annotated &= set(self._annotated_frames_of(record, source, frame_names))
+        if not annotated:
+            raise InvalidInputError(f"{record.where}: no frame is annotated in every entry of 'masks'")
+        return sorted(annotated)
+
+    @staticmethod
+    def _annotated_frames_of(record: CustomRecord, source: MaskSource, frame_names: Sequence[str]) -> list[int]:
+        if source.rles is not None:
+            if len(source.rles) != len(frame_names):
                 raise InvalidInputError(
-                    f"{record.where}: masks.rle has {len(record.mask_rles)} entries for {len(frame_names)} frames"
+                    f"{record.where}: masks.rle has {len(source.rles)} entries for {len(frame_names)} frames"
                 )
             return list(range(len(frame_names)))
-        if record.mask_png is None or record.mask_png.is_file():
+        if source.png.is_file():
             return list(range(len(frame_names)))
-        present = {path.stem for path in record.mask_png.glob("*.png")}
+        present = {path.stem for path in source.png.glob("*.png")}
         annotated = [index for index, name in enumerate(frame_names) if name in present]
         if not annotated:
             raise InvalidInputError(
-                f"{record.where}: no PNG in {record.mask_png} is named after a frame (frame names: "
+                f"{record.where}: no PNG in {source.png} is named after a frame (frame names: "
                 f"{list(frame_names[:3])}...)"
             )
         return annotated
@@ -257,12 +319,13 @@ class CustomDataset(TrainingDataset):
         with open_video(record.video) as reader:
             frame_names = list(reader.frame_names)
             frame_hw = (reader.height, reader.width)
-            if record.mask_png is not None and record.mask_png.is_file() and reader.num_frames != 1:
+            single_png = any(source.png is not None and source.png.is_file() for source in record.targets)
+            if single_png and reader.num_frames != 1:
                 raise InvalidInputError(f"{record.where}: a single mask PNG needs a single image as 'video'")
             annotated = self._annotated_frames(record, frame_names)
             if reader.num_frames == 1:
                 conversation = self._conversation([record], rng)
-                masks = [self._read_mask(record, 0, frame_names[0], frame_hw)] if record.has_masks else []
+                masks = [self._read_mask(source, 0, frame_names[0], frame_hw) for source in record.targets]
                 image = reader.get_frames([0])[0]
                 return build_image_sample(
                     image, np.array(masks, dtype=np.uint8).reshape(-1, *frame_hw), conversation, self.settings, metadata
@@ -277,8 +340,9 @@ class CustomDataset(TrainingDataset):
         targets = [record, *(self.records[other] for other in self._companions(index, frame_names, dense, rng))]
         conversation = self._conversation(targets, rng)
         if record.has_masks:
+            sources = [source for target in targets for source in target.targets]  # in the order of the [SEG]s
             masks = np.stack(
-                [np.stack([self._read_mask(target, i, frame_names[i], frame_hw) for i in dense]) for target in targets]
+                [np.stack([self._read_mask(source, i, frame_names[i], frame_hw) for i in dense]) for source in sources]
             )
         else:
             masks = np.zeros((0, len(dense), *frame_hw), dtype=np.uint8)

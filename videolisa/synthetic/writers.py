@@ -108,6 +108,10 @@ CUSTOM_FILE = "annotations.jsonl"
 QUESTIONS_FILE = "questions.jsonl"
 
 
+def _appearance(obj: SyntheticObject) -> str:
+    return f"{obj.color} {obj.size} {obj.shape}"
+
+
 def describing_answer(obj: SyntheticObject, seg_token: str = DEFAULT_SEG_TOKEN) -> str:
     """``"Sure, [SEG] red small triangle."``: the original's ``"Sure, [SEG]."`` followed by what the object looks
     like, colour first.
@@ -118,26 +122,32 @@ def describing_answer(obj: SyntheticObject, seg_token: str = DEFAULT_SEG_TOKEN) 
     the words after ``[SEG]`` there. (On its own this did not make the toy model follow instructions; see
     ``videolisa/builtin/synthetic/MODEL_CARD.md``.)
     """
-    return f"Sure, {seg_token} {obj.color} {obj.size} {obj.shape}."
+    return f"Sure, {seg_token} {_appearance(obj)}."
+
+
+def _enumerate_phrases(phrases: Sequence[str]) -> str:
+    """``"a"``, ``"a, and b"``, ``"a, b, and c"``: a comma before every ``and``, so that each phrase of an answer
+    with one ``[SEG]`` per object is a clause of its own (how generation attaches phrases to tracks)."""
+    return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + ", and " + phrases[-1]
 
 
 def group_answer(objects: Sequence[SyntheticObject], seg_token: str = DEFAULT_SEG_TOKEN) -> str:
-    """The answer of an extra-kind instruction: ``"Sure, [SEG] red small triangle and blue large circle."`` naming
-    every referent like :func:`describing_answer`, or the original ``"Sure, [SEG]."`` (with empty masks) when
-    the referent is absent."""
+    """The answer of a ``multi`` instruction: one ``[SEG]`` per referent, each followed by its appearance like
+    :func:`describing_answer` (``"Sure, [SEG] red small triangle, and [SEG] blue large circle."``; the masks
+    are the referents' own, in that order)."""
     if not objects:
-        return f"Sure, {seg_token}."
-    return f"Sure, {seg_token} " + " and ".join(f"{obj.color} {obj.size} {obj.shape}" for obj in objects) + "."
+        raise ValueError("group_answer needs at least one object (an absent referent is answered by naming_answer)")
+    return "Sure, " + _enumerate_phrases([f"{seg_token} {_appearance(obj)}" for obj in objects]) + "."
 
 
 def naming_answer(objects: Sequence[SyntheticObject]) -> str:
     """The text-only answer that names an instruction's referents without segmenting them: ``"Sure, the red small
-    triangle."`` (the words of :func:`describing_answer` with ``the`` where ``[SEG]`` stands, so the position
-    that later holds ``[SEG]`` learns to announce the referent), several joined by ``and``, or ``"There is none
-    in the video."``."""
+    triangle."`` (the words of :func:`describing_answer` and :func:`group_answer` with ``the`` where ``[SEG]``
+    stands, so the position that later holds ``[SEG]`` learns to announce the referent; several as
+    ``"Sure, the red small triangle, and the blue large circle."``), or ``"There is none in the video."``."""
     if not objects:
         return "There is none in the video."
-    return "Sure, " + " and ".join(f"the {obj.color} {obj.size} {obj.shape}" for obj in objects) + "."
+    return "Sure, " + _enumerate_phrases([f"the {_appearance(obj)}" for obj in objects]) + "."
 
 
 def write_custom_layout(videos: Iterable[SyntheticVideo], root: Path) -> None:
@@ -145,10 +155,12 @@ def write_custom_layout(videos: Iterable[SyntheticVideo], root: Path) -> None:
 
     ``JPEGImages/<video>/<frame>.jpg``, ``annotations.jsonl`` with one record per expression:
     ``{"video": "JPEGImages/<video>", "instruction", "is_sentence", "masks": {"rle": [per-frame RLE or
-    null]}, "answer": describing_answer(referent)}`` (extra kinds carry the union of their referents' masks, all
-    null when absent, and :func:`group_answer`), and :data:`QUESTIONS_FILE` with the same instructions as
-    text-only records answered by :func:`naming_answer` (video question answering about the same clips: which
-    object the instruction means, for a language-model-only training stage). Writes in place.
+    null]}, "answer": describing_answer(referent)}`` (a ``multi`` instruction has a list of its referents' masks
+    and :func:`group_answer` with one ``[SEG]`` each; an ``absent`` one is a text-only record answered
+    ``"There is none in the video."``: no ``[SEG]``, so no track in generation mode), and :data:`QUESTIONS_FILE`
+    with the same instructions as text-only records answered by :func:`naming_answer` (video question answering
+    about the same clips: which object the instruction means, for a language-model-only training stage).
+    Writes in place.
     """
     root = Path(root)
     annotations, questions = [], []
@@ -158,16 +170,19 @@ def write_custom_layout(videos: Iterable[SyntheticVideo], root: Path) -> None:
         for expression in video.expressions:
             referents = [video.objects[index] for index in expression.targets]
             if expression.object_index is not None:
-                masks, answer = rles[expression.object_index], describing_answer(referents[0])
-            else:
-                masks = [_encode_rle(mask) for mask in expression.target_masks(video.masks)]
+                masks: Any = {"rle": rles[expression.object_index]}
+                answer = describing_answer(referents[0])
+            elif referents:
+                masks = [{"rle": rles[index]} for index in expression.targets]
                 answer = group_answer(referents)
+            else:
+                masks, answer = None, naming_answer(referents)
             question = {
                 "video": f"JPEGImages/{video.name}",
                 "instruction": expression.text,
                 "is_sentence": expression.is_sentence,
             }
-            annotations.append(json.dumps({**question, "masks": {"rle": masks}, "answer": answer}))
+            annotations.append(json.dumps({**question, **({"masks": masks} if masks else {}), "answer": answer}))
             questions.append(json.dumps({**question, "answer": naming_answer(referents)}))
     (root / CUSTOM_FILE).write_text("\n".join(annotations) + "\n", encoding="utf-8")
     (root / QUESTIONS_FILE).write_text("\n".join(questions) + "\n", encoding="utf-8")

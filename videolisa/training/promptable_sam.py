@@ -2,7 +2,9 @@
 
 Only ``model.sam`` (image encoder, prompt encoder, mask decoder) of a seeded preset model is trained, on the
 custom JSONL that ``videolisa synth --layout custom`` writes, with every object of a clip as a target on the
-same frames. Each target gets one prompt kind per sample, drawn with the ``prompts`` probabilities:
+same frames. Records with one target and an answer that names it are used; those about several objects or an
+absent one (``--extra-kinds``) duplicate or add nothing for a promptable segmenter and are left out (their count
+is logged). Each target gets one prompt kind per sample, drawn with the ``prompts`` probabilities:
 
 * ``point``: 1-3 positive points drawn uniformly inside the target's mask on each frame (and, with probability
   ``prompts.negative_point``, a negative point on another object), in SAM input coordinates;
@@ -25,6 +27,7 @@ prompt kind and the cross-object IoU of semantic prompts).
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 from collections.abc import Sequence
@@ -41,8 +44,10 @@ from videolisa.training.config import apply_overrides, build_section, load_resum
 if TYPE_CHECKING:
     from segment_anything.modeling import Sam
 
+    from videolisa.data.custom import CustomDataset, CustomRecord
     from videolisa.data.sample import TrainingSample
 
+logger = logging.getLogger(__name__)
 TASK = "promptable_sam"
 PROMPT_KINDS = ("point", "box", "semantic")
 CONFIG_FILE = "train_config.yaml"
@@ -192,8 +197,9 @@ def load_promptable_sam_config(path: Path, overrides: Sequence[str] = ()) -> Pro
 
 
 def appearance_of(answer: str, seg_token: str) -> str:
-    """``"Sure, [SEG] red small triangle."`` -> ``"red small triangle"``."""
-    return " ".join(answer.split(seg_token, 1)[1].strip(" .").split())
+    """``"Sure, [SEG] red small triangle."`` -> ``"red small triangle"`` (empty for ``"Sure, [SEG]."`` and
+    answers without ``seg_token``)."""
+    return " ".join(answer.partition(seg_token)[2].strip(" .").split())
 
 
 def lr_factor(step: int, optim: SamOptimConfig, total_steps: int) -> float:
@@ -215,7 +221,6 @@ class PromptableSamTrainer:
     def __init__(self, config: PromptableSamConfig) -> None:
         from videolisa.builder import build_model
         from videolisa.config import VideoLisaConfig
-        from videolisa.data.custom import CustomDataset
         from videolisa.data.sample import SampleConfig
 
         self.config = config
@@ -233,7 +238,7 @@ class PromptableSamTrainer:
         self.sam.train()
         self.seg_token = model_config.seg_token
         self.sample_config = SampleConfig.from_model_config(model_config)
-        self.dataset = CustomDataset(self.sample_config, config.data.custom_files, config.data.max_targets * 4)
+        self.dataset = self._single_referent_dataset(config.data.custom_files)
         self.appearance = self._appearances(self.dataset)
         names = sorted(set(self.appearance.values()))
         self.prompt_index = {name: index for index, name in enumerate(names)}
@@ -256,10 +261,22 @@ class PromptableSamTrainer:
         self.step = 0
         self.heldout_dataset = None
         if config.heldout.custom_file:
-            self.heldout_dataset = CustomDataset(
-                self.sample_config, [config.heldout.custom_file], config.data.max_targets * 4
-            )
+            self.heldout_dataset = self._single_referent_dataset([config.heldout.custom_file])
             self.heldout_appearance = self._appearances(self.heldout_dataset)
+
+    def _single_referent_dataset(self, files: Sequence[str]) -> CustomDataset:
+        """The records of ``files`` about one object: those with several masks (``multi``) or whose answer names
+        nothing (``absent``, ``"Sure, [SEG]."``) are left out, and their count logged."""
+        from videolisa.data.custom import CustomDataset
+
+        def about_one_object(record: CustomRecord) -> bool:
+            names_nothing = record.answer is not None and not appearance_of(record.answer, self.seg_token)
+            return len(record.targets) == 1 and not names_nothing
+
+        dataset = CustomDataset(self.sample_config, files, self.config.data.max_targets * 4, keep=about_one_object)
+        if dataset.num_left_out:
+            logger.info("%s: %d records about several objects or none left out", ", ".join(files), dataset.num_left_out)
+        return dataset
 
     def _appearances(self, dataset) -> dict[str, str]:
         appearance = {}
