@@ -18,10 +18,14 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from videolisa.cli import reports_errors
+
+if TYPE_CHECKING:
+    from videolisa.metrics.report import ScoreReport
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def mean_scores(report, keys: list[str]) -> dict[str, float]:
+def mean_scores(report: ScoreReport, keys: list[str]) -> dict[str, float]:
     """Mean J and F over the items ``keys``; J&F = (J + F) / 2."""
     region = float(np.mean([report.sequences[key]["J"] for key in keys])) if keys else float("nan")
     boundary = float(np.mean([report.sequences[key]["F"] for key in keys])) if keys else float("nan")
@@ -124,22 +128,23 @@ def generation_scores(model: str, device: str, data: Path, meta: dict, multi: li
         object_jf += matched_object_scores([track.masks for track in result.tracks], objects)
 
     def mean_jf(pairs: list[tuple[float, float]]) -> dict[str, float]:
-        region, boundary = (float(np.mean(values)) if pairs else float("nan") for values in zip(*pairs or [(0, 0)]))
+        region, boundary = np.mean(pairs, axis=0).tolist()
         return {"J": region, "F": boundary, "JF": (region + boundary) / 2}
 
+    tracks, objects = np.array(counts).T
     return {
         "multi": {
             "count": len(counts),
-            "tracks_per_instruction": float(np.mean([tracks for tracks, _ in counts])) if counts else float("nan"),
-            "objects_per_instruction": float(np.mean([objects for _, objects in counts])) if counts else float("nan"),
-            "share_with_one_track_per_object": float(np.mean([t == o for t, o in counts])) if counts else float("nan"),
+            "tracks_per_instruction": float(tracks.mean()),
+            "objects_per_instruction": float(objects.mean()),
+            "share_with_one_track_per_object": float((tracks == objects).mean()),
             "union": mean_jf(union_jf),
             "per_object": {"count": len(object_jf), **mean_jf(object_jf)},
             "most_common_answers": answers["multi"].most_common(3),
         },
         "absent": {
             "count": len(absent_empty),
-            "no_present_frame_share": float(np.mean(absent_empty)) if absent_empty else float("nan"),
+            "no_present_frame_share": float(np.mean(absent_empty)),
             "most_common_answers": answers["absent"].most_common(3),
         },
     }
@@ -155,8 +160,6 @@ def empty_share(pred_root: Path, keys: list[str]) -> float:
 
 @reports_errors
 def main(argv: list[str] | None = None) -> int:
-    from videolisa.evaluation import EvaluationConfig, run_evaluation
-    from videolisa.metrics import score_benchmark
     from videolisa.synthetic import SyntheticConfig, write_synthetic_dataset
 
     args = parse_args(argv)
@@ -165,38 +168,27 @@ def main(argv: list[str] | None = None) -> int:
         min_frames=16, max_frames=32, min_objects=2, max_objects=3, extra_kinds=("multi", "absent")
     )
     write_synthetic_dataset(data, layout="revos", num_videos=args.videos, seed=args.seed, config=config, overwrite=True)
-    out = args.work / "eval"
-    # A rerun with the same data and model resumes (the evaluation's fingerprint guards against other settings).
-    run_evaluation(EvaluationConfig(benchmark="revos", data_root=data, model=args.model, out=out, device=args.device))
-    report = score_benchmark("revos", data, out / "predictions", workers=1)
     meta = json.loads((data / "meta_expressions_valid_.json").read_text())["videos"]
-    kind_of = {
-        f"{video}/{exp_id}": expression["kind"]
+    expressions = {
+        f"{video}/{exp_id}": expression
         for video, info in meta.items()
         for exp_id, expression in info["expressions"].items()
     }
-    text_of = {
-        f"{video}/{exp_id}": expression["exp"]
-        for video, info in meta.items()
-        for exp_id, expression in info["expressions"].items()
-    }
-    multi = [key for key, kind in kind_of.items() if kind == "multi"]
-    absent = [key for key, kind in kind_of.items() if kind == "absent"]
-    some = [key for key in multi if text_of[key] != "all the shapes"]
+    multi = [key for key, expression in expressions.items() if expression["kind"] == "multi"]
+    absent = [key for key, expression in expressions.items() if expression["kind"] == "absent"]
+    # "all the red shapes" etc.: the instruction names a strict or full subset picked by an attribute or motion.
+    some = [key for key in multi if expressions[key]["exp"] != "all the shapes"]
     result = {
         "model": args.model,
         "command": "python " + " ".join(shlex.quote(part) for part in [sys.argv[0], *(argv or sys.argv[1:])]),
         "data": f"videolisa synth --layout revos --videos {args.videos} --seed {args.seed} --min-frames 16 "
         "--max-frames 32 --min-objects 2 --max-objects 3 --extra-kinds multi,absent",
-        "revos_official_percent": report.details["official"],
-        "revos_types": report.details["types"],
-        "multi": mean_scores(report, multi),
-        # "all the red shapes" etc.: the instruction names a strict or full subset picked by an attribute or motion.
-        "multi_except_all_the_shapes": mean_scores(report, some),
-        # What the video's whole ReVOS foreground (every object its instructions refer to) would score on those:
+        "modes": {
+            mode: evaluate_mode(args, data, mode, multi, absent, some) for mode in ("teacher_forced", "generated")
+        },
+        # What the video's whole ReVOS foreground (every object its instructions refer to) would score on them:
         # a model that segments every shape whatever the words.
-        "every_shape_baseline_on_them": every_shape_baseline(data, meta, some),
-        "absent": {"count": len(absent), "empty_share": empty_share(out / "predictions", absent)},
+        "every_shape_baseline_on_multi_except_all_the_shapes": every_shape_baseline(data, meta, some),
         "generation": generation_scores(args.model, args.device, data, meta, multi, absent),
     }
     args.results.mkdir(parents=True, exist_ok=True)
@@ -206,37 +198,68 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def evaluate_mode(
+    args: argparse.Namespace, data: Path, mode: str, multi: list[str], absent: list[str], some: list[str]
+) -> dict:
+    """``videolisa eval --benchmark revos`` (``--generate`` for ``generated``) and its scores."""
+    from videolisa.evaluation import EvaluationConfig, run_evaluation
+    from videolisa.generation import GenerationConfig
+    from videolisa.metrics import score_benchmark
+
+    out = args.work / mode
+    # A rerun with the same data and model resumes (the evaluation's fingerprint guards against other settings).
+    generation = GenerationConfig() if mode == "generated" else None
+    settings = EvaluationConfig(
+        benchmark="revos", data_root=data, model=args.model, out=out, device=args.device, generation=generation
+    )
+    run_evaluation(settings)
+    report = score_benchmark("revos", data, out / "predictions", workers=1)
+    return {
+        "revos_official_percent": report.details["official"],
+        "revos_types": report.details["types"],
+        "multi": mean_scores(report, multi),
+        "multi_except_all_the_shapes": mean_scores(report, some),
+        "absent": {"count": len(absent), "empty_share": empty_share(out / "predictions", absent)},
+    }
+
+
 def markdown(result: dict) -> str:
-    """The result as a short markdown table."""
-    types = result["revos_types"]
+    """The result as short markdown tables."""
     gen_multi, gen_absent = result["generation"]["multi"], result["generation"]["absent"]
+    baseline = result["every_shape_baseline_on_multi_except_all_the_shapes"]
     lines = [
         f"# Several objects and absent targets — {result['model']}",
         "",
         f"Data: `{result['data']}`; command: `{result['command']}`.",
         "",
-        "| ReVOS type | count | J&F | J | F | A | R |",
-        "|---|---|---|---|---|---|---|",
+        "| mode | ReVOS type | count | J&F | J | F | A | R |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for name, row in types.items():
+    for mode, scores in result["modes"].items():
+        for name, row in scores["revos_types"].items():
+            lines.append(
+                f"| {mode} | {name} | {row['count']} | {100 * row['JF']:.1f} | {100 * row['J']:.1f} | "
+                f"{100 * row['F']:.1f} | {100 * row['A']:.1f} | {100 * row['R']:.1f} |"
+            )
+        overall = scores["revos_official_percent"]["overall"]
         lines.append(
-            f"| {name} | {row['count']} | {100 * row['JF']:.1f} | {100 * row['J']:.1f} | "
-            f"{100 * row['F']:.1f} | {100 * row['A']:.1f} | {100 * row['R']:.1f} |"
+            f"| {mode} | overall (official: referring + reasoning) | | {overall['JF']:.1f} | {overall['J']:.1f} | "
+            f"{overall['F']:.1f} | {overall['A']:.1f} | {overall['R']:.1f} |"
         )
-    overall = result["revos_official_percent"]["overall"]
+    lines.append("")
+    for mode, scores in result["modes"].items():
+        multi, some = scores["multi"], scores["multi_except_all_the_shapes"]
+        lines += [
+            f"- {mode}, multi-object instructions ({multi['count']}): J&F {100 * multi['JF']:.1f} (J "
+            f'{100 * multi["J"]:.1f} / F {100 * multi["F"]:.1f}); without "all the shapes" ({some["count"]}): J&F '
+            f"{100 * some['JF']:.1f}, where segmenting every shape (the video's foreground) would score "
+            f"{100 * baseline['JF']:.1f}",
+            f"- {mode}, no-target instructions ({scores['absent']['count']}): "
+            f"{100 * scores['absent']['empty_share']:.1f}% come back empty on every frame",
+        ]
     lines += [
-        f"| overall (official: referring + reasoning) | | {overall['JF']:.1f} | {overall['J']:.1f} | "
-        f"{overall['F']:.1f} | {overall['A']:.1f} | {overall['R']:.1f} |",
         "",
-        f"- multi-object instructions ({result['multi']['count']}): J&F {100 * result['multi']['JF']:.1f} "
-        f'(J {100 * result["multi"]["J"]:.1f} / F {100 * result["multi"]["F"]:.1f}); without "all the shapes" '
-        f"({result['multi_except_all_the_shapes']['count']}): J&F "
-        f"{100 * result['multi_except_all_the_shapes']['JF']:.1f}, where segmenting every shape (the video's "
-        f"foreground) would score {100 * result['every_shape_baseline_on_them']['JF']:.1f}",
-        f"- no-target instructions ({result['absent']['count']}): {100 * result['absent']['empty_share']:.1f}% "
-        "come back empty on every frame",
-        "",
-        'Generation mode (`answer="generate"`, greedy, default presence threshold) on the same instructions:',
+        'Tracks in generation mode (`answer="generate"`, greedy, default presence threshold):',
         "",
         f"- multi-object ({gen_multi['count']}): {gen_multi['tracks_per_instruction']:.2f} tracks per instruction "
         f"for {gen_multi['objects_per_instruction']:.2f} named objects, one track per object in "

@@ -317,6 +317,43 @@ def test_video_benchmark_items_of_a_video_are_segmented_in_one_pass(tmp_path: Pa
     assert sorted(calls) == sorted(queries.values())
 
 
+def test_generation_mode_writes_each_answers_tracks_and_is_fingerprinted(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """``--generate``: each item's masks are the union of the tracks of the answer the model writes (the same
+    as ``segment(..., answer="generate")``), and a teacher-forced rerun into the same folder is refused."""
+    from videolisa.generation import GENERATE, GenerationConfig
+    from videolisa.predictor import VideoLisaPredictor
+
+    predictor = VideoLisaPredictor.from_pretrained(tiny_model_dir, device="cpu", dtype="fp32")
+    with torch.no_grad():  # favour [SEG]: answers of text and [SEG] mixed, tracks on some items
+        predictor.model.llm.get_output_embeddings().weight[predictor.model.config.seg_token_id] *= 6.0
+    generation = GenerationConfig(max_new_tokens=6)
+    dataset = write_dataset("reasonvos", tmp_path / "data")
+    settings = make_settings(tmp_path / "out", **dataset, generation=generation, presence_threshold=0.0)
+    result = run_evaluation(settings, predictor=predictor)
+    assert result["runtime"]["generation"] == {"max_new_tokens": 6, "temperature": 0.0, "seed": None}
+    fingerprint = json.loads((settings.out / "fingerprint.json").read_text())
+    assert fingerprint["generation"] == result["runtime"]["generation"] and fingerprint["presence_threshold"] == 0.0
+    tracks = []
+    for item in benchmark_of(settings).items():
+        expected = predictor.segment(
+            item.video_path, item.query, answer=GENERATE, generation=generation, presence_threshold=0.0
+        )
+        tracks.append(len(expected.tracks))
+        written = np.stack([read_prediction(settings.out, item, frame) for frame in item.frame_names])
+        assert np.array_equal(written, expected.masks), item.key
+    assert max(tracks) > 0  # some answers segmented something
+    with pytest.raises(InvalidInputError, match="generation"):
+        run_evaluation(replace(settings, generation=None, presence_threshold=0.0), predictor=predictor)
+
+
+def test_eval_generation_options_need_generate(tmp_path: Path, capsys) -> None:
+    dataset = write_dataset("reasonvos", tmp_path / "data")
+    argv = ["eval", "--benchmark", "reasonvos", "--data-root", str(dataset["data_root"]), "--model", "tiny-seed0"]
+    assert main([*argv, "--out", str(tmp_path / "out"), "--max-new-tokens", "8"]) == 2
+    assert "--max-new-tokens, --temperature and --seed need --generate" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 # ------------------------------------------------------------------------------------------------ resumability
 @pytest.mark.slow
 def test_interrupted_run_resumes_with_identical_results(tmp_path: Path, predictor) -> None:

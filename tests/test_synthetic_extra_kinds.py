@@ -234,10 +234,18 @@ def test_extra_kinds_report_script(tmp_path: Path, tiny_model_dir: Path) -> None
         for exp_id, expression in info["expressions"].items()
         if expression["kind"] == "absent"
     ]
-    predictions = tmp_path / "work" / "eval" / "predictions"
-    empty = [
-        all(not np.asarray(Image.open(path)).any() for path in (predictions / key).glob("*.png")) for key in absent
-    ]
-    assert result["absent"] == {"count": len(absent), "empty_share": float(np.mean(empty))}
-    assert result["multi"]["count"] >= 1 and 0 <= result["multi"]["JF"] <= 1
+    for mode in ("teacher_forced", "generated"):
+        predictions = tmp_path / "work" / mode / "predictions"
+        empty = [
+            all(not np.asarray(Image.open(path)).any() for path in (predictions / key).glob("*.png")) for key in absent
+        ]
+        scores = result["modes"][mode]
+        assert scores["absent"] == {"count": len(absent), "empty_share": float(np.mean(empty))}
+        assert scores["multi"]["count"] >= 1 and 0 <= scores["multi"]["JF"] <= 1
+    generation = result["generation"]
+    assert generation["multi"]["count"] == result["modes"]["generated"]["multi"]["count"]
+    assert generation["absent"]["count"] == len(absent)
+    # The tiny model writes text without [SEG]: no track, so no present frame, and empty predictions.
+    assert generation["multi"]["tracks_per_instruction"] == 0 and generation["absent"]["no_present_frame_share"] == 1
+    assert result["modes"]["generated"]["absent"]["empty_share"] == 1
     assert "ReVOS type" in (results / "synthetic_extra_kinds.md").read_text()

@@ -7,9 +7,9 @@
 
 1. data: ``videolisa synth --layout custom --extra-kinds multi,absent`` (600 clips, seed 1: masks with naming
    answers, one ``[SEG]`` and mask per object for instructions that name several, "There is none in the
-   video." for those that name none, and the same instructions as text-only questions), the held-out clips (40, seed 2, never trained on) in the mevis layout
-   (stage 3's validation) and the custom layout (stage 1's held-out IoUs), and the tokenizer (BPE over the
-   training texts: one token per word);
+   video." for those that name none, and the same instructions as text-only questions), the held-out clips
+   (40, seed 2, never trained on) in the mevis layout (stage 3's validation) and the custom layout (stage 1's
+   held-out IoUs), and the tokenizer (BPE over the training texts: one token per word);
 2. stage 1, a promptable segmenter (``train/configs/builtin_stage1_sam.yaml``: the preset's SAM with points,
    boxes and semantic prompts) and stage 2, a video-language model (``builtin_stage2_language.yaml``: the
    CLIP-style tower, projector and LLM with the language-model loss on the questions), side by side, one CPU

@@ -32,6 +32,7 @@ from videolisa.distributed import DistributedContext, barrier, gather_objects
 from videolisa.errors import InvalidInputError, VideoLisaError
 
 if TYPE_CHECKING:
+    from videolisa.generation import GenerationConfig
     from videolisa.metrics.report import ScoreReport
     from videolisa.predictor import VideoLisaPredictor
     from videolisa.refine import RefineConfig
@@ -79,6 +80,12 @@ class EvaluationConfig:
     vision_tower: str | None = None
     overwrite: bool = False  # remove what an earlier evaluation wrote to ``out`` instead of resuming it
     refine: RefineConfig | None = None  # temporal refinement with SAM 2 (``--refine sam2``); None: off
+    # Generation mode (``--generate``): the model writes each answer, an item's masks are its tracks' union;
+    # None: the benchmark's teacher-forced answer (the original).
+    generation: GenerationConfig | None = None
+    # Frames whose presence score is below it are emptied (0: off); None: the mode's default (off when
+    # teacher-forced, videolisa.tracks.DEFAULT_PRESENCE_THRESHOLD when generating).
+    presence_threshold: float | None = None
     fail_after: int | None = None  # testing aid: raise after this many videos, to simulate a killed run
 
 
@@ -174,6 +181,7 @@ def predict_video(
     predictor: VideoLisaPredictor, items: list[BenchmarkItem], out: Path, settings: EvaluationConfig
 ) -> int:
     """Segment one video for all its pending items (decoded and SAM-encoded once); returns its frame count."""
+    from videolisa.generation import GENERATE
     from videolisa.processing.video_io import open_video
 
     answers = {item.answer for item in items}
@@ -190,9 +198,11 @@ def predict_video(
             for frame in predictor.iter_segment(
                 reader,
                 [item.query for item in items],
-                answer=answers.pop(),
+                answer=answers.pop() if settings.generation is None else GENERATE,
                 frames_sparse=settings.frames_sparse,
                 frames_dense=settings.frames_dense,
+                generation=settings.generation,
+                presence_threshold=settings.presence_threshold,
             ):
                 for writer, mask in zip(writers, frame.masks):
                     writer.write(frame.name, mask)
@@ -493,7 +503,16 @@ def prediction_fingerprint(
         "frames_dense": settings.frames_dense or config.num_frames_dense,
         "threshold": MASK_LOGIT_THRESHOLD,
         "refine": refine_identity(predictor),
+        "generation": None if settings.generation is None else asdict(settings.generation),
+        "presence_threshold": effective_presence_threshold(settings),
     }
+
+
+def effective_presence_threshold(settings: EvaluationConfig) -> float:
+    """The presence threshold the predictions use (``settings.presence_threshold`` or the mode's default)."""
+    from videolisa.tracks import resolve_presence_threshold
+
+    return resolve_presence_threshold(settings.presence_threshold, generating=settings.generation is not None)
 
 
 def refine_identity(predictor: VideoLisaPredictor) -> dict[str, Any] | None:
@@ -641,7 +660,8 @@ def _rank_device(device: str, context: DistributedContext) -> str:
 
 
 def describe_runtime(predictor: VideoLisaPredictor, settings: EvaluationConfig) -> dict[str, Any]:
-    """What the predictions were made with: device, dtype, Sparse-Dense frame counts, the model's config."""
+    """What the predictions were made with: device, dtype, Sparse-Dense frame counts, refinement, generation
+    mode, the model's config."""
     config = predictor.model.config
     return {
         "device": str(predictor.device),
@@ -650,6 +670,8 @@ def describe_runtime(predictor: VideoLisaPredictor, settings: EvaluationConfig) 
         "frames_dense": settings.frames_dense or config.num_frames_dense,
         "chunk_size": predictor.chunk_size,
         "refine": predictor.refiner.describe() if predictor.refiner is not None else None,
+        "generation": None if settings.generation is None else asdict(settings.generation),
+        "presence_threshold": effective_presence_threshold(settings),
         "model_config": config.to_dict(),
     }
 

@@ -37,7 +37,7 @@ from videolisa.processing.processor import VideoLisaProcessor
 from videolisa.processing.sampling import dense_frame_indices
 from videolisa.processing.video_io import VideoReader, open_video
 from videolisa.refine.anchors import presence_scores
-from videolisa.tracks import DEFAULT_PRESENCE_THRESHOLD, Track, check_presence_threshold, present_frames
+from videolisa.tracks import Track, present_frames, resolve_presence_threshold
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -407,12 +407,12 @@ class VideoLisaPredictor:
         answer: str, generation: GenerationConfig | None, presence_threshold: float | None
     ) -> tuple[GenerationConfig | None, float]:
         """``(generation settings or None when teacher-forced, presence threshold)`` of a call."""
-        presence = check_presence_threshold(presence_threshold)
+        presence = resolve_presence_threshold(presence_threshold, generating=answer == GENERATE)
         if answer != GENERATE:
             if generation is not None:
                 raise InvalidInputError("generation settings need answer='generate'")
-            return None, presence or 0.0
-        return generation or GenerationConfig(), DEFAULT_PRESENCE_THRESHOLD if presence is None else presence
+            return None, presence
+        return generation or GenerationConfig(), presence
 
     def _segment_all(
         self,

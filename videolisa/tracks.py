@@ -57,6 +57,15 @@ def check_presence_threshold(value: float | None) -> float | None:
     return None if value is None else float(value)
 
 
+def resolve_presence_threshold(value: float | None, generating: bool) -> float:
+    """The threshold a call uses: ``value`` (checked), or the mode's default when None: 0 (off) when
+    teacher-forced, :data:`DEFAULT_PRESENCE_THRESHOLD` when generating."""
+    value = check_presence_threshold(value)
+    if value is not None:
+        return value
+    return DEFAULT_PRESENCE_THRESHOLD if generating else 0.0
+
+
 def present_frames(masks: np.ndarray) -> list[int]:
     """``[T, H, W] bool`` -> indices of the non-empty frames."""
     return np.flatnonzero(masks.reshape(len(masks), -1).any(axis=1)).tolist()

@@ -10,6 +10,12 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from videolisa.commands.answer_options import (
+    add_answer_arguments,
+    check_answer_arguments,
+    generation_settings,
+    presence_threshold,
+)
 from videolisa.commands.refine_options import add_refine_arguments, refine_settings_from_args
 
 if TYPE_CHECKING:
@@ -57,6 +63,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     # LOCAL_RANK variable that every launcher sets, so the argument is accepted and not used.
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     add_refine_arguments(parser)
+    add_answer_arguments(
+        parser,
+        "let the model write its answers instead of the benchmark's teacher-forced one; an item's masks are the "
+        "union of the tracks its answer's [SEG]s give (none: empty masks)",
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> EvaluationConfig:
@@ -81,6 +92,8 @@ def settings_from_args(args: argparse.Namespace) -> EvaluationConfig:
         vision_tower=args.vision_tower,
         overwrite=args.overwrite,
         refine=refine_settings_from_args(args),
+        generation=generation_settings(args),
+        presence_threshold=presence_threshold(args),
     )
 
 
@@ -91,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers is not None:  # checked now, not after predicting every item
         check_workers(args.workers, "--workers")
+    check_answer_arguments(args)
     result = run_evaluation(settings_from_args(args))
     if result:
         print(markdown_report(result))

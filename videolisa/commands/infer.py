@@ -16,11 +16,16 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
+from videolisa.commands.answer_options import (
+    add_answer_arguments,
+    check_answer_arguments,
+    generation_settings,
+    presence_threshold,
+)
 from videolisa.commands.refine_options import add_refine_arguments, refine_settings_from_args
 from videolisa.errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from videolisa.generation import GenerationConfig
     from videolisa.mask_io import MaskWriter
     from videolisa.predictor import FrameMasks
 
@@ -81,23 +86,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threshold", type=float, default=0.0, help="mask logit threshold (default 0, the original)")
     add_refine_arguments(parser)
-    group = parser.add_argument_group("answers, several objects and absent targets")
-    group.add_argument(
-        "--generate",
-        action="store_true",
-        help="let the model write its answer (default: the original's teacher-forced 'Sure, [SEG].'); "
-        "every [SEG] in it becomes one track: tracks/<id>/ PNGs, palette/ PNGs, masks.json "
-        "with one RLE list per track",
-    )
-    group.add_argument("--max-new-tokens", type=int, default=64, help="longest generated answer (default 64)")
-    group.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy; above 0: sampling")
-    group.add_argument("--seed", type=int, default=None, help="seed of the sampling (with --temperature)")
-    group.add_argument(
-        "--presence-threshold",
-        type=float,
-        default=None,
-        help="empty a frame's mask when its presence score (0..1) is below this; default: off, "
-        "or the calibrated default with --generate",
+    add_answer_arguments(
+        parser,
+        "let the model write its answer (default: the original's teacher-forced 'Sure, [SEG].'); every [SEG] "
+        "in it becomes one track: tracks/<id>/ PNGs, palette/ PNGs, masks.json with one RLE list per track",
     )
 
 
@@ -268,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
     formats = parse_formats(args.format)
     if not args.prompt.strip():
         raise InvalidInputError("--prompt is empty: give a text describing what to segment")
-    _check_generation_arguments(args)
+    check_answer_arguments(args)
     if args.overlay_max_side is not None and args.overlay_max_side < 1:
         raise InvalidInputError(f"--overlay-max-side must be a positive number of pixels, got {args.overlay_max_side}")
     # The video is checked before --out is created and before the model (torch, transformers: seconds) is
@@ -297,7 +289,7 @@ def run(args: argparse.Namespace) -> int:
         answer=GENERATE if args.generate else DEFAULT_ANSWER,
         frames_sparse=args.frames_sparse,
         frames_dense=args.frames_dense,
-        generation=_generation_settings(args),
+        generation=generation_settings(args),
         presence_threshold=args.presence_threshold,
     )
     tracks = answered.tracks[0]
@@ -323,7 +315,7 @@ def run(args: argparse.Namespace) -> int:
             instruction=args.prompt,
             answer=answered.answers[0],
             fps=reader.fps,
-            presence_threshold=_presence_threshold(args),
+            presence_threshold=presence_threshold(args),
             overlay_max_side=args.overlay_max_side,
             **paths,
         ) as track_writer:
@@ -364,7 +356,7 @@ def run(args: argparse.Namespace) -> int:
         "device": str(predictor.device),
         "dtype": str(predictor.dtype).replace("torch.", ""),
         "answer": answered.answers[0],
-        "presence_threshold": _presence_threshold(args),
+        "presence_threshold": presence_threshold(args),
         "present_frames": sorted(set().union(*present)),
         "tracks": [
             {"id": track_id, "phrase": phrase, "present_frames": frames}
@@ -398,28 +390,3 @@ def _recording_presence(items: Iterable[FrameMasks], present: list[list[int]]) -
             if mask.any():
                 present[k].append(item.index)
         yield item
-
-
-def _check_generation_arguments(args: argparse.Namespace) -> None:
-    """The generation options need ``--generate``; checked before anything is loaded."""
-    if not args.generate and (args.max_new_tokens != 64 or args.temperature != 0.0 or args.seed is not None):
-        raise InvalidInputError("--max-new-tokens, --temperature and --seed need --generate")
-    if args.presence_threshold is not None and not 0.0 <= args.presence_threshold <= 1.0:
-        raise InvalidInputError(f"--presence-threshold must be in [0, 1] (0: off), got {args.presence_threshold}")
-
-
-def _generation_settings(args: argparse.Namespace) -> GenerationConfig | None:
-    from videolisa.generation import GenerationConfig
-
-    if not args.generate:
-        return None
-    return GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
-
-
-def _presence_threshold(args: argparse.Namespace) -> float:
-    """The presence threshold this run uses (0: off)."""
-    from videolisa.tracks import DEFAULT_PRESENCE_THRESHOLD
-
-    if args.presence_threshold is not None:
-        return args.presence_threshold
-    return DEFAULT_PRESENCE_THRESHOLD if args.generate else 0.0
