@@ -15,7 +15,7 @@ from PIL import Image
 
 from videolisa.errors import VideoReadError
 from videolisa.processing import video_io
-from videolisa.processing.video_io import VideoReader, natural_sort_key, open_video
+from videolisa.processing.video_io import VideoReader, _frames_decoded_by_seeking, natural_sort_key, open_video
 
 NUM_FRAMES, HEIGHT, WIDTH, FPS = 40, 180, 320, 25
 
@@ -545,3 +545,37 @@ def test_bad_options(media):
         open_video(media["mp4"], backend="opencv")  # type: ignore[arg-type]
     with pytest.raises(VideoReadError, match="cannot open a video from a int"):
         open_video(3)  # type: ignore[arg-type]
+
+
+def test_frames_decoded_by_seeking_follows_the_key_frames():
+    assert _frames_decoded_by_seeking([5], [0]) == 6
+    assert _frames_decoded_by_seeking([5, 9], [0]) == 10  # onwards from frame 5
+    assert _frames_decoded_by_seeking([5, 25], [0, 20]) == 6 + 6  # a seek to the key frame 20
+    assert _frames_decoded_by_seeking([25, 27], [0, 20]) == 6 + 2
+    assert _frames_decoded_by_seeking([3], []) == 4
+
+
+@pytest.mark.parametrize(("keyint", "indices", "sequential"), [(250, [2, 9, 17, 30], True), (5, [31, 37], False)])
+def test_scattered_frames_are_read_by_the_faster_decoder(tmp_path, frames, keyint, indices, sequential):
+    """One key frame: decord would decode from frame 0 for every batch, so one sequential PyAV pass reads the
+    frames; a key frame every 5 frames: decord's seeks skip most of the video. The frames are the same."""
+    pytest.importorskip("decord")
+    path = tmp_path / f"keyint{keyint}.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        stream.options = {"crf": "12", "x264-params": f"keyint={keyint}:min-keyint={keyint}:scenecut=0"}
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode(None))
+    reader = open_video(path)
+    assert reader.backend == "decord"
+    decord_batches = []
+    decode_with_decord = reader._decode_with_decord
+    reader._decode_with_decord = lambda batch: decord_batches.append(batch) or decode_with_decord(batch)
+    groups = list(reader.iter_frame_groups(indices, 2))
+    assert [group for group, _ in groups] == [indices[:2], indices[2:]][: len(groups)]
+    expected = open_video(path, backend="pyav").get_frames(indices)
+    assert np.array_equal(np.concatenate([batch for _, batch in groups]), expected)
+    assert np.array_equal(reader.get_frames(indices), expected)
+    assert (decord_batches == []) == sequential, decord_batches

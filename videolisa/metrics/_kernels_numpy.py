@@ -1,7 +1,7 @@
 """Pure-NumPy twin of the C extension ``videolisa.metrics._kernels``: same functions, arguments, results and
 errors, used when the extension was not built (an install without a C compiler).
 
-Exact like the extension (tests run both on the same cases) and several times slower (``eval/perf/kernels.py``):
+Exact like the extension (tests run both on the same cases) and several times slower (``eval/perf/kernel_fallback.py``):
 
 * ``frame_counts`` works on the masks' bounding box (plus the one-pixel margin the boundary rule looks at);
   a boundary pixel is matched when some row ``dy`` of the tolerance disk holds a pixel of the other boundary

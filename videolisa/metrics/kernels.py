@@ -1,7 +1,7 @@
 """The scoring kernels in use: the C extension ``videolisa.metrics._kernels`` when the install built it,
 else its exact pure-NumPy twin ``videolisa.metrics._kernels_numpy`` (an install without a C compiler).
 
-Both give the same J, F and PNG pixels; the fallback is several times slower (``eval/perf/kernels.py``), which
+Both give the same J, F and PNG pixels; the fallback is several times slower (``eval/perf/kernel_fallback.py``), which
 this module says once, in the process the user started (not again in each scoring worker). Setting
 ``VIDEOLISA_KERNELS=numpy`` selects the fallback on purpose (benchmarks, debugging), silently.
 

@@ -14,7 +14,7 @@ It checks that both give identical results, prints a table and, last, ``RATIO na
 fallback time / extension time (how many times slower the fallback is), the best of ``--repeats`` runs.
 About two minutes on 2 cores.
 
-Usage: ``python eval/perf/kernels.py [--workers N] [--sequences 6] [--frames 30] [--repeats 3]``
+Usage: ``python eval/perf/kernel_fallback.py [--workers N] [--sequences 6] [--frames 30] [--repeats 3]``
 """
 
 from __future__ import annotations
