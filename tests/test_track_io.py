@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -69,6 +70,37 @@ def test_track_writer_round_trip(tmp_path):
     with open_video(tmp_path / "overlay.mp4", backend="pyav") as overlay:
         assert overlay.num_frames == NUM_FRAMES
     assert sorted(p.name for p in tmp_path.iterdir()) == ["masks.json", "overlay.mp4", "palette", "tracks"]
+
+
+def test_track_writer_threads_write_the_same_files(tmp_path):
+    """The outputs written in parallel (default) are the ones one thread writes, byte for byte (the overlay as
+    decoded pixels)."""
+    masks, frames = random_tracks(3, seed=4), make_frames(NUM_FRAMES, HEIGHT, WIDTH, seed=2)
+    names = [f"{i:05d}" for i in range(NUM_FRAMES)]
+    for threads in (1, None):
+        out = tmp_path / str(threads)
+        with TrackWriter(
+            names,
+            HEIGHT,
+            WIDTH,
+            [(1, "a"), (2, "b"), (3, None)],
+            tracks_dir=out / "tracks",
+            palette_dir=out / "palette",
+            rle_path=out / "masks.json",
+            overlay_path=out / "overlay.mp4",
+            threads=threads,
+        ) as writer:
+            for start in range(0, NUM_FRAMES, 4):
+                writer.write(masks[start : start + 4], None, frames[start : start + 4])
+    one, many = tmp_path / "1", tmp_path / "None"
+    files = sorted(path.relative_to(one) for path in one.rglob("*.png")) + [Path("masks.json")]
+    assert len(files) == NUM_FRAMES * 4 + 1
+    for path in files:
+        assert (one / path).read_bytes() == (many / path).read_bytes(), path
+    with open_video(one / "overlay.mp4", backend="pyav") as a, open_video(many / "overlay.mp4", backend="pyav") as b:
+        assert np.array_equal(a.get_frames(range(NUM_FRAMES)), b.get_frames(range(NUM_FRAMES)))
+    with pytest.raises(InvalidInputError, match="threads must be a positive integer"):
+        TrackWriter(names, HEIGHT, WIDTH, [], rle_path=tmp_path / "x.json", threads=0)
 
 
 def test_track_overlay_can_be_scaled_down(tmp_path):

@@ -219,7 +219,7 @@ def _check_frame_name(name: str) -> str:
     return name
 
 
-def _run_all(pool: ThreadPoolExecutor | None, calls: Sequence[Callable[[], None]]) -> None:
+def run_all(pool: ThreadPoolExecutor | None, calls: Sequence[Callable[[], None]]) -> None:
     """Run ``calls`` on ``pool`` (None: here, in order) and wait for all of them; then raise the error of the first
     one (in the order given) that failed, so that no call is still running when the caller handles it."""
     if pool is None:
@@ -256,7 +256,7 @@ class _PngSink:
 
     def write(self, start: int, masks: np.ndarray, frames: np.ndarray | None) -> None:
         calls = [partial(self._write_one, start + offset, mask) for offset, mask in enumerate(masks)]
-        _run_all(self._pool if len(calls) > 1 else None, calls)
+        run_all(self._pool if len(calls) > 1 else None, calls)
 
     def close(self) -> None:
         """Nothing to finish: every PNG is complete once written."""
@@ -586,7 +586,7 @@ class MaskWriter:
                     f"frames is {frames.dtype} {tuple(frames.shape)}; expected uint8 {(*masks.shape, 3)} "
                     "matching the masks"
                 )
-        _run_all(self._sink_pool, [partial(sink.write, self._written, masks, frames) for sink in self._sinks])
+        run_all(self._sink_pool, [partial(sink.write, self._written, masks, frames) for sink in self._sinks])
         self._written += len(masks)
 
     def close(self) -> None:

@@ -16,8 +16,11 @@ for the per-track PNG folders and the overlay video), and writes any of:
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +28,7 @@ from PIL import Image, ImageDraw
 
 from videolisa.atomic import atomic_path, naming_errors, sweep_temp_files
 from videolisa.errors import InvalidInputError
-from videolisa.mask_io import DEFAULT_OVERLAY_ALPHA, MaskWriter, PathLike, _caption_font, tint_masks
+from videolisa.mask_io import DEFAULT_OVERLAY_ALPHA, MaskWriter, PathLike, _caption_font, run_all, tint_masks
 from videolisa.processing.video_io import DEFAULT_FPS
 
 TRACKS_FORMAT = "videolisa-tracks-rle"
@@ -115,6 +118,10 @@ class TrackWriter:
     Feed :meth:`write` consecutive chunks in frame order, then :meth:`close` (or use ``with``). ``tracks`` are the
     ``(id, phrase)`` of every track (may be empty: an answer without ``[SEG]``). ``overlay_max_side`` scales the
     overlay down as :class:`~videolisa.mask_io.MaskWriter`'s does.
+
+    The outputs of a chunk are written in parallel, as :class:`~videolisa.mask_io.MaskWriter` writes its own: the
+    track folders, the overlay (tinting included), each frame's palette PNG and the RLEs run on ``threads``
+    threads (default: the CPU count, at most 8); :meth:`write` returns once they are all written.
     """
 
     def __init__(
@@ -133,9 +140,13 @@ class TrackWriter:
         fps: float = DEFAULT_FPS,
         presence_threshold: float | None = None,
         overlay_max_side: int | None = None,
+        threads: int | None = None,
     ) -> None:
         if tracks_dir is None and palette_dir is None and rle_path is None and overlay_path is None:
             raise InvalidInputError("TrackWriter needs at least one of tracks_dir, palette_dir, rle_path, overlay_path")
+        if threads is not None and not (isinstance(threads, int) and threads >= 1):
+            raise InvalidInputError(f"threads must be a positive integer or None, got {threads!r}")
+        threads = threads or min(8, os.cpu_count() or 1)
         self._names = [str(name) for name in frame_names]
         self._tracks = [(int(track_id), phrase) for track_id, phrase in tracks]
         self._size = (int(height), int(width))
@@ -154,8 +165,10 @@ class TrackWriter:
         self._rles: list[list[dict]] = [[] for _ in self._tracks]
         self._scores: list[list[float | None]] = [[] for _ in self._tracks]
         self._palette_dir = None if palette_dir is None else Path(palette_dir)
+        self._palette = [value for k in range(255) for value in (track_color(k) if k else (0, 0, 0))]
         self._written = 0
         self._writers: list[MaskWriter] = []
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="videolisa-tracks") if threads > 1 else None
         try:
             if self._palette_dir is not None:
                 with naming_errors(self._palette_dir):
@@ -207,29 +220,32 @@ class TrackWriter:
             raise InvalidInputError(
                 f"received track masks for {self._written + len(masks)} frames but the video has {len(self._names)}"
             )
+        if self._overlay and frames is None:
+            raise InvalidInputError("the overlay video needs the frames: pass frames [F, H, W, 3] uint8")
         track_writers = self._writers[:-1] if self._overlay else self._writers
-        for k, writer in enumerate(track_writers):
-            writer.write(masks[:, k])
+        calls = [partial(writer.write, masks[:, k]) for k, writer in enumerate(track_writers)]
         if self._overlay:
-            if frames is None:
-                raise InvalidInputError("the overlay video needs the frames: pass frames [F, H, W, 3] uint8")
-            tinted = tint_tracks(np.asarray(frames), masks)
-            if self._legend is not None:
-                self._legend.apply(tinted)
-            self._writers[-1].write(np.zeros(masks.shape[:1] + masks.shape[2:], dtype=bool), tinted)
+            calls.append(partial(self._write_overlay, masks, np.asarray(frames)))
         if self._palette_dir is not None:
-            self._write_palettes(masks)
+            first = self._written
+            calls += [partial(self._write_palette, first + k, frame_masks) for k, frame_masks in enumerate(masks)]
         if self._rle_path is not None:
-            self._encode(masks, scores)
+            calls.append(partial(self._encode, masks, scores))
+        run_all(self._pool, calls)
         self._written += len(masks)
 
-    def _write_palettes(self, masks: np.ndarray) -> None:
-        palette = [value for k in range(255) for value in (track_color(k) if k else (0, 0, 0))]
-        for offset, frame_masks in enumerate(masks):
-            image = Image.fromarray(palette_indices(frame_masks), mode="P")
-            image.putpalette(palette)
-            with atomic_path(self._palette_dir / f"{self._names[self._written + offset]}.png") as temp_path:
-                image.save(temp_path, format="PNG", compress_level=1)
+    def _write_overlay(self, masks: np.ndarray, frames: np.ndarray) -> None:
+        tinted = tint_tracks(frames, masks)
+        if self._legend is not None:
+            self._legend.apply(tinted)
+        self._writers[-1].write(np.zeros(masks.shape[:1] + masks.shape[2:], dtype=bool), tinted)
+
+    def _write_palette(self, index: int, masks: np.ndarray) -> None:
+        """Frame ``index``'s palette PNG of ``masks [K, H, W]``."""
+        image = Image.fromarray(palette_indices(masks), mode="P")
+        image.putpalette(self._palette)
+        with atomic_path(self._palette_dir / f"{self._names[index]}.png") as temp_path:
+            image.save(temp_path, format="PNG", compress_level=1)
 
     def _encode(self, masks: np.ndarray, scores: np.ndarray | None) -> None:
         from pycocotools import mask as mask_utils
@@ -246,6 +262,7 @@ class TrackWriter:
         if self._written != len(self._names):
             self.abort()
             raise InvalidInputError(f"TrackWriter closed after {self._written} of {len(self._names)} frames")
+        self._shutdown_pool()
         for writer in self._writers:
             writer.close()
         if self._rle_path is not None:
@@ -267,8 +284,14 @@ class TrackWriter:
 
     def abort(self) -> None:
         """Discard the unfinished files (PNGs already written stay: each is complete)."""
+        self._shutdown_pool()
         for writer in self._writers:
             writer.abort()
+
+    def _shutdown_pool(self) -> None:
+        """Stop the writing threads (no write is running: :meth:`write` waits for its chunk)."""
+        if self._pool is not None:
+            self._pool.shutdown()
 
 
 def _rle_is_set(rle: dict) -> bool:
