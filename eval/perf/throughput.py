@@ -5,7 +5,8 @@ process, best of ``--repeats``:
 
 * ``infer``: ``videolisa infer`` with the built-in model (whose compute is negligible), masks only (PNG + RLE),
   and ``infer+overlay``: the same with ``--save-overlay``; frames/s as its summary reports (segmentation only,
-  model loading excluded);
+  model loading excluded); ``generate+overlay``: ``--generate --save-overlay`` (the track writer: per-track
+  PNGs, palette PNGs, RLEs and the coloured overlay; the tracks the answer has are in the table);
 * ``bound writers``: decoding (in a background thread, as the predictor does) + the PNG and RLE writers alone,
   fed the masks that ``infer`` wrote;
 * ``bound encode``: decoding + encoding the decoded frames with the overlay's encoder settings alone;
@@ -173,25 +174,32 @@ def child(kind: str, *args: str, cpus: str | None) -> float | dict[str, float]:
     return json.loads(run_measured(command).stdout.strip().splitlines()[-1])
 
 
-def infer(video: Path, out: Path, overlay: bool, cpus: str | None) -> float:
+def infer(video: Path, out: Path, overlay: bool, cpus: str | None, generate: bool = False) -> float:
     """Segmentation frames/s of ``videolisa infer`` (built-in model, CPU)."""
     shutil.rmtree(out, ignore_errors=True)
-    command = [
-        str(Path(sys.executable).parent / "videolisa"),
-        "infer",
-        "--video",
-        str(video),
-        "--prompt",
-        PROMPT,
-        "--out",
-        str(out),
-        "--device",
-        "cpu",
-    ] + (["--save-overlay"] if overlay else [])
+    command = (
+        [
+            str(Path(sys.executable).parent / "videolisa"),
+            "infer",
+            "--video",
+            str(video),
+            "--prompt",
+            PROMPT,
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+        + (["--save-overlay"] if overlay else [])
+        + (["--generate"] if generate else [])
+    )
     if cpus is not None:
         command = ["taskset", "-c", cpus, *command]
     run_measured(command, env={"HF_HUB_OFFLINE": "1"})
-    return json.loads((out / "summary.json").read_text())["frames_per_second"]
+    summary = json.loads((out / "summary.json").read_text())
+    if generate:
+        print(f"{video.name} --generate: answer {summary['answer']!r}, {len(summary['tracks'])} track(s)")
+    return summary["frames_per_second"]
 
 
 def measure(name: str, video: Path, workdir: Path, repeats: int, cpus: str | None) -> dict[str, float]:
@@ -199,6 +207,7 @@ def measure(name: str, video: Path, workdir: Path, repeats: int, cpus: str | Non
     runs: dict[str, list[float]] = {
         "infer": [],
         "infer+overlay": [],
+        "generate+overlay": [],
         "bound writers": [],
         "bound encode": [],
         "segment alone": [],
@@ -212,6 +221,9 @@ def measure(name: str, video: Path, workdir: Path, repeats: int, cpus: str | Non
             child("writers", str(video), str(masks_out / "masks.json"), str(scratch), cpus=cpus)
         )
         runs["infer+overlay"].append(infer(video, workdir / f"overlay-{name}", overlay=True, cpus=cpus))
+        runs["generate+overlay"].append(
+            infer(video, workdir / f"generate-{name}", overlay=True, cpus=cpus, generate=True)
+        )
         shutil.rmtree(scratch, ignore_errors=True)
         runs["bound encode"].append(child("encode", str(video), str(scratch), cpus=cpus))
         runs["segment alone"].append(child("segment", str(video), str(scratch), cpus=cpus))
