@@ -106,16 +106,19 @@ def generation_scores(model: str, device: str, data: Path, meta: dict, multi: li
 
     from tqdm import tqdm
 
+    from videolisa.benchmarks import get_benchmark
     from videolisa.predictor import VideoLisaPredictor
 
     predictor = VideoLisaPredictor.from_pretrained(model, device=device)
     mask_dict = json.loads((data / "mask_dict.json").read_text())
+    # The query the benchmark asks (the training templates: "Please segment the {phrase} in this image.").
+    query_of = {item.key: item.query for item in get_benchmark("revos", data).items()}
     answers: dict[str, Counter] = {"multi": Counter(), "absent": Counter()}
     counts, union_jf, object_jf, absent_empty = [], [], [], []
     for key in tqdm(multi + absent, desc="generation", unit="instruction"):
         video, exp_id = key.rsplit("/", 1)
         info, expression = meta[video], meta[video]["expressions"][exp_id]
-        result = predictor.segment(str(data / "JPEGImages" / video), expression["exp"], answer="generate")
+        result = predictor.segment(str(data / "JPEGImages" / video), query_of[key], answer="generate")
         kind = "multi" if key in multi else "absent"
         answers[kind][result.answer] += 1
         if kind == "absent":
@@ -176,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     multi = [key for key, expression in expressions.items() if expression["kind"] == "multi"]
     absent = [key for key, expression in expressions.items() if expression["kind"] == "absent"]
+    present = [key for key in expressions if key not in absent]
     # "all the red shapes" etc.: the instruction names a strict or full subset picked by an attribute or motion.
     some = [key for key in multi if expressions[key]["exp"] != "all the shapes"]
     result = {
@@ -184,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         "data": f"videolisa synth --layout revos --videos {args.videos} --seed {args.seed} --min-frames 16 "
         "--max-frames 32 --min-objects 2 --max-objects 3 --extra-kinds multi,absent",
         "modes": {
-            mode: evaluate_mode(args, data, mode, multi, absent, some) for mode in ("teacher_forced", "generated")
+            mode: evaluate_mode(args, data, mode, multi, absent, some, present)
+            for mode in ("teacher_forced", "generated")
         },
         # What the video's whole ReVOS foreground (every object its instructions refer to) would score on them:
         # a model that segments every shape whatever the words.
@@ -199,7 +204,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def evaluate_mode(
-    args: argparse.Namespace, data: Path, mode: str, multi: list[str], absent: list[str], some: list[str]
+    args: argparse.Namespace,
+    data: Path,
+    mode: str,
+    multi: list[str],
+    absent: list[str],
+    some: list[str],
+    present: list[str],
 ) -> dict:
     """``videolisa eval --benchmark revos`` (``--generate`` for ``generated``) and its scores."""
     from videolisa.evaluation import EvaluationConfig, run_evaluation
@@ -220,6 +231,8 @@ def evaluate_mode(
         "multi": mean_scores(report, multi),
         "multi_except_all_the_shapes": mean_scores(report, some),
         "absent": {"count": len(absent), "empty_share": empty_share(out / "predictions", absent)},
+        # The other side of "not there": instructions whose referent is in the clip but get no mask at all.
+        "present": {"count": len(present), "empty_share": empty_share(out / "predictions", present)},
     }
 
 
@@ -255,7 +268,9 @@ def markdown(result: dict) -> str:
             f"{100 * some['JF']:.1f}, where segmenting every shape (the video's foreground) would score "
             f"{100 * baseline['JF']:.1f}",
             f"- {mode}, no-target instructions ({scores['absent']['count']}): "
-            f"{100 * scores['absent']['empty_share']:.1f}% come back empty on every frame",
+            f"{100 * scores['absent']['empty_share']:.1f}% come back empty on every frame; instructions whose "
+            f"referent is there ({scores['present']['count']}): {100 * scores['present']['empty_share']:.1f}% "
+            "come back empty",
         ]
     lines += [
         "",

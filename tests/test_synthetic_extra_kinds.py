@@ -60,6 +60,7 @@ def _expected_referents(text: str, objects) -> tuple[int, ...] | None:
 
 
 def test_multi_and_absent_referents(pairs: list[tuple]) -> None:
+    forms = set()
     for _, video in pairs:
         for expression in video.expressions:
             if expression.kind == "multi":
@@ -69,11 +70,18 @@ def test_multi_and_absent_referents(pairs: list[tuple]) -> None:
                     assert expression.targets == expected, expression
                 union = expression.target_masks(video.masks)
                 assert np.array_equal(union, video.masks[list(expression.targets)].any(axis=0))
-            elif expression.kind == "absent":
-                color, shape = expression.text.split()
-                assert color in COLORS and shape in SHAPES
-                assert not any(obj.color == color and obj.shape == shape for obj in video.objects)
+            elif expression.kind == "absent":  # an attribute phrase ("[size] [colour] shape-or-noun") of nothing
+                *adjectives, noun = expression.text.split()
+                assert noun in (*SHAPES, "shape") and set(adjectives) <= set(COLORS) | set(OBJECT_SIZES)
+                wanted = {word: "color" if word in COLORS else "size" for word in adjectives}
+                if noun != "shape":
+                    wanted[noun] = "shape"
+                assert wanted and not any(
+                    all(getattr(obj, name) == word for word, name in wanted.items()) for obj in video.objects
+                ), expression
                 assert expression.targets == () and not expression.target_masks(video.masks).any()
+                forms.add(len(expression.text.split()))
+    assert len(forms) >= 2  # absent phrases come in the attribute phrases' several forms
 
 
 def test_config_and_cli_refuse_unknown_kinds() -> None:

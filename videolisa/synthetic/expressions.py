@@ -9,6 +9,7 @@ that the benchmark templates ("Please segment the {phrase} in this scene.") read
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -112,9 +113,14 @@ _ATTRIBUTE_SUBSETS = (
 
 def _attribute_phrase(obj: SyntheticObject, attributes: Sequence[str]) -> str:
     """E.g. ("size", "color") -> "large red shape"; ("color", "shape") -> "red triangle"."""
-    words = [obj.size] if "size" in attributes else []
-    words += [obj.color] if "color" in attributes else []
-    words.append(obj.shape if "shape" in attributes else "shape")
+    return _looks_phrase({"shape": obj.shape, "color": obj.color, "size": obj.size}, attributes)
+
+
+def _looks_phrase(looks: dict[str, str], attributes: Sequence[str]) -> str:
+    """The phrase of :func:`_attribute_phrase` for attribute values ``looks`` (``shape``, ``color``, ``size``)."""
+    words = [looks["size"]] if "size" in attributes else []
+    words += [looks["color"]] if "color" in attributes else []
+    words.append(looks["shape"] if "shape" in attributes else "shape")
     return " ".join(words)
 
 
@@ -360,14 +366,17 @@ def _multi_candidates(facts: SceneFacts) -> list[_Candidate]:
 
 
 def _absent_candidates(facts: SceneFacts) -> list[_Candidate]:
-    """Colour + shape phrases ("green circle") that no object of the video matches."""
-    present = {(obj.color, obj.shape) for obj in facts.objects}
-    return [
-        _crisp(f"{color} {shape}", "absent", np.zeros(facts.num_objects, dtype=bool))
-        for color in COLORS
-        for shape in SHAPES
-        if (color, shape) not in present
-    ]
+    """Appearance phrases in every form an attribute instruction takes ("green shape", "large triangle", "red
+    circle", "small green star"...) that no object of the video matches: the words alone cannot tell that the
+    referent is absent (a model trained on "green circle"-only absent phrases answered "none" to every present
+    "red square"), only the video can."""
+    phrases: dict[str, None] = {}  # ordered and distinct
+    for shape, color, size in itertools.product(SHAPES, COLORS, OBJECT_SIZES):
+        looks = {"shape": shape, "color": color, "size": size}
+        for attributes in _ATTRIBUTE_SUBSETS:
+            if not any(all(getattr(obj, name) == looks[name] for name in attributes) for obj in facts.objects):
+                phrases[_looks_phrase(looks, attributes)] = None
+    return [_crisp(text, "absent", np.zeros(facts.num_objects, dtype=bool)) for text in phrases]
 
 
 def choose_extra_expressions(
