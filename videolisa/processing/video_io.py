@@ -42,7 +42,7 @@ import os
 import re
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -915,9 +915,8 @@ class _PyAVVideo(VideoReader):
     def _decode_sorted(self, indices: list[int]) -> np.ndarray:
         slots = {index: slot for slot, index in enumerate(indices)}
         frames = np.empty((len(indices), self._height, self._width, 3), dtype=np.uint8)
-        for index, frame in self._decode_from_start(stop=indices[-1] + 1):
-            if index in slots:
-                frames[slots[index]] = frame
+        for index, frame in self._decode_from_start(stop=indices[-1] + 1, wanted=slots.keys()):
+            frames[slots[index]] = frame
         return frames
 
     def iter_frame_groups(self, indices: Sequence[int], group_size: int) -> Iterator[tuple[list[int], np.ndarray]]:
@@ -926,14 +925,12 @@ class _PyAVVideo(VideoReader):
         self._check_chunking(group_size, 0)
         if not unique:
             return
-        wanted = set(unique)
         group: list[int] = []
         frames: list[np.ndarray] = []
-        for index, frame in self._decode_from_start(stop=unique[-1] + 1):
-            if index in wanted:
-                group.append(index)
-                frames.append(frame)
-            if len(group) == group_size or (group and index == unique[-1]):
+        for index, frame in self._decode_from_start(stop=unique[-1] + 1, wanted=set(unique)):
+            group.append(index)
+            frames.append(frame)
+            if len(group) == group_size or index == unique[-1]:
                 yield group, np.stack(frames)
                 group, frames = [], []
 
@@ -949,8 +946,9 @@ class _PyAVVideo(VideoReader):
                 yield index + 1 - len(chunk), np.stack(chunk)
                 chunk = []
 
-    def _decode_from_start(self, stop: int) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(index, frame [H, W, 3] uint8)`` in presentation order for indices ``0 .. stop - 1``.
+    def _decode_from_start(self, stop: int, wanted: Collection[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(index, frame [H, W, 3] uint8)`` in presentation order for indices ``0 .. stop - 1`` (only those
+        in ``wanted`` when given: the others are decoded, which later frames need, but not converted to RGB).
 
         Decoded with FFmpeg's frame threads (sequential decoding is the pipeline's slowest stage on many cores).
         A threaded decoder reports an error a few packets late, so when that pass fails, an unthreaded pass from
@@ -958,15 +956,17 @@ class _PyAVVideo(VideoReader):
         """
         yielded = 0
         try:
-            for index, frame in self._decode_pass(stop, threaded=True):
+            for index, frame in self._decode_pass(stop, threaded=True, wanted=wanted):
                 yield index, frame
                 yielded = index + 1
         except VideoReadError:
-            for index, frame in self._decode_pass(stop, threaded=False):
+            for index, frame in self._decode_pass(stop, threaded=False, wanted=wanted):
                 if index >= yielded:
                     yield index, frame
 
-    def _decode_pass(self, stop: int, threaded: bool) -> Iterator[tuple[int, np.ndarray]]:
+    def _decode_pass(
+        self, stop: int, threaded: bool, wanted: Collection[int] | None
+    ) -> Iterator[tuple[int, np.ndarray]]:
         """One decoding pass of :meth:`_decode_from_start`, with or without frame threads."""
         import av
 
@@ -985,9 +985,10 @@ class _PyAVVideo(VideoReader):
                 for frame in decoded:
                     if next_index >= stop:
                         return
-                    # Contiguous: a turned view would make every chunk stacked from it strided too.
-                    image = np.ascontiguousarray(self._orientation.apply(frame.to_ndarray(format="rgb24")))
-                    yield next_index, self._check_frame(image, next_index)
+                    if wanted is None or next_index in wanted:
+                        # Contiguous: a turned view would make every chunk stacked from it strided too.
+                        image = np.ascontiguousarray(self._orientation.apply(frame.to_ndarray(format="rgb24")))
+                        yield next_index, self._check_frame(image, next_index)
                     next_index += 1
         if next_index < stop:
             raise VideoReadError(
