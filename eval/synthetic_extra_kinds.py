@@ -153,6 +153,33 @@ def generation_scores(model: str, device: str, data: Path, meta: dict, multi: li
     }
 
 
+def phrase_form(text: str) -> str | None:
+    """The form of an appearance phrase, e.g. "small green circle" -> "size colour shape", "green shape" ->
+    "colour 'shape'"; None for other instructions."""
+    from videolisa.synthetic import COLORS, OBJECT_SIZES, SHAPES
+
+    *adjectives, noun = text.split()
+    if noun not in (*SHAPES, "shape") or not set(adjectives) <= set(COLORS) | set(OBJECT_SIZES):
+        return None
+    words = ["colour" if word in COLORS else "size" for word in adjectives]
+    return " ".join([*words, "shape" if noun in SHAPES else "'shape'"])
+
+
+def empty_by_form(pred_root: Path, expressions: dict[str, dict]) -> dict[str, dict[str, list[int]]]:
+    """Per appearance-phrase form, ``[count, empty]`` of the instructions whose referent is there and of the
+    absent ones: whether "not there" follows the video or the wording."""
+    table: dict[str, dict[str, list[int]]] = {}
+    for key, expression in expressions.items():
+        form = phrase_form(expression["exp"])
+        if form is None:
+            continue
+        side = "absent" if expression["kind"] == "absent" else "present"
+        row = table.setdefault(form, {"present": [0, 0], "absent": [0, 0]})
+        row[side][0] += 1
+        row[side][1] += int(empty_share(pred_root, [key]) == 1.0)
+    return dict(sorted(table.items()))
+
+
 def empty_share(pred_root: Path, keys: list[str]) -> float:
     """Share of the items whose prediction PNGs are all background."""
     from videolisa.metrics.io import read_mask
@@ -188,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": f"videolisa synth --layout revos --videos {args.videos} --seed {args.seed} --min-frames 16 "
         "--max-frames 32 --min-objects 2 --max-objects 3 --extra-kinds multi,absent",
         "modes": {
-            mode: evaluate_mode(args, data, mode, multi, absent, some, present)
+            mode: evaluate_mode(args, data, mode, multi, absent, some, present, expressions)
             for mode in ("teacher_forced", "generated")
         },
         # What the video's whole ReVOS foreground (every object its instructions refer to) would score on them:
@@ -211,6 +238,7 @@ def evaluate_mode(
     absent: list[str],
     some: list[str],
     present: list[str],
+    expressions: dict[str, dict],
 ) -> dict:
     """``videolisa eval --benchmark revos`` (``--generate`` for ``generated``) and its scores."""
     from videolisa.evaluation import EvaluationConfig, run_evaluation
@@ -233,6 +261,7 @@ def evaluate_mode(
         "absent": {"count": len(absent), "empty_share": empty_share(out / "predictions", absent)},
         # The other side of "not there": instructions whose referent is in the clip but get no mask at all.
         "present": {"count": len(present), "empty_share": empty_share(out / "predictions", present)},
+        "empty_by_phrase_form": empty_by_form(out / "predictions", expressions),
     }
 
 

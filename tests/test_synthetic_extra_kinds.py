@@ -250,6 +250,9 @@ def test_extra_kinds_report_script(tmp_path: Path, tiny_model_dir: Path) -> None
         scores = result["modes"][mode]
         assert scores["absent"] == {"count": len(absent), "empty_share": float(np.mean(empty))}
         assert scores["multi"]["count"] >= 1 and 0 <= scores["multi"]["JF"] <= 1
+        by_form = scores["empty_by_phrase_form"]  # every absent instruction is an appearance phrase
+        assert sum(row["absent"][0] for row in by_form.values()) == len(absent)
+        assert sum(row["absent"][1] for row in by_form.values()) == sum(empty)
     generation = result["generation"]
     assert generation["multi"]["count"] == result["modes"]["generated"]["multi"]["count"]
     assert generation["absent"]["count"] == len(absent)
