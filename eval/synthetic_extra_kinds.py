@@ -303,6 +303,18 @@ def markdown(result: dict) -> str:
         ]
     lines += [
         "",
+        'Appearance phrases that come back empty on every frame, by form: does "not there" follow the clip or the '
+        "wording?",
+        "",
+        "| mode | form | referent there | of them empty | referent absent | of them empty |",
+        "|---|---|---|---|---|---|",
+    ]
+    for mode, scores in result["modes"].items():
+        for form, row in scores["empty_by_phrase_form"].items():
+            (there, there_empty), (absent, absent_empty) = row["present"], row["absent"]
+            lines.append(f"| {mode} | {form} | {there} | {there_empty} | {absent} | {absent_empty} |")
+    lines += [
+        "",
         'Tracks in generation mode (`answer="generate"`, greedy, default presence threshold):',
         "",
         f"- multi-object ({gen_multi['count']}): {gen_multi['tracks_per_instruction']:.2f} tracks per instruction "
