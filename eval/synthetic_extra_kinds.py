@@ -165,9 +165,10 @@ def phrase_form(text: str) -> str | None:
     return " ".join([*words, "shape" if noun in SHAPES else "'shape'"])
 
 
-def empty_by_form(pred_root: Path, expressions: dict[str, dict]) -> dict[str, dict[str, list[int]]]:
+def empty_by_form(empty: dict[str, bool], expressions: dict[str, dict]) -> dict[str, dict[str, list[int]]]:
     """Per appearance-phrase form, ``[count, empty]`` of the instructions whose referent is there and of the
-    absent ones: whether "not there" follows the video or the wording."""
+    absent ones (``empty``: per item, whether its masks are all background): whether "not there" follows the video
+    or the wording."""
     table: dict[str, dict[str, list[int]]] = {}
     for key, expression in expressions.items():
         form = phrase_form(expression["exp"])
@@ -176,16 +177,20 @@ def empty_by_form(pred_root: Path, expressions: dict[str, dict]) -> dict[str, di
         side = "absent" if expression["kind"] == "absent" else "present"
         row = table.setdefault(form, {"present": [0, 0], "absent": [0, 0]})
         row[side][0] += 1
-        row[side][1] += int(empty_share(pred_root, [key]) == 1.0)
+        row[side][1] += int(empty[key])
     return dict(sorted(table.items()))
 
 
-def empty_share(pred_root: Path, keys: list[str]) -> float:
-    """Share of the items whose prediction PNGs are all background."""
+def empty_items(pred_root: Path, keys: list[str]) -> dict[str, bool]:
+    """Per item, whether its prediction PNGs are all background."""
     from videolisa.metrics.io import read_mask
 
-    empty = [all(not read_mask(path).any() for path in sorted((pred_root / key).glob("*.png"))) for key in keys]
-    return float(np.mean(empty)) if empty else float("nan")
+    return {key: all(not read_mask(path).any() for path in sorted((pred_root / key).glob("*.png"))) for key in keys}
+
+
+def empty_share(empty: dict[str, bool], keys: list[str]) -> float:
+    """Share of the items ``keys`` whose masks are all background."""
+    return float(np.mean([empty[key] for key in keys])) if keys else float("nan")
 
 
 @reports_errors
@@ -253,15 +258,16 @@ def evaluate_mode(
     )
     run_evaluation(settings)
     report = score_benchmark("revos", data, out / "predictions", workers=1)
+    empty = empty_items(out / "predictions", list(expressions))  # each item's PNGs read once
     return {
         "revos_official_percent": report.details["official"],
         "revos_types": report.details["types"],
         "multi": mean_scores(report, multi),
         "multi_except_all_the_shapes": mean_scores(report, some),
-        "absent": {"count": len(absent), "empty_share": empty_share(out / "predictions", absent)},
+        "absent": {"count": len(absent), "empty_share": empty_share(empty, absent)},
         # The other side of "not there": instructions whose referent is in the clip but get no mask at all.
-        "present": {"count": len(present), "empty_share": empty_share(out / "predictions", present)},
-        "empty_by_phrase_form": empty_by_form(out / "predictions", expressions),
+        "present": {"count": len(present), "empty_share": empty_share(empty, present)},
+        "empty_by_phrase_form": empty_by_form(empty, expressions),
     }
 
 

@@ -503,16 +503,20 @@ def prediction_fingerprint(
         "frames_dense": settings.frames_dense or config.num_frames_dense,
         "threshold": MASK_LOGIT_THRESHOLD,
         "refine": refine_identity(predictor),
-        "generation": None if settings.generation is None else asdict(settings.generation),
-        "presence_threshold": effective_presence_threshold(settings),
+        **answer_mode(settings),
     }
 
 
-def effective_presence_threshold(settings: EvaluationConfig) -> float:
-    """The presence threshold the predictions use (``settings.presence_threshold`` or the mode's default)."""
+def answer_mode(settings: EvaluationConfig) -> dict[str, Any]:
+    """``generation`` (its settings, None when teacher-forced) and the ``presence_threshold`` the predictions use
+    (``settings.presence_threshold`` or the mode's default)."""
     from videolisa.tracks import resolve_presence_threshold
 
-    return resolve_presence_threshold(settings.presence_threshold, generating=settings.generation is not None)
+    generating = settings.generation is not None
+    return {
+        "generation": asdict(settings.generation) if generating else None,
+        "presence_threshold": resolve_presence_threshold(settings.presence_threshold, generating=generating),
+    }
 
 
 def refine_identity(predictor: VideoLisaPredictor) -> dict[str, Any] | None:
@@ -670,8 +674,7 @@ def describe_runtime(predictor: VideoLisaPredictor, settings: EvaluationConfig) 
         "frames_dense": settings.frames_dense or config.num_frames_dense,
         "chunk_size": predictor.chunk_size,
         "refine": predictor.refiner.describe() if predictor.refiner is not None else None,
-        "generation": None if settings.generation is None else asdict(settings.generation),
-        "presence_threshold": effective_presence_threshold(settings),
+        **answer_mode(settings),
         "model_config": config.to_dict(),
     }
 

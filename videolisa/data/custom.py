@@ -36,8 +36,9 @@ Fields:
 
   A pixel belongs to the target where the PNG is non-zero, or where it equals ``mask_value`` (an object id
   of a palette or grayscale PNG that holds several objects; with a list of masks, a list of ids or nulls of
-  the same length). An empty mask on every frame trains "not in the video". Without ``masks`` the record is a
-  text-only exchange and needs an ``answer``.
+  the same length). Without ``masks`` the record is a text-only exchange and needs an ``answer`` (e.g.
+  ``"There is none in the video."`` for a referent that is not there: an empty mask under ``[SEG]`` gets almost
+  no gradient from the DICE loss alone).
 * ``answer`` (optional): the assistant's reply. Default: one of the original answers (``"Sure, [SEG]."``,
   ...). With masks it must contain the segmentation token ``[SEG]`` once per mask entry.
 
